@@ -1,0 +1,232 @@
+"""Typed, validated configuration: YAML files in conf/ plus `--set a.b=c` overrides.
+
+Every section is a frozen dataclass; config keys equal the keyword arguments of the functions they feed. Unknown keys and
+values of the wrong type raise ConfigError naming the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from semmem.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"  # ignored when spark-submit already set a master
+    app_name: str = "semmem"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    format: Literal["pile-jsonl", "megatron", "sequences-parquet"] = "pile-jsonl"
+    path: list[str] = field(default_factory=lambda: ["data/sample"])  # files, directories or globs
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    name: str = "EleutherAI/pythia-70m"  # a Hugging Face id or a local directory / tokenizer.json
+    revision: str | None = None
+    # When `name` cannot be loaded (no hub, no cache): "train-bpe" trains a byte-level BPE on the corpus itself and
+    # saves it under the warehouse; "fail" stops with an error that says how to make the tokenizer available.
+    offline_fallback: Literal["train-bpe", "fail"] = "fail"
+    vocab_size: int = 4096  # only for the trained fallback
+    train_docs: int = 20000  # documents the fallback trains on (the first ones, in stream order)
+    batch_size: int = 512  # documents per tokenizer call on executors
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    seq_length: int = 2049  # tokens per training row, as in Pythia
+    eod_id: int = 0  # appended after every document, like GPT-NeoX's <|endoftext|>
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    fraction: float | None = None  # keep each row with this probability ...
+    size: int | None = None  # ... or keep exactly this many rows; neither: all rows
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    on_bad_record: Literal["fail", "skip"] = "fail"  # skip: bad lines go to the ingest_rejects table
+    megatron_rows_per_task: int = 65536  # .bin rows read by one Spark task
+
+
+@dataclass(frozen=True)
+class DuplicatesConfig:
+    hash_base: int = 60013  # upstream's polynomial base (spec §2.2)
+    hash_modulus: int = (1 << 61) - 1  # a Mersenne prime; tests force collisions with a tiny one
+    rows_per_batch: int = 256  # stream rows hashed together in one numpy call
+
+
+@dataclass(frozen=True)
+class TemplatingConfig:
+    upstream_quirks: bool = True  # reproduce filters/pattern.py exactly (spec §2.7); false: the corrected variant
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    names: list[str] = field(default_factory=list)  # "EleutherAI/pythia-1b-deduped@step143000" or local paths
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    mode: Literal["full", "flag"] = "full"  # flag: one forward pass, memorization_score NULL
+    upstream_perplexity: bool = False  # reproduce the upstream formulas of spec §2.9
+    batch_size: int | None = None  # None: found from free GPU memory (GPU) or a fixed default (CPU)
+
+
+@dataclass(frozen=True)
+class TrainModelConfig:
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    context_length: int = 128  # training windows are cut from stream rows at this length
+    epochs: int = 8
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    seed: int = 1234
+    max_rows: int | None = None  # train on at most this many stream rows
+
+
+@dataclass(frozen=True)
+class Config:
+    warehouse: str = "warehouse"
+    stages: list[str] = field(default_factory=list)  # empty: every registered stage, in dependency order
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
+    templating: TemplatingConfig = field(default_factory=TemplatingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    train_model: TrainModelConfig = field(default_factory=TrainModelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when `path` is None) and apply `key.sub=value` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist (expected a YAML file such as conf/local.yaml)")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level, found {type(loaded).__name__}")
+        raw = loaded or {}
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return _build(Config, raw, "")
+
+
+def with_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A copy of `cfg` with `key=value` overrides applied (same validation as load_config)."""
+    raw = cfg.to_dict()
+    for item in overrides:
+        _apply_override(raw, item)
+    return _build(Config, raw, "")
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+    parts = key.strip().split(".")
+    node = raw
+    # spark.conf keys contain dots themselves: everything after "spark.conf." is one key.
+    if parts[:2] == ["spark", "conf"] and len(parts) > 2:
+        parts = ["spark", "conf", ".".join(parts[2:])]
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key {prefix.rstrip('.') or '<top>'} must be a mapping, found {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known keys here: {', '.join(sorted(fields))})")
+    values = {name: _coerce(hints[name], raw[name], prefix + name) for name in raw}
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key {key} = {value!r}; expected one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key} must be a list, found {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key} must be a mapping, found {value!r}")
+        return {str(k): _scalar_str(v) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key} must be true or false, found {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key} must be an integer, found {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key} must be a number, found {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(f"config key {key} must be a string, found {value!r}")
+        return str(value)
+    raise ConfigError(f"config key {key}: unsupported type {tp}")  # pragma: no cover - a bug in a section
+
+
+def _scalar_str(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)

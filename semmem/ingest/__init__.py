@@ -1,0 +1,1 @@
+"""Corpus ingestion: Pile jsonl(.zst) shards, Megatron .bin/.idx, or a table of sequences."""

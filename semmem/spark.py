@@ -1,0 +1,56 @@
+"""The one SparkSession factory: local[*] by default, whatever spark-submit says otherwise."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from semmem.config import Config
+
+# Settings every semmem session needs; conf/*.yaml `spark.conf` entries win over them.
+BASE_CONF: dict[str, str] = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "4096",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",  # semmem prints its own progress lines
+    "spark.python.worker.reuse": "true",  # models are cached per Python worker
+}
+
+
+def build_session(cfg: Config) -> SparkSession:
+    """Create (or return the running) SparkSession for `cfg`.
+
+    Workers run the same interpreter as the driver (PYSPARK_PYTHON), so a venv's packages are always visible to them.
+    Under spark-submit the master and resources come from its command line; we only set what it left unset.
+    """
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
+        builder = builder.master(cfg.spark.master)
+    for key, value in {**BASE_CONF, **cfg.spark.conf}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def delta_jar_available(spark: SparkSession) -> bool:
+    """True when delta-spark's classes are on the classpath and its session extension is configured."""
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    if "io.delta.sql.DeltaSparkSessionExtension" not in extensions:
+        return False
+    try:
+        jvm = spark.sparkContext._jvm  # noqa: SLF001 - the only way to probe the classpath
+        loader = jvm.Thread.currentThread().getContextClassLoader()
+        jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", True, loader)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        return False
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    return max(1, spark.sparkContext.defaultParallelism)

@@ -1,0 +1,1 @@
+"""Stage `ingest`: corpus files -> token_rows (the training stream) and sequences (the evaluation windows)."""

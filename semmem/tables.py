@@ -1,0 +1,264 @@
+"""The only module that touches storage: read and write catalog tables as Delta tables.
+
+Two backends produce the same Delta tables:
+- delta-spark (`format("delta")`) when the Delta jar is on the classpath (clusters);
+- delta-rs otherwise: Spark writes Parquet files in parallel into a fresh folder inside the table, then the driver
+  commits exactly those files to the Delta log in one transaction. Nothing is collected on the driver but file
+  footers. A job that fails before the commit leaves the previous version untouched (its files are removed).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake import Schema as DeltaSchema
+from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction, create_table_with_add_actions
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from semmem.catalog import TableDef, table
+from semmem.errors import TableError
+from semmem.spark import delta_jar_available
+
+log = logging.getLogger(__name__)
+
+WriteMode = Literal["error", "overwrite", "append"]
+STAGING_PREFIX = "_semmem_write_"  # never referenced by the log until committed
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    path: str
+    version: int
+    num_rows: int
+    num_files: int
+
+
+def table_path(warehouse: str | Path, name: str) -> Path:
+    return Path(warehouse).absolute() / name
+
+
+def is_delta_table(path: str | Path) -> bool:
+    return (Path(path) / "_delta_log").is_dir()
+
+
+def open_delta(warehouse: str | Path, name: str) -> DeltaTable:
+    """The delta-rs handle of a catalog table, or a TableError that says which stage produces it."""
+    table(name)
+    path = table_path(warehouse, name)
+    try:
+        return DeltaTable(str(path))
+    except TableNotFoundError:
+        raise TableError(f"table {name!r} does not exist in warehouse {Path(warehouse).absolute()} "
+                         f"(run the stage that writes it, e.g. `semmem run --stages ...`)") from None
+
+
+def list_tables(warehouse: str | Path) -> list[TableInfo]:
+    """Every Delta table under `warehouse`, with its current version and row count (from the log, no scan)."""
+    root = Path(warehouse)
+    if not root.is_dir():
+        raise TableError(f"warehouse {root.absolute()} does not exist")
+    infos = []
+    for path in sorted(p for p in root.iterdir() if is_delta_table(p)):
+        dt = DeltaTable(str(path))
+        adds = pa.table(dt.get_add_actions(flatten=True))
+        rows = adds.column("num_records").to_pylist() if "num_records" in adds.column_names else []
+        infos.append(TableInfo(path.name, str(path), dt.version(), int(sum(r or 0 for r in rows)), adds.num_rows))
+    return infos
+
+
+class Warehouse:
+    """Catalog tables of one warehouse folder, read and written through one Spark session."""
+
+    def __init__(self, spark: SparkSession, root: str | Path,
+                 backend: Literal["auto", "delta-spark", "delta-rs"] = "auto") -> None:
+        self.spark = spark
+        self.root = Path(root).absolute()
+        self.root.mkdir(parents=True, exist_ok=True)
+        if backend == "auto":
+            backend = "delta-spark" if delta_jar_available(spark) else "delta-rs"
+        self.backend = backend
+
+    def path(self, name: str) -> Path:
+        return table_path(self.root, name)
+
+    def exists(self, name: str) -> bool:
+        table(name)
+        return is_delta_table(self.path(name))
+
+    def version(self, name: str) -> int:
+        return open_delta(self.root, name).version()
+
+    # ------------------------------------------------------------------ read
+    def read(self, name: str) -> DataFrame:
+        """The current snapshot of `name`, with exactly the catalog's columns and types."""
+        tdef = table(name)
+        if self.backend == "delta-spark":
+            if not self.exists(name):
+                open_delta(self.root, name)  # raises the uniform "does not exist" error
+            return _conform(self.spark.read.format("delta").load(str(self.path(name))), tdef)
+        dt = open_delta(self.root, name)
+        return self._read_files(dt, tdef)
+
+    def _read_files(self, dt: DeltaTable, tdef: TableDef) -> DataFrame:
+        data_fields = [f for f in tdef.spark_schema.fields if f.name not in tdef.partition_by]
+        from pyspark.sql.types import StructType
+
+        data_schema = StructType(data_fields)
+        if not tdef.partition_by:
+            uris = dt.file_uris()
+            if not uris:
+                return self.spark.createDataFrame([], tdef.spark_schema)
+            return _conform(self.spark.read.schema(data_schema).parquet(*uris), tdef)
+        adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        groups: dict[tuple[str | None, ...], list[str]] = {}
+        for add in adds:
+            values = tuple(add.get(f"partition.{c}") for c in tdef.partition_by)
+            groups.setdefault(values, []).append(_absolute_uri(dt, add["path"]))
+        frames = []
+        for values, uris in sorted(groups.items(), key=lambda kv: str(kv[0])):
+            df = self.spark.read.schema(data_schema).parquet(*uris)
+            for col, value in zip(tdef.partition_by, values):
+                df = df.withColumn(col, F.lit(value))
+            frames.append(_conform(df, tdef))
+        if not frames:
+            return self.spark.createDataFrame([], tdef.spark_schema)
+        out = frames[0]
+        for f in frames[1:]:
+            out = out.unionByName(f)
+        return out
+
+    # ----------------------------------------------------------------- write
+    def write(self, df: DataFrame, name: str, *, mode: WriteMode = "error",
+              partition: dict[str, str] | None = None) -> int:
+        """Write `df` as table `name` in one Delta commit and return the new version.
+
+        mode: "error" (the table must not exist), "overwrite" (the whole table, or only `partition` when given, e.g.
+        {"model": m, "revision": r}), "append". Columns are selected and cast to the catalog schema.
+        """
+        tdef = table(name)
+        if partition is not None:
+            if mode != "overwrite":
+                raise TableError(f"writing {name!r}: a partition can only be given with mode='overwrite'")
+            if set(partition) != set(tdef.partition_by):
+                raise TableError(f"writing {name!r}: partition keys {sorted(partition)} must be exactly "
+                                 f"{list(tdef.partition_by)}")
+        if mode == "error" and self.exists(name):
+            raise TableError(f"table {name!r} already exists at {self.path(name)} (use mode='overwrite')")
+        df = _conform(df, tdef)
+        if partition is not None:
+            df = df.where(_partition_predicate(partition))
+        start = time.monotonic()
+        if self.backend == "delta-spark":
+            version = self._write_delta_spark(df, tdef, mode, partition)
+        else:
+            version = self._write_delta_rs(df, tdef, mode, partition)
+        log.info("wrote %s version %d in %.1f s", name, version, time.monotonic() - start)
+        return version
+
+    def _write_delta_spark(self, df: DataFrame, tdef: TableDef, mode: WriteMode,
+                           partition: dict[str, str] | None) -> int:
+        writer = df.write.format("delta").mode("append" if mode == "append" else "overwrite")
+        if tdef.partition_by:
+            writer = writer.partitionBy(*tdef.partition_by)
+        if partition is not None:
+            writer = writer.option("replaceWhere", _partition_sql(partition))
+        writer.save(str(self.path(tdef.name)))
+        self.spark.sql(f"CREATE TABLE IF NOT EXISTS {tdef.name} USING delta LOCATION '{self.path(tdef.name)}'")
+        return self.version(tdef.name)
+
+    def _write_delta_rs(self, df: DataFrame, tdef: TableDef, mode: WriteMode,
+                        partition: dict[str, str] | None) -> int:
+        root = self.path(tdef.name)
+        batch = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        staging = root / batch
+        try:
+            writer = df.write.mode("errorifexists")
+            if tdef.partition_by:
+                writer = writer.partitionBy(*tdef.partition_by)
+            writer.parquet(str(staging))
+            adds = _add_actions(root, staging, tdef)
+            if partition is not None:
+                stray = {tuple(a.partition_values.items()) for a in adds} - {tuple(partition.items())}
+                if stray:
+                    raise TableError(f"writing {tdef.name!r}: rows outside partition {partition}: {sorted(stray)}")
+            schema = DeltaSchema.from_arrow(tdef.schema)
+            if not is_delta_table(root):
+                create_table_with_add_actions(str(root), schema, adds, mode="error",
+                                              partition_by=list(tdef.partition_by) or None)
+            else:
+                dt = DeltaTable(str(root))
+                filters = [(k, "=", v) for k, v in partition.items()] if partition is not None else None
+                dt.create_write_transaction(adds, mode="append" if mode == "append" else "overwrite",
+                                            schema=schema, partition_by=list(tdef.partition_by) or None,
+                                            partition_filters=filters)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # the previous version stays as it was
+            raise
+        return DeltaTable(str(root)).version()
+
+
+def _conform(df: DataFrame, tdef: TableDef) -> DataFrame:
+    """Select the catalog's columns in order, cast to the catalog's types; a missing column is a TableError."""
+    missing = [c for c in tdef.columns if c not in df.columns]
+    if missing:
+        raise TableError(f"table {tdef.name!r} needs columns {missing}; the DataFrame has {df.columns}")
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in tdef.spark_schema.fields])
+
+
+def _partition_predicate(partition: dict[str, str]) -> Column:
+    cond = F.lit(True)
+    for k, v in partition.items():
+        cond = cond & (F.col(k) == F.lit(v))
+    return cond
+
+
+def _partition_sql(partition: dict[str, str]) -> str:
+    return " AND ".join(f"{k} = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in partition.items())
+
+
+def _add_actions(root: Path, staging: Path, tdef: TableDef) -> list[AddAction]:
+    files = sorted(p for p in staging.rglob("*.parquet") if not p.name.startswith((".", "_")))
+
+    def action(path: Path) -> AddAction:
+        rel = path.relative_to(root).as_posix()
+        meta = pq.read_metadata(path)
+        stat = path.stat()
+        values = _hive_partition_values(path.relative_to(staging).parent.parts)
+        if set(values) != set(tdef.partition_by):
+            raise TableError(f"file {path} has partition values {values}, expected keys {tdef.partition_by}")
+        return AddAction(rel, stat.st_size, values, int(stat.st_mtime * 1000), True,
+                         f'{{"numRecords": {meta.num_rows}}}')
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(action, files))
+
+
+def _hive_partition_values(parts: Iterable[str]) -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for part in parts:
+        key, _, value = part.partition("=")
+        values[unquote(key)] = None if value == "__HIVE_DEFAULT_PARTITION__" else unquote(value)
+    return values
+
+
+def _absolute_uri(dt: DeltaTable, rel: str) -> str:
+    """The file a log path names: log paths are URL-encoded and relative to the table root."""
+    rel = unquote(rel)
+    if urlparse(rel).scheme:
+        return rel
+    return dt.table_uri.rstrip("/") + "/" + rel
