@@ -1,1 +1,216 @@
 """Stage `ingest`: corpus files -> token_rows (the training stream) and sequences (the evaluation windows)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+from collections.abc import Iterator
+from functools import partial
+
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
+from tokenizers import Tokenizer
+
+from semmem.errors import ConfigError, InputError
+from semmem.ingest import megatron, pile
+from semmem.ingest.sequences import WINDOW_LENGTH, sample_rows, to_sequences
+from semmem.ingest.tokenizer import check_eod, load_named, resolve_tokenizer, saved_tokenizer_path
+from semmem.progress import progress
+from semmem.stages.registry import StageContext, stage
+
+log = logging.getLogger("semmem")
+
+
+@stage("ingest", inputs=(), outputs=("token_rows", "sequences", "ingest_rejects", "stream_sources",
+                                     "published_memorization"))
+def ingest(ctx: StageContext) -> None:
+    """Read the corpus: the training stream (token_rows) and the sampled evaluation sequences."""
+    if ctx.cfg.stream.seq_length < WINDOW_LENGTH:
+        raise ConfigError(f"stream.seq_length={ctx.cfg.stream.seq_length}: rows must hold at least "
+                          f"{WINDOW_LENGTH} tokens (a 32-token prompt and its 32-token continuation)")
+    fmt = ctx.cfg.input.format
+    if fmt == "pile-jsonl":
+        ingest_pile(ctx)
+    elif fmt == "megatron":
+        ingest_megatron(ctx)
+    else:
+        ingest_sequences_parquet(ctx)
+
+
+def _save_tokenizer(ctx: StageContext, tok: Tokenizer) -> str:
+    check_eod(tok, ctx.cfg.stream.eod_id)
+    path = saved_tokenizer_path(ctx.warehouse.root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+    return tok.to_str()
+
+
+def _training_texts(shards: list[str], limit: int) -> Iterator[str]:
+    """The first `limit` good documents in stream order (for the offline BPE fallback)."""
+
+    def texts() -> Iterator[str]:
+        for path in shards:
+            try:
+                for _, raw in pile.iter_lines(path):
+                    try:
+                        yield pile.parse_line(raw)[0]
+                    except pile._Reject:  # noqa: SLF001 - bad lines are reported by the real pass
+                        continue
+            except pile._Reject:  # noqa: SLF001
+                continue
+
+    return itertools.islice(texts(), limit)
+
+
+def _drop(ctx: StageContext, name: str) -> None:
+    """Remove a table a previous ingest of another input format left behind (it would shadow this one)."""
+    if ctx.warehouse.exists(name):
+        shutil.rmtree(ctx.warehouse.path(name))
+
+
+def ingest_pile(ctx: StageContext) -> None:
+    cfg, spark, wh = ctx.cfg, ctx.spark, ctx.warehouse
+    shards = pile.find_shards(cfg.input.path)
+    log.info("ingest: %d shard(s) of Pile jsonl", len(shards))
+    tok, source = resolve_tokenizer(cfg.tokenizer, _training_texts(shards, cfg.tokenizer.train_docs))
+    log.info("ingest: tokenizer: %s", source)
+    tok_json = _save_tokenizer(ctx, tok)
+
+    files = spark.createDataFrame(spark.sparkContext.parallelize(list(enumerate(shards)), len(shards)),
+                                  "shard_id int, path string")
+    docs = files.mapInArrow(
+        partial(pile.tokenize_shards, tokenizer_json=tok_json, eod_id=cfg.stream.eod_id,
+                batch_size=cfg.tokenizer.batch_size),
+        from_arrow_schema(pile.DOC_SCHEMA)).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with progress(spark, "ingest: tokenize"):
+            per_shard = docs.groupBy("shard_id").agg(
+                F.sum(F.when(F.col("reject_reason").isNull(), F.size("tokens"))).alias("tokens"),
+                F.count(F.when(F.col("reject_reason").isNull(), 1)).alias("docs"),
+                F.count("reject_reason").alias("rejects"),
+            ).collect()  # one row per shard
+        counts = {r["shard_id"]: r for r in per_shard}
+        _handle_rejects(ctx, docs, shards, sum(r["rejects"] for r in per_shard))
+
+        seq_length = cfg.stream.seq_length
+        tokens_per_shard = np.array([counts[i]["tokens"] or 0 for i in range(len(shards))], dtype=np.int64)
+        total = int(tokens_per_shard.sum())
+        n_rows = total // seq_length
+        log.info("ingest: %d documents, %d tokens -> %d rows of %d (%d trailing tokens dropped)",
+                 sum(r["docs"] for r in per_shard), total, n_rows, seq_length, total - n_rows * seq_length)
+        if n_rows == 0:
+            raise InputError(f"the corpus has {total} tokens, fewer than one row of stream.seq_length={seq_length}")
+        shard_starts = np.concatenate([[0], np.cumsum(tokens_per_shard)[:-1]])
+        good = docs.where(F.col("reject_reason").isNull()).select("shard_id", "shard_offset", "pile_set_name",
+                                                                   "tokens")
+        fragments = good.mapInArrow(partial(pile.cut_fragments, shard_starts=shard_starts, seq_length=seq_length),
+                                    from_arrow_schema(pile.FRAGMENT_SCHEMA))
+        rows = assemble_rows(fragments, seq_length)
+        with progress(spark, "ingest: write token_rows"):
+            wh.write(rows.select("row_id", "tokens"), "token_rows", mode="overwrite")
+        _drop(ctx, "stream_sources")
+        names = fragments.where(F.col("offset") == 0).select("row_id", "pile_set_name")
+        stream = wh.read("token_rows").join(names, "row_id", "left")
+        _write_sequences(ctx, stream, tok_json)
+    finally:
+        docs.unpersist()
+
+
+def assemble_rows(fragments: DataFrame, seq_length: int) -> DataFrame:
+    """Fragments -> complete rows (row_id, tokens, pile_set_name); the last, partial row is dropped.
+
+    Rows lying inside one document are already complete and skip the shuffle; only rows that span documents (or
+    shards) are grouped by row_id and concatenated in offset order, with built-in SQL functions.
+    """
+    whole = fragments.where(F.size("tokens") == seq_length).select("row_id", "tokens", "pile_set_name")
+    pieces = (fragments.where(F.size("tokens") < seq_length)
+              .groupBy("row_id")
+              .agg(F.array_sort(F.collect_list(F.struct("offset", "pile_set_name", "tokens"))).alias("p"))
+              .select("row_id", F.flatten(F.transform("p", lambda x: x["tokens"])).alias("tokens"),
+                      F.col("p")[0]["pile_set_name"].alias("pile_set_name"))
+              .where(F.size("tokens") == seq_length))
+    return whole.unionByName(pieces)
+
+
+def _handle_rejects(ctx: StageContext, docs: DataFrame, shards: list[str], n_rejects: int) -> None:
+    """Fatal problems and (under on_bad_record=fail) bad records stop the job before any table is written."""
+    paths = F.element_at(F.array(*[F.lit(s) for s in shards]), F.col("shard_id") + 1)
+    rejects = (docs.where(F.col("reject_reason").isNotNull())
+               .select(paths.alias("path"), "line", F.col("reject_reason").alias("reason"),
+                       F.col("reject_detail").alias("detail"), "shard_id"))
+    if n_rejects:
+        fatal = rejects.where(F.col("reason").isin(*pile.FATAL_REASONS)).orderBy("shard_id").limit(1).collect()
+        if fatal:
+            raise InputError(f"{fatal[0]['path']}: {fatal[0]['reason']}: {fatal[0]['detail']}")
+        if ctx.cfg.ingest.on_bad_record == "fail":
+            first = rejects.orderBy("shard_id", "line").limit(1).collect()[0]
+            where = f"line {first['line']}" if first["line"] else "file"
+            raise InputError(f"{first['path']} {where}: {first['reason']} ({first['detail']}); {n_rejects} bad "
+                             "record(s) in all. Set ingest.on_bad_record=skip to skip them (they are then counted "
+                             "in table ingest_rejects).")
+        log.warning("ingest: skipped %d bad record(s); see table ingest_rejects", n_rejects)
+    ctx.warehouse.write(rejects.drop("shard_id"), "ingest_rejects", mode="overwrite")
+
+
+def _write_sequences(ctx: StageContext, stream: DataFrame, tok_json: str) -> None:
+    sampled = sample_rows(stream, ctx.cfg.sample)
+    with progress(ctx.spark, "ingest: write sequences"):
+        ctx.warehouse.write(to_sequences(sampled, tok_json), "sequences", mode="overwrite")
+
+
+def ingest_megatron(ctx: StageContext) -> None:
+    cfg = ctx.cfg
+    if len(cfg.input.path) != 1:
+        raise InputError(f"megatron input takes one document.bin/.idx pair, got {len(cfg.input.path)} paths")
+    index = megatron.open_index(cfg.input.path[0], cfg.stream.seq_length)
+    log.info("ingest: megatron %s: %d rows of %d tokens, read in place", index.bin_path, index.num_rows,
+             index.seq_length)
+    tok = load_named(cfg.tokenizer)
+    if tok is None:
+        raise InputError(f"megatron input needs the tokenizer it was made with; {cfg.tokenizer.name!r} cannot be "
+                         "loaded offline (set tokenizer.name to a local tokenizer.json or a cached HF id)")
+    tok_json = _save_tokenizer(ctx, tok)
+    src = ctx.spark.createDataFrame([(index.bin_path, index.num_rows, index.seq_length)],
+                                    "path string, num_rows long, seq_length int")
+    stream = megatron.megatron_stream(ctx.spark, index, cfg.ingest.megatron_rows_per_task)
+    _write_sequences(ctx, stream.withColumn("pile_set_name", F.lit(None).cast("string")), tok_json)
+    ctx.warehouse.write(src, "stream_sources", mode="overwrite")
+    _drop(ctx, "token_rows")
+
+
+def ingest_sequences_parquet(ctx: StageContext) -> None:
+    """A table of (sequence_id|Index, tokens|Tokens[, score columns]) like pile-*-pythia-random-sampled."""
+    cfg, spark = ctx.cfg, ctx.spark
+    try:
+        df = spark.read.parquet(*cfg.input.path)
+    except Exception as e:  # noqa: BLE001 - Spark's AnalysisException for missing paths / bad files
+        raise InputError(f"cannot read parquet input {cfg.input.path}: {str(e).splitlines()[0]}") from None
+    cols = {c.lower(): c for c in df.columns}
+    id_col = cols.get("sequence_id") or cols.get("index")
+    tok_col = cols.get("tokens")
+    if id_col is None or tok_col is None:
+        raise InputError(f"parquet input needs columns sequence_id (or Index) and tokens (or Tokens); "
+                         f"found {df.columns}")
+    tok = load_named(cfg.tokenizer)
+    if tok is None:
+        raise InputError(f"decoding sequences needs tokenizer {cfg.tokenizer.name!r}, which cannot be loaded "
+                         "offline (set tokenizer.name to a local tokenizer.json or a cached HF id)")
+    tok_json = _save_tokenizer(ctx, tok)
+    rows = df.select(F.col(id_col).cast("long").alias("row_id"),
+                     F.col(tok_col).cast("array<int>").alias("tokens"),
+                     F.lit(None).cast("string").alias("pile_set_name"))
+    short = rows.where(F.size("tokens") < WINDOW_LENGTH).limit(1).collect()
+    if short:
+        raise InputError(f"sequence {short[0]['row_id']} has {len(short[0]['tokens'])} tokens; "
+                         f"sequences need {WINDOW_LENGTH}")
+    _write_sequences(ctx, rows, tok_json)
+    score_cols = [c for c, t in df.dtypes if c not in (id_col, tok_col) and t in ("double", "float")]
+    if score_cols:
+        stacked = df.select(F.col(id_col).cast("long").alias("sequence_id"), F.explode(F.array(*[
+            F.struct(F.lit(c).alias("model"), F.col(c).cast("double").alias("memorization_score"))
+            for c in score_cols])).alias("s")).select("s.model", "sequence_id", "s.memorization_score")
+        ctx.warehouse.write(stacked, "published_memorization", mode="overwrite")

@@ -1,0 +1,11 @@
+"""spark-submit jobs/ingest.py --config conf/local.yaml [--set key=value ...]"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from semmem.cli import job_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(job_main("ingest"))

@@ -1,0 +1,102 @@
+"""Pythia's preshuffled Megatron `document.bin` + `document.idx`, read in place by memory map.
+
+Layout (spec §1.1): the .idx holds magic `MMIDIDX\\0\\0`, u64 version 1, u8 dtype code (8 = uint16), u64 count,
+u64 document count, int32 sizes[count], int64 byte pointers[count], int64 doc_idx[doc count]. Each document is one
+stream row, so row i starts at pointers[i]. Executors map only the byte range of their rows; nothing is copied whole.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+
+from semmem.catalog import table
+from semmem.config import Config
+from semmem.errors import InputError
+
+MAGIC = b"MMIDIDX\x00\x00"
+DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32,
+          8: np.uint16}
+
+
+@dataclass(frozen=True)
+class MegatronIndex:
+    bin_path: str
+    num_rows: int
+    seq_length: int
+    dtype: type
+    first_pointer: int
+
+
+def open_index(path: str, seq_length: int) -> MegatronIndex:
+    """Validate `path` (.bin, .idx, or their common prefix) and return where the rows are."""
+    prefix = path[:-4] if path.endswith((".bin", ".idx")) else path
+    idx, bin_ = Path(prefix + ".idx"), Path(prefix + ".bin")
+    for p in (idx, bin_):
+        if not p.is_file():
+            raise InputError(f"megatron input: {p} does not exist (expected {prefix}.bin and {prefix}.idx)")
+    with open(idx, "rb") as fh:
+        head = fh.read(len(MAGIC) + 8 + 1 + 8 + 8)
+    if len(head) < 34 or head[:9] != MAGIC:
+        raise InputError(f"{idx}: not a Megatron index (bad magic {head[:9]!r}, expected {MAGIC!r})")
+    version, code, count, _docs = struct.unpack("<QBQQ", head[9:34])
+    if version != 1 or code not in DTYPES:
+        raise InputError(f"{idx}: unsupported version {version} or dtype code {code}")
+    dtype = DTYPES[code]
+    expected_idx = 34 + count * 4 + count * 8 + (_docs * 8)
+    if idx.stat().st_size < 34 + count * 12:
+        raise InputError(f"{idx}: {idx.stat().st_size} bytes, too short for {count} entries (needs {expected_idx})")
+    sizes = np.memmap(idx, dtype=np.int32, mode="r", offset=34, shape=(count,))
+    pointers = np.memmap(idx, dtype=np.int64, mode="r", offset=34 + count * 4, shape=(count,))
+    bad = np.flatnonzero(sizes != seq_length)
+    if bad.size:
+        raise InputError(f"{idx}: row {bad[0]} has {sizes[bad[0]]} tokens, expected stream.seq_length={seq_length}")
+    itemsize = np.dtype(dtype).itemsize
+    if count and np.any(np.diff(pointers) != seq_length * itemsize):
+        raise InputError(f"{idx}: rows are not contiguous {seq_length}-token records")
+    need = (int(pointers[0]) if count else 0) + int(sizes.astype(np.int64).sum()) * itemsize
+    have = bin_.stat().st_size
+    if have != need:
+        raise InputError(f"{bin_}: {have} bytes, but {idx} describes {count} rows of {seq_length} tokens "
+                         f"= {need} bytes (truncated or mismatched pair?)")
+    return MegatronIndex(str(bin_.absolute()), int(count), seq_length, dtype, int(pointers[0]) if count else 0)
+
+
+def read_rows(batches: Iterator[pa.RecordBatch], index: MegatronIndex) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: (start, end) row ranges -> (row_id, tokens) rows, by memory map."""
+    itemsize = np.dtype(index.dtype).itemsize
+    for batch in batches:
+        for start, end in zip(batch.column("start").to_pylist(), batch.column("end").to_pylist()):
+            for lo in range(start, end, 4096):
+                hi = min(end, lo + 4096)
+                mm = np.memmap(index.bin_path, dtype=index.dtype, mode="r",
+                               offset=index.first_pointer + lo * index.seq_length * itemsize,
+                               shape=((hi - lo) * index.seq_length,))
+                flat = pa.array(np.asarray(mm, dtype=np.int32))
+                offsets = pa.array(np.arange(hi - lo + 1, dtype=np.int32) * index.seq_length)
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(np.arange(lo, hi, dtype=np.int64)), pa.ListArray.from_arrays(offsets, flat)],
+                    schema=table("token_rows").schema)
+
+
+def megatron_stream(spark: SparkSession, index: MegatronIndex, rows_per_task: int) -> DataFrame:
+    """The .bin as a DataFrame (row_id, tokens), sharded by row ranges across tasks."""
+    ranges = [(lo, min(index.num_rows, lo + rows_per_task)) for lo in range(0, index.num_rows, rows_per_task)]
+    rdd = spark.sparkContext.parallelize(ranges, max(1, len(ranges)))
+    return spark.createDataFrame(rdd, "start long, end long").mapInArrow(
+        lambda b: read_rows(b, index), table("token_rows").spark_schema)
+
+
+def read_megatron_stream(warehouse, cfg: Config) -> DataFrame:  # noqa: ANN001 - Warehouse (import cycle)
+    """The stream recorded by a megatron ingest (stream_sources holds one small row per .bin)."""
+    src = warehouse.read("stream_sources").collect()  # one row per .bin file
+    if len(src) != 1:
+        raise InputError(f"stream_sources should name one .bin file, found {len(src)}")
+    index = open_index(src[0]["path"], src[0]["seq_length"])
+    return megatron_stream(warehouse.spark, index, cfg.ingest.megatron_rows_per_task)
