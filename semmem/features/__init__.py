@@ -1,0 +1,1 @@
+"""Corpus and intrinsic features: pure DataFrame -> DataFrame functions and their numpy/Arrow kernels."""

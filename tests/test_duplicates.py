@@ -1,0 +1,103 @@
+"""sequence_duplicates against a brute-force count over every window of every row (tests/reference.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pyspark.sql import functions as F
+
+from semmem.features.duplicates import QueryIndex, WindowHasher, query_hashes, sequence_duplicates, window_candidates
+import reference as ref
+
+
+def _frames(spark, rows, sequences):
+    stream = spark.createDataFrame([(i, r) for i, r in enumerate(rows)], "row_id BIGINT, tokens ARRAY<INT>")
+    seqs = spark.createDataFrame([(sid, t) for sid, t in sequences.items()], "sequence_id BIGINT, tokens ARRAY<INT>")
+    return stream, seqs
+
+
+def _as_dict(df):
+    return {r["sequence_id"]: r["sequence_duplicates"] for r in df.collect()}
+
+
+def test_hash_matches_polynomial_definition():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 50304, (3, 80)).astype(np.int32)
+    for modulus in [(1 << 61) - 1, 1 << 64, 7]:
+        h = WindowHasher(60013, modulus).hashes(tokens)
+        assert h.shape == (3, 80 - 32 + 1)
+        for r in range(3):
+            for o in [0, 1, 30, 48]:
+                want = sum(int(t) * 60013 ** k for k, t in enumerate(tokens[r, o:o + 32])) % (1 << 64) % modulus
+                assert int(h[r, o]) == want
+
+
+def test_query_index_equals_isin():
+    rng = np.random.default_rng(1)
+    queries = rng.integers(0, 1 << 40, 500).astype(np.uint64)
+    hay = np.concatenate([rng.integers(0, 1 << 40, 20000).astype(np.uint64), queries[:100]])
+    idx = QueryIndex.build(queries)
+    got = np.zeros(len(hay), bool)
+    got[idx.candidates(hay)] = True
+    np.testing.assert_array_equal(got, np.isin(hay, queries))
+
+
+def test_duplicates_match_reference(spark):
+    rows, sequences = ref.make_stream(seed=0)
+    want = ref.duplicates(rows, sequences)
+    assert want[3] == 160 - 32 + 1  # the repeated-token row matches at every offset, last one included
+    assert want[1] == want[4] >= 2 and want[1000] == 0
+    assert min(v for k, v in want.items() if k != 1000) >= 1
+    stream, seqs = _frames(spark, rows, sequences)
+    assert _as_dict(sequence_duplicates(seqs, stream)) == want
+
+
+def test_tiny_modulus_collisions_are_verified_away(spark):
+    rows, sequences = ref.make_stream(seed=1)
+    want = ref.duplicates(rows, sequences)
+    stream, seqs = _frames(spark, rows, sequences)
+    hasher = WindowHasher(60013, 7)  # 7 buckets: almost every window collides with some query
+    q = query_hashes(seqs, hasher).toArrow().column("h").to_numpy()
+    index = QueryIndex.build(q.view(np.uint64))
+    candidates = window_candidates(stream, hasher, index).agg(F.sum("n")).first()[0]
+    assert candidates > 10 * sum(want.values())  # collisions did happen ...
+    got = _as_dict(sequence_duplicates(seqs, stream, hash_modulus=7, rows_per_batch=5))
+    assert got == want  # ... and verification removed every one
+
+
+@pytest.mark.parametrize("partitions,rows_per_batch", [(1, 1), (7, 3), (3, 256)])
+def test_partitioning_does_not_change_counts(spark, partitions, rows_per_batch):
+    # local[1] vs local[*] is emulated within the one test session: 1 vs 7 stream partitions, 1-row vs large blocks.
+    rows, sequences = ref.make_stream(seed=2)
+    want = ref.duplicates(rows, sequences)
+    stream, seqs = _frames(spark, rows, sequences)
+    got = sequence_duplicates(seqs.repartition(partitions), stream.repartition(partitions),
+                              hash_modulus=1009, rows_per_batch=rows_per_batch)
+    assert _as_dict(got) == want
+
+
+def test_sequence_shorter_than_64_gets_null(spark):
+    rows, sequences = ref.make_stream(seed=3, n_rows=30)
+    sequences = {0: sequences[0], 1: sequences[1][:40]}
+    stream, seqs = _frames(spark, rows, sequences)
+    got = _as_dict(sequence_duplicates(seqs, stream))
+    assert got == {0: ref.duplicates(rows, {0: sequences[0]})[0], 1: None}
+
+
+def test_scan_handles_sliced_arrow_batches():
+    from semmem.features.duplicates import scan_batches
+
+    rows, sequences = ref.make_stream(seed=4, n_rows=30)
+    hasher = WindowHasher(60013, (1 << 61) - 1)
+    conts = np.array([t[32:64] for t in sequences.values()], np.int32)
+    index = QueryIndex.build(hasher.hashes(conts)[:, 0])
+    arr = pa.array(rows, pa.list_(pa.int32()))
+    batch = pa.RecordBatch.from_arrays([arr], names=["tokens"]).slice(2, 15)
+    got = {}
+    for out in scan_batches(iter([batch]), hasher, index, 4):
+        for w, n in zip(out.column("window").to_pylist(), out.column("n").to_pylist()):
+            got[tuple(w)] = got.get(tuple(w), 0) + n
+    want = ref.duplicates(rows[2:17], sequences)
+    for sid, toks in sequences.items():
+        assert got.get(tuple(toks[32:64]), 0) == want[sid]
