@@ -1,0 +1,41 @@
+# semmem — run `make help` for the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= conf/local.yaml
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+
+.PHONY: help venv run test test-slow bench sample tables clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints-cpu.txt -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed  ## create .venv and install semmem with pinned dependencies (CPU torch)
+
+run: venv  ## run the whole pipeline on the bundled sample (CONFIG=conf/local.yaml)
+	$(BIN)/semmem run --config $(CONFIG)
+
+test: venv  ## run the test suite (fast tests; see test-slow)
+	$(BIN)/pytest -q
+
+test-slow: venv  ## run the tests marked slow
+	$(BIN)/pytest -q -m slow
+
+bench: venv  ## benchmarks: ratios against baselines measured in the same run
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+sample: venv  ## regenerate the bundled sample corpus (byte-identical)
+	$(BIN)/python -m semmem.sample
+
+tables: venv  ## list the tables of the default warehouse
+	$(BIN)/semmem tables --warehouse warehouse
+
+clean:  ## remove the default warehouse and caches (keeps .venv)
+	rm -rf warehouse spark-warehouse metastore_db derby.log .pytest_cache
