@@ -1,6 +1,7 @@
 """All stages, imported in pipeline order (registration order is run order)."""
 
 from semmem.stages import ingest  # noqa: F401
+from semmem.stages import corpus  # noqa: F401
 from semmem.stages.registry import REGISTRY, Stage, StageContext, resolve, run_stages, stage
 
 __all__ = ["REGISTRY", "Stage", "StageContext", "resolve", "run_stages", "stage"]
