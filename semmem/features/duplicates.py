@@ -197,18 +197,20 @@ def scan_batches(batches: Iterator[pa.RecordBatch], hasher: WindowHasher, index:
 
 def query_batches(batches: Iterator[pa.RecordBatch], hasher: WindowHasher) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: sequences (sequence_id, tokens) -> (sequence_id, h, cont) for continuations of full length."""
-    end = CONTINUATION_START + hasher.window
+    width = hasher.window
+    end = CONTINUATION_START + width
     for batch in batches:
-        ids = batch.column("sequence_id").to_numpy(zero_copy_only=False)
-        toks = batch.column("tokens").to_pylist()
-        keep = [i for i, t in enumerate(toks) if t is not None and len(t) >= end]
-        cont = np.array([toks[i][CONTINUATION_START:end] for i in keep], np.int32).reshape(len(keep), hasher.window)
+        col = batch.column("tokens")
+        ids = batch.column("sequence_id").to_numpy(zero_copy_only=False).astype(np.int64)
+        offsets = col.offsets.to_numpy()
+        keep = np.flatnonzero(np.asarray(col.is_valid()) & (np.diff(offsets) >= end))
+        values = col.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        cont = values[offsets[keep][:, None] + CONTINUATION_START + np.arange(width)].reshape(len(keep), width)
         h = hasher.hashes(cont)[:, 0] if len(keep) else np.empty(0, np.uint64)
-        width = hasher.window
         arr = pa.ListArray.from_arrays(pa.array(np.arange(0, (len(keep) + 1) * width, width, dtype=np.int32)),
                                        pa.array(cont.reshape(-1), pa.int32()))
         yield pa.RecordBatch.from_arrays(
-            [pa.array(ids[keep].astype(np.int64), pa.int64()), pa.array(h.view(np.int64), pa.int64()), arr],
+            [pa.array(ids[keep], pa.int64()), pa.array(h.view(np.int64), pa.int64()), arr],
             names=["sequence_id", "h", "cont"])
 
 
