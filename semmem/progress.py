@@ -15,7 +15,7 @@ log = logging.getLogger("semmem")
 
 
 @contextmanager
-def progress(spark: SparkSession, label: str, *, rows: Accumulator | None = None,
+def progress(spark: SparkSession, label: str, *, rows: Accumulator | None = None, unit: str = "rows",
              every: float = 10.0) -> Iterator[None]:
     """Log a line every `every` seconds while the block runs Spark jobs.
 
@@ -41,7 +41,7 @@ def progress(spark: SparkSession, label: str, *, rows: Accumulator | None = None
                 if done:
                     parts.append(f"ETA {elapsed * (total - done) / done:.0f} s (this stage)")
             if rows is not None and rows.value:
-                parts.append(f"{rows.value:,} rows, {rows.value / elapsed:,.0f} rows/s")
+                parts.append(f"{rows.value:,} {unit}, {rows.value / elapsed:,.0f} {unit}/s")
             log.info(", ".join(parts))
 
     thread = threading.Thread(target=report, name=f"progress-{label}", daemon=True)
@@ -52,5 +52,5 @@ def progress(spark: SparkSession, label: str, *, rows: Accumulator | None = None
         stop.set()
         thread.join(timeout=1)
         elapsed = time.monotonic() - start
-        tail = f", {rows.value:,} rows ({rows.value / max(elapsed, 1e-9):,.0f} rows/s)" if rows is not None else ""
+        tail = f", {rows.value:,} {unit} ({rows.value / max(elapsed, 1e-9):,.0f} {unit}/s)" if rows is not None else ""
         log.info("%s: finished in %.1f s%s", label, elapsed, tail)

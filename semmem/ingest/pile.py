@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import zstandard
+from pyspark import Accumulator
 
 from semmem.errors import InputError
 from semmem.ingest.tokenizer import encode_batch, from_json
@@ -101,13 +102,16 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
                           f"compressed byte offset ~{fh.tell()}: {e}") from None
 
 
-def tokenize_shards(batches: Iterator[pa.RecordBatch], tokenizer_json: str, eod_id: int,
-                    batch_size: int) -> Iterator[pa.RecordBatch]:
+def tokenize_shards(batches: Iterator[pa.RecordBatch], tokenizer_json: str, eod_id: int, batch_size: int,
+                    counter: Accumulator | None = None) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: (shard_id, path) rows -> documents (tokens + EOD) and rejects, in line order."""
     tok = from_json(tokenizer_json)
     for batch in batches:
         for shard_id, path in zip(batch.column("shard_id").to_pylist(), batch.column("path").to_pylist()):
-            yield from _tokenize_shard(shard_id, path, tok, eod_id, batch_size)
+            for out in _tokenize_shard(shard_id, path, tok, eod_id, batch_size):
+                if counter is not None:
+                    counter.add(out.num_rows)
+                yield out
 
 
 def _tokenize_shard(shard_id: int, path: str, tok, eod_id: int, batch_size: int) -> Iterator[pa.RecordBatch]:

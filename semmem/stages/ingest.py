@@ -82,12 +82,13 @@ def ingest_pile(ctx: StageContext) -> None:
 
     files = spark.createDataFrame(spark.sparkContext.parallelize(list(enumerate(shards)), len(shards)),
                                   "shard_id int, path string")
+    n_docs = spark.sparkContext.accumulator(0)
     docs = files.mapInArrow(
         partial(pile.tokenize_shards, tokenizer_json=tok_json, eod_id=cfg.stream.eod_id,
-                batch_size=cfg.tokenizer.batch_size),
+                batch_size=cfg.tokenizer.batch_size, counter=n_docs),
         from_arrow_schema(pile.DOC_SCHEMA)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        with progress(spark, "ingest: tokenize"):
+        with progress(spark, "ingest: tokenize", rows=n_docs, unit="documents"):
             per_shard = docs.groupBy("shard_id").agg(
                 F.sum(F.when(F.col("reject_reason").isNull(), F.size("tokens"))).alias("tokens"),
                 F.count(F.when(F.col("reject_reason").isNull(), 1)).alias("docs"),
