@@ -1,0 +1,291 @@
+"""Memorization scores and perplexities of 64-token sequences under a causal LM (spec §1.2, §2.9).
+
+The Pythia definition: greedily generate 32 tokens from the 32-token prompt, with the EOS id excluded from the greedy
+choice at every step (upstream passes min_length=64), and compare position by position with the true continuation.
+
+Fast path, exact by construction:
+1. One teacher-forced forward pass over all 64 tokens. The EOS-excluded argmax at position 31+j is the greedy choice
+   for continuation token j *given the true prefix*. Up to the first mismatch p the generated prefix equals the true
+   one, so greedy generation makes exactly these choices: matched_prefix = p and is_memorized = (p == 32) come from
+   this pass alone, and so does generated token p itself.
+2. Only rows with p <= 30 need generation, and only for tokens p+1..31. Their KV cache for positions 0..31+p is the
+   teacher-forced cache (the same tokens went in), so decoding resumes from it. Rows join the decoding batch at the
+   step where they first need it, so a row with a late first mismatch costs only its remaining steps.
+3. The perplexities come from the same forward pass (unmasked softmax, float32 log-sum-exp).
+
+Everything here is plain torch on tensors; `make_score_predict_fn` wraps it for `predict_batch_udf` and
+`score_sequences` applies it to a Spark DataFrame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported lazily: the driver of a Spark job never needs it for the DataFrame plan
+    import torch
+    from pyspark.sql import DataFrame
+
+SEQ_LEN = 64
+PROMPT_LEN = 32
+CONT_LEN = SEQ_LEN - PROMPT_LEN
+OUTPUT_FIELDS = ("memorization_score", "is_memorized", "matched_prefix", "prompt_perplexity",
+                 "generation_perplexity", "sequence_perplexity")
+
+
+@dataclass
+class ForwardResult:
+    """What one teacher-forced pass over [B, 64] tokens yields."""
+
+    pred: torch.Tensor  # [B, 32] EOS-excluded argmax for continuation positions (given the true prefix)
+    nll: torch.Tensor  # [B, 63] float32: -log P(t_{k+1} | t_<=k), k = 0..62, unmasked softmax
+    cache: Any  # the KV cache of all 64 positions (a transformers Cache), or None when not requested
+
+
+def eos_ids_of(model: Any) -> list[int]:
+    """The EOS id(s) greedy choice must exclude: generation_config first, then config (as generate() does)."""
+    ids: Any = None
+    gen_cfg = getattr(model, "generation_config", None)
+    if gen_cfg is not None:
+        ids = gen_cfg.eos_token_id
+    if ids is None:
+        ids = getattr(model.config, "eos_token_id", None)
+    if ids is None:
+        return []
+    return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+
+
+def _masked_argmax(logits: torch.Tensor, exclude_ids: Sequence[int]) -> torch.Tensor:
+    """argmax over the last dim with `exclude_ids` set to -inf (ties: first index, as torch.argmax in generate())."""
+    if exclude_ids:
+        logits = logits.clone()
+        logits[..., list(exclude_ids)] = float("-inf")
+    return logits.argmax(dim=-1)
+
+
+def teacher_forced(model: Any, tokens: torch.Tensor, *, exclude_ids: Sequence[int], keep_cache: bool,
+                   nll_chunk: int = 16) -> ForwardResult:
+    """One forward pass over tokens [B, 64] (long, on the model's device)."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(input_ids=tokens, use_cache=keep_cache)
+        logits = out.logits  # [B, 64, V] in the model's dtype
+        b = tokens.shape[0]
+        nll = torch.empty(b, SEQ_LEN - 1, dtype=torch.float32, device=tokens.device)
+        pred = torch.empty(b, CONT_LEN, dtype=torch.long, device=tokens.device)
+        for s in range(0, b, nll_chunk):  # bounded float32 copies of the logits: chunk rows
+            lg = logits[s:s + nll_chunk, :-1].float()  # [c, 63, V]; position k predicts token k+1
+            lse = torch.logsumexp(lg, dim=-1)  # [c, 63]
+            tgt = lg.gather(-1, tokens[s:s + nll_chunk, 1:, None]).squeeze(-1)
+            nll[s:s + nll_chunk] = lse - tgt
+            pred[s:s + nll_chunk] = _masked_argmax(lg[:, PROMPT_LEN - 1:], exclude_ids)  # positions 31..62
+        return ForwardResult(pred, nll, out.past_key_values if keep_cache else None)
+
+
+def matched_prefix_of(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Length of the leading run of pred == truth ([B, 32] each) -> [B] long."""
+    return (pred == truth).long().cumprod(dim=1).sum(dim=1)
+
+
+def perplexities(nll: torch.Tensor, tokens: torch.Tensor, *, upstream: bool = False, eod_id: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prompt, generation, sequence) perplexities [B] float64 from nll [B, 63].
+
+    Default, the correct per-part means: prompt over the 31 prompt-internal predictions (k = 0..30), generation over
+    the 32 continuation predictions (k = 31..62), sequence over all 63.
+    upstream=True, spec §2.9: N = 63 - #(tokens == eod_id) probabilities kept from the start (tokens dropped from the
+    end), m = N // 2, every part divided by N, so sequence = prompt * generation. N <= 0 gives NaN.
+    """
+    import torch
+
+    nll = nll.double()
+    if not upstream:
+        p = nll[:, :PROMPT_LEN - 1].mean(dim=1)
+        g = nll[:, PROMPT_LEN - 1:].mean(dim=1)
+        s = nll.mean(dim=1)
+        return p.exp(), g.exp(), s.exp()
+    n = (SEQ_LEN - 1) - (tokens == eod_id).sum(dim=1)  # [B]
+    m = torch.div(n, 2, rounding_mode="floor")
+    k = torch.arange(SEQ_LEN - 1, device=nll.device)[None, :]
+    keep = k < n[:, None]
+    first = keep & (k < m[:, None])
+    denom = n.double().clamp(min=1)
+    p = (nll * first).sum(dim=1) / denom
+    s = (nll * keep).sum(dim=1) / denom
+    g = s - p
+    bad = n <= 0
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=nll.device)
+    return (torch.where(bad, nan, p.exp()), torch.where(bad, nan, g.exp()), torch.where(bad, nan, s.exp()))
+
+
+def _cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def continue_generation(model: Any, tokens: torch.Tensor, fwd: ForwardResult, prefix: torch.Tensor, *,
+                        exclude_ids: Sequence[int]) -> torch.Tensor:
+    """The 32 greedily generated tokens [B, 32], decoding only what the teacher-forced pass cannot give.
+
+    Known without decoding: tokens 0..p-1 (= the truth) and token p (= fwd.pred[p]). Rows with p >= 31 are complete.
+    A row with p <= 30 joins the decoding batch at step t = p + 1 with the teacher-forced cache cut to 32 + p
+    positions; at step t every active row feeds its token t-1 at position 31 + t.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    truth = tokens[:, PROMPT_LEN:]
+    pos = torch.arange(CONT_LEN, device=tokens.device)[None, :]
+    gen = torch.where(pos < prefix[:, None], truth, fwd.pred)  # exact up to p; placeholders after p
+    need = prefix <= CONT_LEN - 2
+    if not bool(need.any()):
+        return gen
+    layers = _cache_layers(fwd.cache)
+    prefix_cpu = prefix.cpu()
+    active = torch.empty(0, dtype=torch.long, device=tokens.device)
+    cache: Any = None
+    start = int(prefix_cpu[need.cpu()].min()) + 1
+    with torch.inference_mode():
+        for t in range(start, CONT_LEN):
+            joining = torch.nonzero((prefix_cpu == t - 1) & need.cpu()).flatten().to(tokens.device)
+            if joining.numel():
+                new = [(k[joining, :, :PROMPT_LEN - 1 + t], v[joining, :, :PROMPT_LEN - 1 + t]) for k, v in layers]
+                if cache is None:
+                    merged = new
+                else:
+                    merged = [(torch.cat([ka, kn]), torch.cat([va, vn]))
+                              for (ka, va), (kn, vn) in zip(_cache_layers(cache), new)]
+                cache = DynamicCache(merged)
+                active = torch.cat([active, joining])
+            out = model(input_ids=gen[active, t - 1:t], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            gen[active, t] = _masked_argmax(out.logits[:, -1].float(), exclude_ids)
+    return gen
+
+
+def score_tokens(model: Any, tokens: torch.Tensor, *, mode: str = "full", upstream_perplexity: bool = False,
+                 eod_id: int = 0, exclude_ids: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """Score one batch tokens [B, 64] (long, on the model's device); returns tensors [B] keyed by OUTPUT_FIELDS.
+
+    mode "flag": no generation, memorization_score is NaN. mode "full": exact memorization_score.
+    """
+    import torch
+
+    if tokens.ndim != 2 or tokens.shape[1] != SEQ_LEN:
+        raise ValueError(f"expected token batches of shape [B, {SEQ_LEN}], got {tuple(tokens.shape)}")
+    if mode not in ("full", "flag"):
+        raise ValueError(f"mode must be 'full' or 'flag', got {mode!r}")
+    exclude = eos_ids_of(model) if exclude_ids is None else list(exclude_ids)
+    fwd = teacher_forced(model, tokens, exclude_ids=exclude, keep_cache=mode == "full")
+    truth = tokens[:, PROMPT_LEN:]
+    prefix = matched_prefix_of(fwd.pred, truth)
+    ppl_p, ppl_g, ppl_s = perplexities(fwd.nll, tokens, upstream=upstream_perplexity, eod_id=eod_id)
+    if mode == "full":
+        gen = continue_generation(model, tokens, fwd, prefix, exclude_ids=exclude)
+        score = (gen == truth).double().mean(dim=1)
+    else:
+        score = torch.full((tokens.shape[0],), float("nan"), dtype=torch.float64, device=tokens.device)
+    fwd.cache = None
+    return {"memorization_score": score, "is_memorized": prefix == CONT_LEN, "matched_prefix": prefix,
+            "prompt_perplexity": ppl_p, "generation_perplexity": ppl_g, "sequence_perplexity": ppl_s}
+
+
+def score_numpy(model: Any, tokens: np.ndarray, *, batch_size: int, device: Any, **kwargs: Any
+                ) -> dict[str, np.ndarray]:
+    """score_tokens over a [N, 64] integer array in micro-batches; numpy outputs for predict_batch_udf."""
+    import torch
+
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUT_FIELDS}
+    for s in range(0, len(tokens), batch_size):
+        batch = torch.as_tensor(np.asarray(tokens[s:s + batch_size], dtype=np.int64), device=device)
+        for k, v in score_tokens(model, batch, **kwargs).items():
+            parts[k].append(v.cpu().numpy())
+    out = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in parts.items()}
+    out["is_memorized"] = out["is_memorized"].astype(bool)
+    out["matched_prefix"] = out["matched_prefix"].astype(np.int32)
+    for k in ("memorization_score", "prompt_perplexity", "generation_perplexity", "sequence_perplexity"):
+        out[k] = out[k].astype(np.float64)
+    return out
+
+
+def auto_batch_size(model: Any, device: Any, *, cpu_default: int = 64, max_batch: int = 1024) -> int:
+    """Rows per forward pass: a fixed default on CPU; on GPU the most that fits in 60% of free memory.
+
+    Per row: the logits [64, V] in the model dtype, the KV cache of 64 positions, and the activations of one layer
+    (about 24 x hidden values per position: attention and the 4x MLP), times 2 for safety. The float32 log-softmax
+    copies are bounded by their 16-row chunk and taken off the free memory first.
+    """
+    import torch
+
+    if getattr(device, "type", str(device)) != "cuda":
+        return cpu_default
+    free, _total = torch.cuda.mem_get_info(device)
+    cfg = model.config
+    elt = next(model.parameters()).element_size()
+    hidden = int(getattr(cfg, "hidden_size", 2048))
+    layers = int(getattr(cfg, "num_hidden_layers", 16))
+    vocab = int(getattr(cfg, "vocab_size", 50304))
+    chunk_bytes = 3 * 16 * SEQ_LEN * vocab * 4
+    per_row = 2 * SEQ_LEN * elt * (vocab + 2 * layers * hidden + 24 * hidden)
+    n = (int(free * 0.6) - chunk_bytes) // per_row
+    return int(max(1, min(max_batch, 2 ** int(math.log2(max(n, 1))))))
+
+
+def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bool, eod_id: int,
+                          batch_size: int | None, dtype: str = "auto", device: str = "auto",
+                          ) -> Callable[[], Callable[[np.ndarray], dict[str, np.ndarray]]]:
+    """A `make_predict_fn` for predict_batch_udf; runs on executors.
+
+    The returned factory loads the model once per Python worker (predict_batch_udf caches it), on the GPU Spark
+    assigned to the task when there is one (TaskContext resources "gpu"), else on CPU.
+    """
+
+    def make() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+        from semmem.scoring.models import load_model, pick_device
+
+        dev = pick_device(device)
+        model = load_model(model_spec, device=dev, dtype=dtype)
+        micro = batch_size or auto_batch_size(model, dev)
+
+        def predict(tokens: np.ndarray) -> dict[str, np.ndarray]:  # tokens: [n, 64]
+            out = score_numpy(model, tokens, batch_size=micro, device=dev, mode=mode,
+                              upstream_perplexity=upstream_perplexity, eod_id=eod_id)
+            del out["is_memorized"]  # predict_batch_udf has no BooleanType outputs: matched_prefix == 32 in Spark
+            return out
+
+        return predict
+
+    return make
+
+
+def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstream_perplexity: bool = False,
+                    eod_id: int = 0, batch_size: int | None = None, dtype: str = "auto", device: str = "auto",
+                    udf_batch_size: int = 1024) -> DataFrame:
+    """sequences(sequence_id, tokens[64], ...) -> memorization rows for one model@revision (lazy; runs on executors).
+
+    udf_batch_size rows go to one predict call; inside, they run in micro-batches of `batch_size` (None: found from
+    free GPU memory, 64 on CPU). In flag mode memorization_score is NULL.
+    """
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
+
+    rtype = StructType([
+        StructField("memorization_score", DoubleType()), StructField("matched_prefix", IntegerType()), StructField("prompt_perplexity", DoubleType()),
+        StructField("generation_perplexity", DoubleType()), StructField("sequence_perplexity", DoubleType())])
+    udf = predict_batch_udf(
+        make_score_predict_fn(model_spec, mode=mode, upstream_perplexity=upstream_perplexity, eod_id=eod_id,
+                              batch_size=batch_size, dtype=dtype, device=device),
+        return_type=rtype, batch_size=max(udf_batch_size, batch_size or 1), input_tensor_shapes=[[SEQ_LEN]])
+    scored = df.select("sequence_id", udf(F.col("tokens")).alias("s"))
+    score = F.col("s.memorization_score") if mode == "full" else F.lit(None).cast("double")
+    return scored.select(
+        F.lit(model_spec.model).alias("model"), F.lit(model_spec.revision).alias("revision"), "sequence_id",
+        score.alias("memorization_score"), (F.col("s.matched_prefix") == CONT_LEN).alias("is_memorized"),
+        F.col("s.matched_prefix").alias("matched_prefix"), F.col("s.prompt_perplexity").alias("prompt_perplexity"),
+        F.col("s.generation_perplexity").alias("generation_perplexity"),
+        F.col("s.sequence_perplexity").alias("sequence_perplexity"))

@@ -1,0 +1,162 @@
+"""Which model to score with, and loading it: Hugging Face ids with revisions, local folders, the trained default.
+
+A model spec in `model.names` is one of
+- `EleutherAI/pythia-1b-deduped@step143000`: a hub id and a revision (branch, tag or commit; `main` when omitted);
+- a local folder written by `save_pretrained` (absolute or relative path; revision `local`);
+- a bare name such as `trained` that matches `<warehouse>/_semmem/models/<name>`: a model written by the
+  `train_model` stage (revision `local`).
+
+Loading is the real `from_pretrained(name, revision=...)`: the local Hugging Face cache (HF_HOME / HF_HUB_CACHE) is
+tried first without network; only when that misses and HF_HUB_OFFLINE is not set does it go to the hub. When the model
+cannot be had, ModelError says how to make it available offline.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from semmem.errors import ModelError
+
+LOCAL_REVISION = "local"
+MODELS_DIR = ("_semmem", "models")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model: str  # the `model` column of the memorization table: the spec without "@revision"
+    revision: str  # the `revision` column
+    source: str  # what from_pretrained gets: a hub id or an absolute local folder
+    is_local: bool
+
+
+def models_dir(warehouse_root: str | Path) -> Path:
+    """Where train_model saves models: <warehouse>/_semmem/models."""
+    return Path(warehouse_root).absolute().joinpath(*MODELS_DIR)
+
+
+def parse_model_spec(spec: str, warehouse_root: str | Path | None = None, trained_name: str = "trained"
+                     ) -> ModelSpec:
+    """Resolve one `model.names` entry (see the module docstring for the three forms).
+
+    `trained_name` (train_model.name) is reserved: when its folder does not exist yet the error says to train it.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise ModelError("model.names contains an empty entry; expected e.g. EleutherAI/pythia-70m-deduped@step143000")
+    if warehouse_root is not None and "/" not in spec and "@" not in spec:
+        trained = models_dir(warehouse_root) / spec
+        if trained.is_dir():
+            return ModelSpec(spec, LOCAL_REVISION, str(trained), True)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ModelSpec(spec, LOCAL_REVISION, str(path.absolute()), True)
+    name, sep, revision = spec.rpartition("@")
+    if not sep:
+        name, revision = spec, "main"
+    if not name or not revision:
+        raise ModelError(f"model spec {spec!r} is malformed; expected <hub id>[@<revision>] or a local folder")
+    if warehouse_root is not None and spec == trained_name:
+        hint = models_dir(warehouse_root) / name
+        raise ModelError(f"model {spec!r} is neither a local folder nor a trained model under {hint.parent}; "
+                         f"run `semmem train-model` (stage train_model) to create {hint}, or give a hub id such as "
+                         "EleutherAI/pythia-70m-deduped@step143000")
+    return ModelSpec(name, revision, name, False)
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") or \
+        os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _offline_help(spec: ModelSpec, err: BaseException) -> ModelError:
+    return ModelError(
+        f"cannot load model {spec.source}@{spec.revision}: it is not in the local Hugging Face cache "
+        f"({os.environ.get('HF_HOME') or os.environ.get('HF_HUB_CACHE') or '~/.cache/huggingface'}) and the hub "
+        f"{'is disabled (HF_HUB_OFFLINE=1)' if hub_offline() else 'could not be reached'}. To score offline: on a "
+        f"connected machine run `huggingface-cli download {spec.source} --revision {spec.revision}` (with HF_HOME set "
+        "to a folder you can copy), copy that folder here and set HF_HOME to it; or `save_pretrained` the model to a "
+        "folder and put that path in model.names; or use the embedded default (`semmem train-model`, "
+        f"model.names: [trained]). Cause: {type(err).__name__}: {err}")
+
+
+def _from_pretrained(loader: Any, spec: ModelSpec, **kwargs: Any) -> Any:
+    """loader.from_pretrained with the cache tried first, the hub only when allowed; ModelError otherwise."""
+    if spec.is_local:
+        try:
+            return loader.from_pretrained(spec.source, local_files_only=True, **kwargs)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load model from local folder {spec.source}: {e}. The folder must hold a "
+                             "config.json and weights written by save_pretrained") from None
+    try:
+        return loader.from_pretrained(spec.source, revision=spec.revision, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as first:
+        if hub_offline():
+            raise _offline_help(spec, first) from None
+    try:
+        return loader.from_pretrained(spec.source, revision=spec.revision, **kwargs)
+    except (OSError, ValueError) as e:
+        raise _offline_help(spec, e) from None
+
+
+def check_model_available(spec: ModelSpec) -> None:
+    """Fail fast on the driver (config.json only) before executors try to load the weights."""
+    from transformers import AutoConfig
+
+    _from_pretrained(AutoConfig, spec)
+
+
+def pick_device(device: str = "auto") -> Any:
+    """The torch device: `cuda` when asked or (auto) visible, the GPU Spark assigned to this task when it did."""
+    import torch
+
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ModelError("model.device is 'cuda' but no CUDA device is visible to this process; "
+                         "set model.device=auto (CPU fallback) or run on a GPU executor")
+    index = 0
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        gpus = ctx.resources().get("gpu") if ctx is not None else None
+        if gpus is not None and gpus.addresses:
+            index = int(gpus.addresses[0])
+    except Exception:  # noqa: BLE001 - outside Spark or no resource info: the first visible GPU
+        index = 0
+    if index >= torch.cuda.device_count():  # addresses are physical ids; CUDA_VISIBLE_DEVICES may renumber
+        index = 0
+    return torch.device("cuda", index)
+
+
+def pick_dtype(dtype: str, device: Any) -> Any:
+    """auto: bfloat16 on GPUs that support it (float16 otherwise), float32 on CPU."""
+    import torch
+
+    if dtype == "auto":
+        if getattr(device, "type", str(device)) == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                "float64": torch.float64}[dtype]
+    except KeyError:
+        raise ModelError(f"model.dtype = {dtype!r}; expected auto, float32, bfloat16 or float16") from None
+
+
+def load_model(spec: ModelSpec, *, device: Any = None, dtype: str = "auto") -> Any:
+    """A causal LM in eval mode on `device`, with SDPA attention where the architecture has it."""
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device("auto") if device is None else device
+    torch_dtype = pick_dtype(dtype, device)
+    try:
+        model = _from_pretrained(AutoModelForCausalLM, spec, dtype=torch_dtype, attn_implementation="sdpa")
+    except ModelError as e:
+        if "sdpa" not in str(e).lower():
+            raise
+        model = _from_pretrained(AutoModelForCausalLM, spec, dtype=torch_dtype)
+    return model.to(device).eval()

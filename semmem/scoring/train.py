@@ -1,0 +1,173 @@
+"""A tiny GPT-NeoX trained on the training stream itself: the embedded default model when the hub is out of reach.
+
+It makes controlled memorization experiments possible on a laptop: text the stream repeats many times (licence
+boilerplate, templates) is seen on every epoch many times over and gets memorized; text seen once per epoch does not fit
+in a model of ~1M parameters. The training windows are the stream rows cut into `context_length` pieces from each
+row's start, so the 64-token evaluation window of a row (its first 64 tokens) is itself a training window when
+context_length divides 64 or equals it.
+
+Deterministic: one seed drives the initialisation and the window order; one process, a fixed thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semmem.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+TRAIN_INFO = "semmem_train.json"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The knobs of TrainModelConfig that shape the model (keyword names equal the config keys)."""
+
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    context_length: int = 64
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    seed: int = 1234
+
+
+def windows_from_rows(rows: Iterable[np.ndarray], context_length: int) -> np.ndarray:
+    """[n, context_length] int64 windows: each row cut from its start; a short tail is dropped."""
+    out = []
+    for row in rows:
+        row = np.asarray(row, dtype=np.int64)
+        n = len(row) // context_length
+        if n:
+            out.append(row[:n * context_length].reshape(n, context_length))
+    if not out:
+        raise ModelError(f"the training stream has no row of at least {context_length} tokens; "
+                         "lower train_model.context_length or ingest more text")
+    return np.concatenate(out)
+
+
+def build_model(vocab_size: int, params: TrainParams, *, eod_id: int, pad_id: int) -> Any:
+    """A randomly initialised GPT-NeoX in the Pythia layout (parallel residual, rotary on 25% of each head)."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    if params.hidden_size % params.num_heads:
+        raise ModelError(f"train_model.hidden_size ({params.hidden_size}) must be a multiple of "
+                         f"train_model.num_heads ({params.num_heads})")
+    cfg = GPTNeoXConfig(
+        vocab_size=vocab_size, hidden_size=params.hidden_size, num_hidden_layers=params.num_layers,
+        num_attention_heads=params.num_heads, intermediate_size=4 * params.hidden_size,
+        max_position_embeddings=max(params.context_length, 64), eos_token_id=eod_id, bos_token_id=eod_id,
+        pad_token_id=pad_id, tie_word_embeddings=False, attn_implementation="sdpa")
+    torch.manual_seed(params.seed)
+    return GPTNeoXForCausalLM(cfg)
+
+
+def train_model(windows: np.ndarray, vocab_size: int, params: TrainParams, *, eod_id: int = 0, pad_id: int = 1,
+                threads: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train on windows [n, T] (next-token loss on every position); returns (model in eval mode, summary).
+
+    AdamW, linear warmup over the first 5% of steps then cosine decay to 10%, gradient clipping at 1.0, no dropout and
+    no weight decay (we want memorization to be possible).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if threads:
+        torch.set_num_threads(threads)
+    if windows.ndim != 2 or windows.shape[1] < 2:
+        raise ModelError(f"training windows must be [n, T>=2], got {windows.shape}")
+    if int(windows.max()) >= vocab_size:
+        raise ModelError(f"the stream holds token id {int(windows.max())} >= vocab size {vocab_size}; the "
+                         "tokenizer the stream was made with does not match")
+    model = build_model(vocab_size, params, eod_id=eod_id, pad_id=pad_id)
+    model.train()
+    data = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.int64))
+    n = data.shape[0]
+    steps_per_epoch = math.ceil(n / params.batch_size)
+    total = max(1, steps_per_epoch * params.epochs)
+    warmup = max(1, total // 20)
+    opt = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+    gen = torch.Generator().manual_seed(params.seed)
+    head = model.get_output_embeddings()
+    losses = []
+    start = time.monotonic()
+    for epoch in range(params.epochs):
+        order = torch.randperm(n, generator=gen)
+        epoch_loss = 0.0
+        for s in range(0, n, params.batch_size):
+            batch = data[order[s:s + params.batch_size]]
+            hidden = model.base_model(input_ids=batch[:, :-1]).last_hidden_state
+            logits = head(hidden)  # [b, T-1, V]
+            loss = F.cross_entropy(logits.reshape(-1, vocab_size), batch[:, 1:].reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            epoch_loss += float(loss) * len(batch)
+        losses.append(epoch_loss / n)
+        log.info("train_model: epoch %d/%d loss %.4f (%.0f s)", epoch + 1, params.epochs, losses[-1],
+                 time.monotonic() - start)
+    model.eval()
+    summary = {"params": asdict(params), "vocab_size": vocab_size, "windows": n, "tokens": int(windows.size),
+               "steps": total, "epoch_loss": losses, "seconds": round(time.monotonic() - start, 1),
+               "num_parameters": sum(p.numel() for p in model.parameters())}
+    return model, summary
+
+
+def fingerprint(params: TrainParams, vocab_size: int, stream_id: str) -> str:
+    """What decides the trained weights: the params, the vocabulary and the stream's identity (table version)."""
+    blob = json.dumps({"params": asdict(params), "vocab": vocab_size, "stream": stream_id}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def is_up_to_date(out_dir: str | Path, fp: str) -> bool:
+    info = Path(out_dir) / TRAIN_INFO
+    if not info.is_file():
+        return False
+    try:
+        return json.loads(info.read_text()).get("fingerprint") == fp
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def save_trained(model: Any, out_dir: str | Path, *, summary: dict[str, Any], fp: str,
+                 tokenizer_file: str | Path | None = None, eod_token: str = "<|endoftext|>",
+                 pad_token: str = "<|padding|>") -> Path:
+    """save_pretrained the model (and the stream's tokenizer when given) into out_dir, replacing it atomically."""
+    out = Path(out_dir).absolute()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    if tokenizer_file is not None and Path(tokenizer_file).is_file():
+        from transformers import PreTrainedTokenizerFast
+
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=eod_token, bos_token=eod_token,
+                                      pad_token=pad_token)
+        tok.save_pretrained(tmp)
+    (tmp / TRAIN_INFO).write_text(json.dumps({**summary, "fingerprint": fp}, indent=2, sort_keys=True))
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out

@@ -1,0 +1,56 @@
+"""Brute-force references for model scoring, written from the definitions (spec §1.2, §2.9), not from semmem's code.
+
+- memorization: Hugging Face `generate()` exactly as pythia's eval_memorization.py calls it (greedy, max_length=64,
+  min_length=64 so the EOS id is never chosen), then a position-by-position comparison.
+- perplexities: a plain float64 log-softmax over the model's logits, one row at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def generate_continuations(model, tokens: torch.Tensor) -> torch.Tensor:
+    """[B, 32] greedy continuations of tokens[:, :32] by model.generate (min_length=64 suppresses EOS)."""
+    eos = model.config.eos_token_id
+    prompt = tokens[:, :32]
+    with torch.no_grad():
+        out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_length=64, min_length=64,
+                             do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=eos)
+    assert out.shape == (tokens.shape[0], 64)
+    return out[:, 32:]
+
+
+def memorization_reference(model, tokens: torch.Tensor) -> list[dict]:
+    gen = generate_continuations(model, tokens)
+    rows = []
+    for g, t in zip(gen.tolist(), tokens[:, 32:].tolist()):
+        matches = [a == b for a, b in zip(g, t)]
+        prefix = 0
+        while prefix < 32 and matches[prefix]:
+            prefix += 1
+        rows.append({"memorization_score": sum(matches) / 32, "is_memorized": all(matches), "matched_prefix": prefix})
+    return rows
+
+
+def perplexity_reference(model, tokens: torch.Tensor, *, upstream: bool = False, eod_id: int = 0) -> list[tuple]:
+    """(prompt, generation, sequence) perplexities per row from a float64 softmax of one forward pass per row."""
+    rows = []
+    for row in tokens:
+        with torch.no_grad():
+            logits = model(input_ids=row[None]).logits[0].double()
+        logp = torch.log_softmax(logits, dim=-1)
+        lp = [float(logp[k, row[k + 1]]) for k in range(63)]
+        if not upstream:
+            rows.append((math.exp(-sum(lp[:31]) / 31), math.exp(-sum(lp[31:]) / 32), math.exp(-sum(lp) / 63)))
+            continue
+        n = 63 - int((row == eod_id).sum())
+        if n <= 0:
+            rows.append((math.nan, math.nan, math.nan))
+            continue
+        m = n // 2
+        kept = lp[:n]
+        rows.append((math.exp(-sum(kept[:m]) / n), math.exp(-sum(kept[m:]) / n), math.exp(-sum(kept) / n)))
+    return rows
