@@ -121,7 +121,7 @@ def train_model(windows: np.ndarray, vocab_size: int, params: TrainParams, *, eo
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            epoch_loss += float(loss) * len(batch)
+            epoch_loss += float(loss.detach()) * len(batch)
         losses.append(epoch_loss / n)
         log.info("train_model: epoch %d/%d loss %.4f (%.0f s)", epoch + 1, params.epochs, losses[-1],
                  time.monotonic() - start)
