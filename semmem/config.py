@@ -66,8 +66,8 @@ class IngestConfig:
 @dataclass(frozen=True)
 class DuplicatesConfig:
     hash_base: int = 60013  # upstream's polynomial base (spec §2.2)
-    hash_modulus: int = (1 << 61) - 1  # a Mersenne prime; tests force collisions with a tiny one
-    rows_per_batch: int = 256  # stream rows hashed together in one numpy call
+    hash_modulus: int = (1 << 61) - 1  # window hashes (mod 2^64) are reduced mod this; tests force collisions with 7
+    rows_per_batch: int = 64  # stream rows hashed together in one numpy call (64: the block stays in cache)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from semmem.features.duplicates import QueryIndex, WindowHasher, query_hashes, sequence_duplicates, window_candidates
-import reference as ref
+from tests import reference as ref
 
 
 def _frames(spark, rows, sequences):

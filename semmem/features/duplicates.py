@@ -98,7 +98,7 @@ class QueryIndex:
     bits: int
 
     @classmethod
-    def build(cls, hashes: np.ndarray, bits_per_query: int = 16) -> QueryIndex:
+    def build(cls, hashes: np.ndarray, bits_per_query: int = 64) -> QueryIndex:
         h = np.unique(np.asarray(hashes, dtype=np.uint64))
         bits = int(min(32, max(10, np.ceil(np.log2(max(1, len(h)) * bits_per_query)))))
         table = np.zeros(1 << (bits - 3), np.uint8)
@@ -221,7 +221,7 @@ def query_hashes(sequences: DataFrame, hasher: WindowHasher) -> DataFrame:
 
 
 def window_candidates(stream: DataFrame, hasher: WindowHasher, index: QueryIndex,
-                      rows_per_batch: int = 256) -> DataFrame:
+                      rows_per_batch: int = 64) -> DataFrame:
     """(h, window, n): occurrences of stream windows whose hash is a query hash, partially aggregated."""
     bc = stream.sparkSession.sparkContext.broadcast(index)
 
@@ -232,7 +232,7 @@ def window_candidates(stream: DataFrame, hasher: WindowHasher, index: QueryIndex
 
 
 def sequence_duplicates(sequences: DataFrame, stream: DataFrame, *, hash_base: int = 60013,
-                        hash_modulus: int = (1 << 61) - 1, rows_per_batch: int = 256) -> DataFrame:
+                        hash_modulus: int = (1 << 61) - 1, rows_per_batch: int = 64) -> DataFrame:
     """(sequence_id, sequence_duplicates): exact occurrences of each continuation 32-gram in the stream.
 
     Collects only the distinct continuation hashes of `sequences` (scales with the sample, not the corpus).
