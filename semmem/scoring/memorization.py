@@ -275,8 +275,9 @@ def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstr
     from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
     rtype = StructType([
-        StructField("memorization_score", DoubleType()), StructField("matched_prefix", IntegerType()), StructField("prompt_perplexity", DoubleType()),
-        StructField("generation_perplexity", DoubleType()), StructField("sequence_perplexity", DoubleType())])
+        StructField("memorization_score", DoubleType()), StructField("matched_prefix", IntegerType()),
+        StructField("prompt_perplexity", DoubleType()), StructField("generation_perplexity", DoubleType()),
+        StructField("sequence_perplexity", DoubleType())])
     udf = predict_batch_udf(
         make_score_predict_fn(model_spec, mode=mode, upstream_perplexity=upstream_perplexity, eod_id=eod_id,
                               batch_size=batch_size, dtype=dtype, device=device),

@@ -98,9 +98,9 @@ def score_stage(ctx: StageContext) -> None:
     sequences = ctx.warehouse.read("sequences").select("sequence_id", "tokens")
     for spec in specs:
         check_model_available(spec)  # on the driver: a clear error before any executor starts loading weights
-        scored = score_sequences(sequences, spec, mode=cfg.score.mode, upstream_perplexity=cfg.score.upstream_perplexity,
-                                 eod_id=cfg.stream.eod_id, batch_size=cfg.score.batch_size, dtype=cfg.model.dtype,
-                                 device=cfg.model.device)
+        scored = score_sequences(sequences, spec, mode=cfg.score.mode,
+                                 upstream_perplexity=cfg.score.upstream_perplexity, eod_id=cfg.stream.eod_id,
+                                 batch_size=cfg.score.batch_size, dtype=cfg.model.dtype, device=cfg.model.device)
         version = ctx.warehouse.write(scored, "memorization", mode="overwrite",
                                       partition={"model": spec.model, "revision": spec.revision})
         log.info("score: %s@%s -> memorization version %d", spec.model, spec.revision, version)
