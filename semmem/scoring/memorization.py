@@ -59,10 +59,12 @@ def eos_ids_of(model: Any) -> list[int]:
     return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
 
 
-def _masked_argmax(logits: torch.Tensor, exclude_ids: Sequence[int]) -> torch.Tensor:
-    """argmax over the last dim with `exclude_ids` set to -inf (ties: first index, as torch.argmax in generate())."""
+def _masked_argmax(logits: torch.Tensor, exclude_ids: Sequence[int], *, inplace: bool = False) -> torch.Tensor:
+    """argmax over the last dim with `exclude_ids` set to -inf (ties: first index, as torch.argmax in generate()).
+
+    inplace: the caller no longer needs `logits`, so mask them without a copy."""
     if exclude_ids:
-        logits = logits.clone()
+        logits = logits if inplace else logits.clone()
         logits[..., list(exclude_ids)] = float("-inf")
     return logits.argmax(dim=-1)
 
@@ -83,7 +85,8 @@ def teacher_forced(model: Any, tokens: torch.Tensor, *, exclude_ids: Sequence[in
             lse = torch.logsumexp(lg, dim=-1)  # [c, 63]
             tgt = lg.gather(-1, tokens[s:s + nll_chunk, 1:, None]).squeeze(-1)
             nll[s:s + nll_chunk] = lse - tgt
-            pred[s:s + nll_chunk] = _masked_argmax(lg[:, PROMPT_LEN - 1:], exclude_ids)  # positions 31..62
+            # positions 31..62; lg (a view of the logits when they are float32) is not needed after this
+            pred[s:s + nll_chunk] = _masked_argmax(lg[:, PROMPT_LEN - 1:], exclude_ids, inplace=True)
         return ForwardResult(pred, nll, out.past_key_values if keep_cache else None)
 
 
@@ -163,7 +166,7 @@ def continue_generation(model: Any, tokens: torch.Tensor, fwd: ForwardResult, pr
                 active = torch.cat([active, joining])
             out = model(input_ids=gen[active, t - 1:t], past_key_values=cache, use_cache=True)
             cache = out.past_key_values
-            gen[active, t] = _masked_argmax(out.logits[:, -1].float(), exclude_ids)
+            gen[active, t] = _masked_argmax(out.logits[:, -1].float(), exclude_ids, inplace=True)
     return gen
 
 
