@@ -250,6 +250,7 @@ def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bo
     def make() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
         from semmem.scoring.models import load_model, pick_device
 
+        _evict_previous_models()
         dev = pick_device(device)
         model = load_model(model_spec, device=dev, dtype=dtype)
         micro = batch_size or auto_batch_size(model, dev)
@@ -260,9 +261,30 @@ def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bo
             del out["is_memorized"]  # predict_batch_udf has no BooleanType outputs: matched_prefix == 32 in Spark
             return out
 
+        predict.semmem_scoring = True  # type: ignore[attr-defined]
+
         return predict
 
     return make
+
+
+def _evict_previous_models() -> None:
+    """Drop earlier semmem models from pyspark's per-worker ModelCache (it keeps 3) before loading the next one, so
+    scoring 12b after 6.9b and 2.8b does not hold all three on one GPU. Uses ModelCache's private dict."""
+    import gc
+
+    try:
+        from pyspark.ml.model_cache import ModelCache
+    except ImportError:  # pragma: no cover - outside pyspark
+        return
+    with ModelCache._lock:  # noqa: SLF001
+        for key in [k for k, fn in ModelCache._models.items() if getattr(fn, "semmem_scoring", False)]:  # noqa: SLF001
+            del ModelCache._models[key]  # noqa: SLF001
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstream_perplexity: bool = False,
