@@ -87,7 +87,10 @@ class Warehouse:
     def __init__(self, spark: SparkSession, root: str | Path,
                  backend: Literal["auto", "delta-spark", "delta-rs"] = "auto") -> None:
         self.spark = spark
-        self.root = Path(root).absolute()
+        if "://" in str(root) and not str(root).startswith("file://"):
+            raise TableError(f"warehouse {root}: object-store URIs are not supported yet; use a filesystem path "
+                             "that the driver and every executor see (local disk, NFS, a mounted bucket)")
+        self.root = Path(str(root).removeprefix("file://")).absolute()
         self.root.mkdir(parents=True, exist_ok=True)
         if backend == "auto":
             backend = "delta-spark" if delta_jar_available(spark) else "delta-rs"
