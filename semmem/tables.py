@@ -48,6 +48,14 @@ class TableInfo:
     num_files: int
 
 
+@dataclass(frozen=True)
+class DataFile:
+    """One Parquet file of a table's current snapshot: local path, and its row count when the log records it."""
+
+    path: str
+    num_rows: int | None
+
+
 def table_path(warehouse: str | Path, name: str) -> Path:
     return Path(warehouse).absolute() / name
 
@@ -105,6 +113,27 @@ class Warehouse:
 
     def version(self, name: str) -> int:
         return open_delta(self.root, name).version()
+
+    def snapshot_files(self, name: str) -> list[DataFile]:
+        """The Parquet files of the current snapshot of `name` (never files an overwrite left on disk), sorted.
+
+        For readers that bypass Spark (numpy kernels reading inside a task): the paths are on the warehouse
+        filesystem, which every executor sees. Works for tables written by either backend. Partition values are not
+        in the files. TableError if the table does not exist, or uses Delta reader features (deletion vectors,
+        column mapping) that make its files unreadable as plain Parquet.
+        """
+        dt = open_delta(self.root, name)
+        unsupported = {"deletionVectors", "columnMapping"} & set(dt.protocol().reader_features or [])
+        if unsupported:
+            raise TableError(f"table {name!r} uses Delta reader features {sorted(unsupported)}: its Parquet files "
+                             "cannot be read directly; read it through Spark (Warehouse.read)")
+        files = []
+        for add in pa.table(dt.get_add_actions(flatten=True)).to_pylist():
+            uri = _absolute_uri(dt, add["path"])
+            path = unquote(urlparse(uri).path) if uri.startswith("file://") else uri
+            rows = add.get("num_records")
+            files.append(DataFile(path, None if rows is None else int(rows)))
+        return sorted(files, key=lambda f: f.path)
 
     # ------------------------------------------------------------------ read
     def read(self, name: str) -> DataFrame:

@@ -1,11 +1,28 @@
-"""The training stream as a DataFrame (row_id BIGINT, tokens ARRAY<INT>), wherever it lives."""
+"""The training stream, wherever it lives: as a DataFrame (row_id BIGINT, tokens ARRAY<INT>), or as shards that a
+Python task reads itself.
+
+`read_stream` goes through Spark (the JVM reads the Parquet files or the .bin ranges, then hands the rows to Python
+as Arrow). `stream_shards` + `iter_stream_batches` skip that hop for numpy kernels (the duplicate scan, the token
+counts): a small DataFrame of shard descriptors, one Spark task per shard, and a reader that turns one descriptor
+into Arrow batches inside the task (pyarrow for the Parquet files of the `token_rows` snapshot, a memory map for a
+megatron .bin). The two give exactly the same rows.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
 from semmem.config import Config
 from semmem.tables import Warehouse
+
+SHARD_SCHEMA = "kind STRING, path STRING, start BIGINT, end BIGINT, seq_length INT, dtype STRING, offset BIGINT"
+BATCH_ROWS = 1024  # stream rows per Arrow batch from iter_stream_batches (2,049-token rows: 8 MiB of int32)
 
 
 def read_stream(warehouse: Warehouse, cfg: Config) -> DataFrame:
@@ -15,3 +32,106 @@ def read_stream(warehouse: Warehouse, cfg: Config) -> DataFrame:
 
         return read_megatron_stream(warehouse, cfg)
     return warehouse.read("token_rows")
+
+
+@dataclass(frozen=True)
+class StreamShard:
+    """A piece of the stream one task reads. kind "parquet": the row groups of `path` whose first row is in
+    [start, end) (row positions in the file); kind "megatron": rows [start, end) of the .bin at `path`, `seq_length`
+    tokens of `dtype` each, row 0 at byte `offset`."""
+
+    kind: str
+    path: str
+    start: int
+    end: int
+    seq_length: int = 0
+    dtype: str = ""
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class StreamShards:
+    """The stream as shard descriptors: `df` has one row per shard (SHARD_SCHEMA), one partition per shard."""
+
+    df: DataFrame
+    num_shards: int
+
+
+def stream_shards(warehouse: Warehouse, cfg: Config, rows_per_task: int | None = None) -> StreamShards:
+    """The stream of `read_stream`, as descriptors for `iter_stream_batches` (about `rows_per_task` rows each;
+    default `ingest.megatron_rows_per_task`). Only the Delta log (or the .idx header) is read on the driver."""
+    rows_per_task = max(1, rows_per_task or cfg.ingest.megatron_rows_per_task)
+    shards: list[StreamShard] = []
+    if warehouse.exists("stream_sources"):
+        from semmem.errors import InputError
+        from semmem.ingest.megatron import open_index
+
+        src = warehouse.read("stream_sources").collect()  # one row per .bin file
+        if len(src) != 1:
+            raise InputError(f"stream_sources should name one .bin file, found {len(src)}")
+        index = open_index(src[0]["path"], src[0]["seq_length"])
+        dtype = np.dtype(index.dtype).str
+        for lo in range(0, index.num_rows, rows_per_task):
+            shards.append(StreamShard("megatron", index.bin_path, lo, min(index.num_rows, lo + rows_per_task),
+                                      index.seq_length, dtype, index.first_pointer))
+    else:
+        for f in warehouse.snapshot_files("token_rows"):
+            if f.num_rows is None:  # no count in the log: one task reads the whole file
+                shards.append(StreamShard("parquet", f.path, 0, 1 << 62))
+                continue
+            for lo in range(0, max(1, f.num_rows), rows_per_task):
+                shards.append(StreamShard("parquet", f.path, lo, lo + rows_per_task))
+    rows = [(s.kind, s.path, s.start, s.end, s.seq_length, s.dtype, s.offset) for s in shards]
+    spark = warehouse.spark
+    rdd = spark.sparkContext.parallelize(rows, max(1, len(rows)))
+    return StreamShards(spark.createDataFrame(rdd, SHARD_SCHEMA), len(rows))
+
+
+def iter_stream_batches(shard: StreamShard, columns: Sequence[str] = ("row_id", "tokens"),
+                        batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """The rows of one shard as Arrow batches with `columns` (of row_id BIGINT, tokens LIST<INT32>), read here."""
+    if shard.kind == "megatron":
+        yield from _megatron_batches(shard, columns, batch_rows)
+    elif shard.kind == "parquet":
+        yield from _parquet_batches(shard, columns, batch_rows)
+    else:
+        raise ValueError(f"unknown stream shard kind {shard.kind!r}")
+
+
+def shard_batches(descriptors: Iterator[pa.RecordBatch], columns: Sequence[str] = ("row_id", "tokens"),
+                  batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """mapInArrow helper: batches of shard descriptors (SHARD_SCHEMA) -> the stream batches of every shard."""
+    for batch in descriptors:
+        for row in batch.to_pylist():
+            yield from iter_stream_batches(StreamShard(**row), columns, batch_rows)
+
+
+def _parquet_batches(shard: StreamShard, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    pf = pq.ParquetFile(shard.path)
+    meta = pf.metadata
+    groups, first = [], 0
+    for g in range(meta.num_row_groups):
+        if shard.start <= first < shard.end and meta.row_group(g).num_rows:
+            groups.append(g)
+        first += meta.row_group(g).num_rows
+    if not groups:
+        return
+    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=list(columns), use_threads=False):
+        yield batch.select(list(columns))
+
+
+def _megatron_batches(shard: StreamShard, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    dtype = np.dtype(shard.dtype)
+    n = shard.seq_length
+    for lo in range(shard.start, shard.end, batch_rows):
+        hi = min(shard.end, lo + batch_rows)
+        mm = np.memmap(shard.path, dtype=dtype, mode="r", offset=shard.offset + lo * n * dtype.itemsize,
+                       shape=((hi - lo) * n,))
+        arrays = {}
+        if "row_id" in columns:
+            arrays["row_id"] = pa.array(np.arange(lo, hi, dtype=np.int64))
+        if "tokens" in columns:
+            offsets = pa.array(np.arange(hi - lo + 1, dtype=np.int32) * n)
+            arrays["tokens"] = pa.ListArray.from_arrays(offsets, pa.array(np.asarray(mm, dtype=np.int32)))
+        del mm
+        yield pa.RecordBatch.from_arrays([arrays[c] for c in columns], names=list(columns))
