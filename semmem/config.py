@@ -66,8 +66,10 @@ class IngestConfig:
 @dataclass(frozen=True)
 class DuplicatesConfig:
     hash_base: int = 60013  # upstream's polynomial base (spec §2.2)
-    hash_modulus: int = (1 << 61) - 1  # window hashes (mod 2^64) are reduced mod this; tests force collisions with 7
+    hash_modulus: int = 1 << 64  # window hashes (mod 2^64) are reduced mod this (2^64: none); tests force collisions
     rows_per_batch: int = 64  # stream rows hashed together in one numpy call (64: the block stays in cache)
+    direct_read: bool = True  # scan tasks read the stream files themselves (pyarrow / mmap); false: through Spark
+    rows_per_task: int = 65536  # stream rows per scan task when direct_read (about 134M windows of 2,049-token rows)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
@@ -38,6 +39,19 @@ def test_query_index_equals_isin():
     queries = rng.integers(0, 1 << 40, 500).astype(np.uint64)
     hay = np.concatenate([rng.integers(0, 1 << 40, 20000).astype(np.uint64), queries[:100]])
     idx = QueryIndex.build(queries)
+    got = np.zeros(len(hay), bool)
+    got[idx.candidates(hay)] = True
+    np.testing.assert_array_equal(got, np.isin(hay, queries))
+
+
+def test_query_index_skewed_buckets_fall_back_to_binary_search():
+    from semmem.features.duplicates import _MIX
+
+    inv = pow(int(_MIX), -1, 1 << 64)  # hashes whose mixed values share their top bits: one crowded bucket
+    queries = np.array([m * inv % (1 << 64) for m in range(1, 200)], np.uint64)
+    idx = QueryIndex.build(queries)
+    assert idx.max_bucket > 16
+    hay = np.concatenate([queries[::3], np.arange(1000, dtype=np.uint64), queries + np.uint64(1)])
     got = np.zeros(len(hay), bool)
     got[idx.candidates(hay)] = True
     np.testing.assert_array_equal(got, np.isin(hay, queries))
@@ -101,3 +115,81 @@ def test_scan_handles_sliced_arrow_batches():
     want = ref.duplicates(rows[2:17], sequences)
     for sid, toks in sequences.items():
         assert got.get(tuple(toks[32:64]), 0) == want[sid]
+
+
+# ------------------------------------------------------------------ direct read: scan tasks read the stream themselves
+def _stream_table(rows, start=0):
+    return pa.table({"row_id": pa.array(range(start, start + len(rows)), pa.int64()),
+                     "tokens": pa.array(rows, pa.list_(pa.int32()))})
+
+
+def _delta_stream(spark, base_cfg, rows):
+    """token_rows: a Spark-written version of decoy rows, then an overwrite by delta-rs in two commits (two files of
+    several row groups each). The decoy files stay on disk and must not be read."""
+    from deltalake import WriterProperties, write_deltalake
+
+    from semmem.tables import Warehouse
+
+    wh = Warehouse(spark, base_cfg.warehouse)
+    decoys = [[7] * 160 for _ in range(30)]  # would add 129 matches per row to sequence 3 if read
+    wh.write(spark.createDataFrame(list(enumerate(decoys)), "row_id BIGINT, tokens ARRAY<INT>"), "token_rows",
+             mode="overwrite")
+    path, half = str(wh.path("token_rows")), len(rows) // 2
+    props = WriterProperties(max_row_group_size=4)
+    write_deltalake(path, _stream_table(rows[:half]), mode="overwrite", writer_properties=props)
+    write_deltalake(path, _stream_table(rows[half:], half), mode="append", writer_properties=props)
+    return wh
+
+
+def _megatron_stream(spark, base_cfg, tmp_path, rows):
+    from semmem.tables import Warehouse
+    from tests.corpus import write_megatron
+
+    write_megatron(tmp_path / "document", np.array(rows, np.int64))
+    wh = Warehouse(spark, base_cfg.warehouse)
+    wh.write(spark.createDataFrame([(str(tmp_path / "document.bin"), len(rows), len(rows[0]))],
+                                   "path STRING, num_rows BIGINT, seq_length INT"), "stream_sources", mode="overwrite")
+    return wh
+
+
+def _shard_rows(shards):
+    from semmem.ingest.stream import StreamShard, iter_stream_batches
+
+    got = {}
+    for d in shards.df.collect():
+        for batch in iter_stream_batches(StreamShard(**d.asDict())):
+            got.update(zip(batch.column("row_id").to_pylist(), batch.column("tokens").to_pylist()))
+    return got
+
+
+@pytest.mark.parametrize("source", ["delta", "megatron"])
+@pytest.mark.parametrize("rows_per_task,rows_per_batch", [(1, 1), (5, 3), (1000, 64)])
+def test_direct_read_matches_reference(spark, base_cfg, tmp_path, source, rows_per_task, rows_per_batch):
+    from semmem.ingest.stream import read_stream, stream_shards
+
+    rows, sequences = ref.make_stream(seed=5)
+    if source == "megatron":
+        rows = [r for r in rows if len(r) == 160]  # .bin rows have one length
+        wh = _megatron_stream(spark, base_cfg, tmp_path, rows)
+    else:
+        wh = _delta_stream(spark, base_cfg, rows)
+        files = wh.snapshot_files("token_rows")
+        assert len(files) == 2 and sum(f.num_rows for f in files) == len(rows)
+        assert all(pq.ParquetFile(f.path).metadata.num_row_groups > 1 for f in files)
+    want = ref.duplicates(rows, sequences)
+    shards = stream_shards(wh, base_cfg, rows_per_task)
+    assert shards.num_shards == shards.df.rdd.getNumPartitions() >= (len(rows) + rows_per_task - 1) // rows_per_task
+    # the shards hold exactly the rows Spark reads, each once
+    assert _shard_rows(shards) == {r["row_id"]: r["tokens"] for r in read_stream(wh, base_cfg).collect()} == \
+        dict(enumerate(rows))
+    _, seqs = _frames(spark, rows[:1], sequences)
+    assert _as_dict(sequence_duplicates(seqs, shards, rows_per_batch=rows_per_batch)) == want
+    assert _as_dict(sequence_duplicates(seqs, shards, hash_modulus=7, rows_per_batch=rows_per_batch)) == want
+
+
+def test_snapshot_files_of_missing_table_is_a_table_error(spark, base_cfg):
+    from semmem.errors import TableError
+    from semmem.tables import Warehouse
+
+    with pytest.raises(TableError, match="does not exist"):
+        Warehouse(spark, base_cfg.warehouse).snapshot_files("token_rows")

@@ -7,9 +7,12 @@ The count is exact and the stream is never collected. Three steps:
 2. **Scan.** `mapInArrow` over the stream hashes every 32-token window of every row at offsets 0..len-32 inclusive
    (upstream skips the last offset, an off-by-one we do not replicate), windows crossing EOD included. The hash is
    polynomial, H = sum_k t[o+k]·B^k, evaluated mod 2^64 for all windows of a block of rows at once from prefix sums
-   (B odd, so B^-o exists mod 2^64: H(o) = (P[o+32] - P[o])·B^-o), then reduced mod `hash_modulus`. A bit table
-   (about 16 bits per query) rejects almost every window in one gather; survivors are checked against the sorted
-   query hashes. Matching windows are aggregated per Arrow batch as (hash, window tokens, count).
+   (B odd, so B^-o exists mod 2^64: H(o) = (P[o+32] - P[o])·B^-o), then reduced mod `hash_modulus` (default 2^64:
+   no reduction). A bit table (64 bits per query, 16 MiB at most) rejects almost every window in one gather;
+   survivors are looked up in buckets of the query hashes. Matching windows are aggregated per Arrow batch as
+   (hash, window tokens, count). The stream reaches the scan either as DataFrame rows (Spark's Arrow transfer) or,
+   in the `duplicates` stage, as shards that each task reads itself (semmem.ingest.stream.stream_shards: pyarrow
+   over the token_rows snapshot's Parquet files, or a memory map of the megatron .bin), which skips the JVM hop.
 3. **Verify.** Candidates are summed by (hash, window) and equi-joined to the queries on the hash *and* the exact
    token array, so hash collisions never inflate a count. Sequences that share a continuation each get the full count.
 
@@ -20,15 +23,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+if TYPE_CHECKING:
+    from semmem.ingest.stream import StreamShards
+
 WINDOW = 32  # continuation length in tokens
 CONTINUATION_START = 32  # the continuation is tokens[32:64]
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci multiplier: spreads small moduli over the filter's index bits
+_MAX_TABLE_BITS = 27  # a 16 MiB bit table at most: a bigger one is slower to probe than the extra bucket lookups
 _QUERY_SCHEMA = "sequence_id BIGINT, h BIGINT, cont ARRAY<INT>"
 _CANDIDATE_SCHEMA = "h BIGINT, window ARRAY<INT>, n BIGINT"
 
@@ -39,7 +47,7 @@ class WindowHasher:
     """Polynomial hash of every `window`-token window, sum_k t[o+k]·base^k mod 2^64, reduced mod `modulus`."""
 
     base: int = 60013
-    modulus: int = (1 << 61) - 1
+    modulus: int = 1 << 64
     window: int = WINDOW
 
     def __post_init__(self) -> None:
@@ -66,12 +74,12 @@ class WindowHasher:
         if n_win <= 0:
             return np.empty((rows, 0), np.uint64)
         pw, ipw = _cached_powers(self, length)
-        prefix = np.empty((rows, length + 1), np.uint64)
-        prefix[:, 0] = 0
-        t = tokens.astype(np.uint64)
-        t *= pw  # uint64 arrays wrap silently: arithmetic mod 2^64
-        np.cumsum(t, axis=1, out=prefix[:, 1:])
-        h = prefix[:, self.window:] - prefix[:, :n_win]
+        # P = cumsum(t·B^k) in place (uint64 arrays wrap silently: arithmetic mod 2^64); H(o) = (P[o+31] - P[o-1])·B^-o
+        p = np.multiply(tokens, pw, dtype=np.uint64, casting="unsafe")
+        np.cumsum(p, axis=1, out=p)
+        h = np.empty((rows, n_win), np.uint64)
+        h[:, 0] = p[:, self.window - 1]
+        np.subtract(p[:, self.window:], p[:, :n_win - 1], out=h[:, 1:])
         h *= ipw[:n_win]
         if self.modulus < 1 << 64:
             h %= np.uint64(self.modulus)
@@ -91,35 +99,70 @@ def _cached_powers(hasher: WindowHasher, n: int) -> tuple[np.ndarray, np.ndarray
 # ------------------------------------------------------------------------------------------------------ query index
 @dataclass(frozen=True)
 class QueryIndex:
-    """The distinct query hashes, sorted, plus a bit table (one probe per window) that rejects non-candidates."""
+    """The distinct query hashes, plus a bit table (one probe per window) that rejects almost every non-candidate.
 
-    hashes: np.ndarray  # sorted unique uint64
+    Hashes are also kept mixed (m = h·MIX mod 2^64, a bijection since MIX is odd) and sorted. The bit table is indexed
+    by the top `bits` bits of m; the rare survivors are looked up in the bucket of the sorted mixed hashes that their
+    top `bucket_bits` bits select (`mixed[starts[k]:starts[k+1]]`, at most `max_bucket` entries): one or two cache
+    misses instead of a binary search. A skewed set (e.g. under a tiny test modulus) falls back to a binary search.
+    """
+
+    hashes: np.ndarray  # sorted unique uint64 query hashes
     table: np.ndarray  # uint8 bit table of 2^bits bits
     bits: int
+    mixed: np.ndarray  # sorted h·MIX of the unique hashes
+    starts: np.ndarray  # int64, 2^bucket_bits + 1 bucket offsets into `mixed`
+    bucket_bits: int
+    max_bucket: int
 
     @classmethod
     def build(cls, hashes: np.ndarray, bits_per_query: int = 64) -> QueryIndex:
         h = np.unique(np.asarray(hashes, dtype=np.uint64))
-        bits = int(min(32, max(10, np.ceil(np.log2(max(1, len(h)) * bits_per_query)))))
+        bits = int(min(_MAX_TABLE_BITS, max(10, np.ceil(np.log2(max(1, len(h)) * bits_per_query)))))
         table = np.zeros(1 << (bits - 3), np.uint8)
         idx = _slot(h, bits)
         np.bitwise_or.at(table, (idx >> np.uint64(3)).astype(np.int64),
                          np.left_shift(np.uint8(1), (idx & np.uint64(7)).astype(np.uint8)))
-        return cls(h, table, bits)
+        mixed = np.sort(h * _MIX)
+        bucket_bits = int(min(bits, max(1, np.ceil(np.log2(max(1, len(h)))))))
+        starts = np.searchsorted(mixed >> np.uint64(64 - bucket_bits),
+                                 np.arange((1 << bucket_bits) + 1, dtype=np.uint64)).astype(np.int64)
+        max_bucket = int(np.diff(starts).max()) if len(h) else 0
+        return cls(h, table, bits, mixed, starts, bucket_bits, max_bucket)
 
     def candidates(self, h: np.ndarray) -> np.ndarray:
         """Flat indices into `h` whose value is one of the query hashes (exact on hashes)."""
         flat = h.reshape(-1)
         if len(self.hashes) == 0 or flat.size == 0:
             return np.empty(0, np.int64)
-        idx = _slot(flat, self.bits)
-        probe = (self.table[idx >> np.uint64(3)] >> (idx & np.uint64(7)).astype(np.uint8)) & np.uint8(1)
+        m = flat * _MIX
+        slot = m >> np.uint64(64 - self.bits)
+        probe = np.take(self.table, (slot >> np.uint64(3)).view(np.int64))
+        slot &= np.uint64(7)
+        probe >>= slot.astype(np.uint8)
+        probe &= np.uint8(1)
         maybe = np.flatnonzero(probe)
         if maybe.size == 0:
             return maybe
-        pos = np.searchsorted(self.hashes, flat[maybe])
-        pos[pos == len(self.hashes)] = 0
-        return maybe[self.hashes[pos] == flat[maybe]]
+        return maybe[self._contains(m[maybe])]
+
+    def _contains(self, m: np.ndarray) -> np.ndarray:
+        """Which of the mixed hashes `m` are mixed query hashes."""
+        n = len(self.mixed)
+        if self.max_bucket > 16:  # skewed buckets: binary search
+            pos = np.searchsorted(self.mixed, m)
+            pos[pos == n] = 0
+            return self.mixed[pos] == m
+        key = (m >> np.uint64(64 - self.bucket_bits)).view(np.int64)
+        lo, hi = self.starts[key], self.starts[key + 1]
+        found = np.zeros(len(m), bool)
+        for j in range(self.max_bucket):
+            pos = lo + j
+            live = pos < hi
+            if not live.any():
+                break
+            found |= live & (self.mixed[np.minimum(pos, n - 1)] == m)
+        return found
 
 
 def _slot(h: np.ndarray, bits: int) -> np.ndarray:
@@ -220,9 +263,23 @@ def query_hashes(sequences: DataFrame, hasher: WindowHasher) -> DataFrame:
     return sequences.select("sequence_id", "tokens").mapInArrow(lambda it: query_batches(it, hasher), _QUERY_SCHEMA)
 
 
-def window_candidates(stream: DataFrame, hasher: WindowHasher, index: QueryIndex,
+def window_candidates(stream: DataFrame | StreamShards, hasher: WindowHasher, index: QueryIndex,
                       rows_per_batch: int = 64) -> DataFrame:
-    """(h, window, n): occurrences of stream windows whose hash is a query hash, partially aggregated."""
+    """(h, window, n): occurrences of stream windows whose hash is a query hash, partially aggregated.
+
+    `stream` is a DataFrame with a `tokens` column (rows reach Python through Spark's Arrow transfer), or
+    `StreamShards` (semmem.ingest.stream.stream_shards): each task then reads its shard of the stream itself, with
+    pyarrow or a memory map, and scans it in the same process.
+    """
+    from semmem.ingest.stream import StreamShards, shard_batches
+
+    if isinstance(stream, StreamShards):
+        bc = stream.df.sparkSession.sparkContext.broadcast(index)
+
+        def scan_shards(it: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            return scan_batches(shard_batches(it, ["tokens"]), hasher, bc.value, rows_per_batch)
+
+        return stream.df.mapInArrow(scan_shards, _CANDIDATE_SCHEMA)
     bc = stream.sparkSession.sparkContext.broadcast(index)
 
     def scan(it: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -231,9 +288,11 @@ def window_candidates(stream: DataFrame, hasher: WindowHasher, index: QueryIndex
     return stream.select("tokens").mapInArrow(scan, _CANDIDATE_SCHEMA)
 
 
-def sequence_duplicates(sequences: DataFrame, stream: DataFrame, *, hash_base: int = 60013,
-                        hash_modulus: int = (1 << 61) - 1, rows_per_batch: int = 64) -> DataFrame:
+def sequence_duplicates(sequences: DataFrame, stream: DataFrame | StreamShards, *, hash_base: int = 60013,
+                        hash_modulus: int = 1 << 64, rows_per_batch: int = 64) -> DataFrame:
     """(sequence_id, sequence_duplicates): exact occurrences of each continuation 32-gram in the stream.
+
+    `stream`: a (.., tokens) DataFrame, or StreamShards read inside the scan tasks (see `window_candidates`).
 
     Collects only the distinct continuation hashes of `sequences` (scales with the sample, not the corpus).
     Sequences shorter than 64 tokens get NULL; a continuation absent from the stream gets 0.

@@ -10,7 +10,7 @@ from semmem.features.duplicates import sequence_duplicates
 from semmem.features.frequencies import token_frequencies, token_frequency_stats
 from semmem.features.huffman import huffman as huffman_lengths
 from semmem.features.templating import templating as templating_flags
-from semmem.ingest.stream import read_stream
+from semmem.ingest.stream import read_stream, stream_shards
 from semmem.stages.registry import StageContext, stage
 
 
@@ -18,7 +18,9 @@ from semmem.stages.registry import StageContext, stage
 def duplicates(ctx: StageContext) -> None:
     """Exact stream occurrences of each continuation 32-gram -> sequence_duplicates."""
     d = ctx.cfg.duplicates
-    out = sequence_duplicates(ctx.warehouse.read("sequences"), read_stream(ctx.warehouse, ctx.cfg),
+    stream = stream_shards(ctx.warehouse, ctx.cfg, d.rows_per_task) if d.direct_read else \
+        read_stream(ctx.warehouse, ctx.cfg)
+    out = sequence_duplicates(ctx.warehouse.read("sequences"), stream,
                               hash_base=d.hash_base, hash_modulus=d.hash_modulus, rows_per_batch=d.rows_per_batch)
     ctx.warehouse.write(out, "sequence_duplicates", mode="overwrite")
 
