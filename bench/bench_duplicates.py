@@ -5,14 +5,17 @@
     python bench/bench_duplicates.py --tokens 100000000 --queries 5000000 --cores 2
 
 Reports 32-gram windows per second per core for
-- the semmem scan (`window_candidates`: hash every window, bit-table filter, candidate extraction) and the whole
-  `sequence_duplicates` job (query hashing, scan, aggregation, exact verification join), on `--cores` local cores;
+- the semmem scan as the `duplicates` stage runs it (`window_candidates` over `stream_shards`: each task reads its
+  shard itself and hashes every window, bit-table filter, candidate extraction), on a token_rows Delta table written
+  by `Warehouse.write` (Spark Parquet, as `ingest` writes it) and on a megatron .bin read by memory map;
+- the same scan fed through Spark (the JVM reads the Parquet, rows reach Python by Arrow), and that transfer alone;
+- the whole `sequence_duplicates` job (query hashing, scan, aggregation, exact verification join);
 - the semmem kernel alone in one process (no Spark), to show the Spark overhead;
 - baseline (a): a straightforward single-process numpy implementation (Horner hash over a sliding window view,
   `np.isin` against the query hashes, token-level verification);
 - baseline (b): the naive Spark approach (explode every window, xxhash64 it, groupBy hash, count, join the queries),
   on a smaller prefix of the stream because it is slow.
-Peak Python-worker memory of the scan (max over tasks of ru_maxrss, fresh worker per task) is measured at two stream
+Peak Python-worker memory of the direct-read scan (max over tasks of ru_maxrss, fresh worker per task) is measured at two stream
 sizes with the same query set. Synthetic stream: rows of 2,049 uniform random token ids with planted copies of
 continuations; queries: the first 64 tokens of every 20th row plus random decoy sequences up to `--queries`
 (the Pythia sample has 5M sequences), so the filter and hash set have a realistic size.
@@ -36,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semmem.features.duplicates import (  # noqa: E402
     QueryIndex, WindowHasher, query_hashes, scan_batches, scan_block, sequence_duplicates, window_candidates)
+from semmem.ingest.stream import shard_batches  # noqa: E402
 
 L = 2049
 WIN = 32
@@ -103,7 +107,7 @@ def numpy_baseline(stream: Path, cont: np.ndarray, qh: np.ndarray, hasher: Windo
     sorted_h, sorted_cont = qh[order], cont[order]
     uniq, first = np.unique(sorted_h, return_index=True)
     counts = np.zeros(len(uniq), np.int64)
-    base, mod = np.uint64(hasher.base), np.uint64(hasher.modulus)
+    base = np.uint64(hasher.base)
     windows = rows = 0
     start = time.perf_counter()
     for batch in pq.ParquetFile(stream).iter_batches(batch_size=256, columns=["tokens"]):
@@ -116,18 +120,35 @@ def numpy_baseline(stream: Path, cont: np.ndarray, qh: np.ndarray, hasher: Windo
         for k in range(WIN - 2, -1, -1):
             h *= base
             h += mat[:, k:k + n_win].astype(np.uint64)
-        h %= mod
+        if hasher.modulus < 1 << 64:
+            h %= np.uint64(hasher.modulus)
         hit = np.flatnonzero(np.isin(h.reshape(-1), uniq))
         r, o = np.divmod(hit, n_win)
         cand = mat[r[:, None], o[:, None] + np.arange(WIN)]
         qi = np.searchsorted(uniq, h.reshape(-1)[hit])
-        ok = np.all(cand == sorted_cont[first[qi]], axis=1)  # first continuation with that hash (61-bit: unique)
+        ok = np.all(cand == sorted_cont[first[qi]], axis=1)  # first continuation with that hash (64-bit: unique)
         np.add.at(counts, qi[ok], 1)
         windows += len(mat) * n_win
     secs = time.perf_counter() - start
     per_query = np.empty(len(qh), np.int64)
     per_query[order] = counts[np.searchsorted(uniq, sorted_h)]
     return secs, windows, per_query
+
+
+def write_bin(stream: Path, prefix: Path) -> None:
+    """The stream as Pythia's megatron document.bin / .idx (uint16 tokens, one row per document)."""
+    import struct
+
+    n = 0
+    with open(prefix.with_suffix(".bin"), "wb") as fh:
+        for batch in pq.ParquetFile(stream).iter_batches(batch_size=1024, columns=["tokens"]):
+            mat = batch.column("tokens").values.to_numpy().reshape(-1, L)
+            fh.write(mat.astype(np.uint16).tobytes())
+            n += len(mat)
+    head = b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, 8, n, n + 1)
+    prefix.with_suffix(".idx").write_bytes(head + np.full(n, L, np.int32).tobytes()
+                                           + (np.arange(n, dtype=np.int64) * L * 2).tobytes()
+                                           + np.arange(n + 1, dtype=np.int64).tobytes())
 
 
 def kernel_only(stream: Path, hasher: WindowHasher, index: QueryIndex, rows_per_batch: int, max_rows: int
@@ -154,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--numpy-tokens", type=int, default=20_000_000, help="stream prefix for the numpy baselines")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--rows-per-batch", type=int, default=64)
+    ap.add_argument("--rows-per-task", type=int, default=0, help="stream rows per scan task (0: the config default)")
     ap.add_argument("--quick", action="store_true", help="2M tokens, 20k queries: a smoke run")
     ap.add_argument("--workdir", default=None, help="where the synthetic parquet goes (default: a temp dir)")
     args = ap.parse_args(argv)
@@ -164,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import functions as F
 
     from semmem.config import load_config
+    from semmem.ingest.stream import read_stream, stream_shards
     from semmem.spark import build_session
+    from semmem.tables import Warehouse
 
     rows_big = -(-args.tokens // L)
     rows_small = max(1, rows_big // 5)
@@ -174,49 +198,60 @@ def main(argv: list[str] | None = None) -> int:
     write_stream(work / "stream.parquet", rows_big, seed=1)
     write_stream(work / "stream_small.parquet", rows_small, seed=1)  # same generator: a prefix of the big one
     n_real = write_sequences(work / "sequences.parquet", work / "stream.parquet", 20, args.queries, seed=1)
+    write_bin(work / "stream.parquet", work / "document")
     print(f"synthetic data: {rows_big} rows x {L} tokens = {rows_big * L / 1e6:.1f}M tokens "
           f"({rows_big * (L - WIN + 1) / 1e6:.1f}M windows); {args.queries} queries ({n_real} from the stream); "
           f"generated in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    def session(reuse: bool):
-        return build_session(load_config(None, [
-            f"spark.master=local[{args.cores}]", "spark.conf.spark.ui.enabled=false",
-            "spark.conf.spark.driver.memory=6g", f"spark.conf.spark.sql.shuffle.partitions={2 * args.cores}",
-            "spark.conf.spark.sql.files.maxPartitionBytes=16m",
-            f"spark.conf.spark.python.worker.reuse={str(reuse).lower()}",
-        ]))
+    overrides = [f"spark.master=local[{args.cores}]", "spark.conf.spark.ui.enabled=false",
+                 "spark.conf.spark.driver.memory=6g", f"spark.conf.spark.sql.shuffle.partitions={2 * args.cores}",
+                 "spark.conf.spark.sql.files.maxPartitionBytes=16m"]
+    cfg = load_config(None, [*overrides, f"duplicates.rows_per_batch={args.rows_per_batch}"])
 
-    hasher = WindowHasher()
-    rpb = args.rows_per_batch
+    def session(reuse: bool):
+        return build_session(load_config(None, [*overrides,
+                                                f"spark.conf.spark.python.worker.reuse={str(reuse).lower()}"]))
+
+    hasher = WindowHasher(cfg.duplicates.hash_base, cfg.duplicates.hash_modulus)
+    rpb = cfg.duplicates.rows_per_batch
+    rpt = args.rows_per_task or cfg.duplicates.rows_per_task
+
+    # The streams as the stage reads them: token_rows Delta tables written by Warehouse.write (Spark Parquet, as
+    # `ingest` writes them), and a megatron .bin registered in stream_sources (read in place).
+    spark = session(reuse=False)
+    whs = {"big": Warehouse(spark, work / "wh_big"), "small": Warehouse(spark, work / "wh_small")}
+    for name, src in [("big", "stream.parquet"), ("small", "stream_small.parquet")]:
+        whs[name].write(spark.read.parquet(str(work / src)), "token_rows")
+    whs["megatron"] = Warehouse(spark, work / "wh_megatron")
+    whs["megatron"].write(spark.createDataFrame([(str(work / "document.bin"), rows_big, L)],
+                                                "path STRING, num_rows BIGINT, seq_length INT"), "stream_sources")
 
     def frames(spark):
-        return (spark.read.parquet(str(work / "stream.parquet")), spark.read.parquet(str(work / "stream_small.parquet")),
-                spark.read.parquet(str(work / "sequences.parquet")))
+        w = {k: Warehouse(spark, v.root) for k, v in whs.items()}
+        return w, spark.read.parquet(str(work / "sequences.parquet"))
 
     # Memory: a fresh Python worker per task (worker.reuse=false), so each task's ru_maxrss is its own peak.
-    spark = session(reuse=False)
-    stream, small, seqs = frames(spark)
+    w, seqs = frames(spark)
     distinct = query_hashes(seqs, hasher).select("h").distinct().toArrow().column("h").to_numpy()
     index = QueryIndex.build(distinct.astype(np.int64).view(np.uint64))
     bc = spark.sparkContext.broadcast(index)
 
-    def peak(df):
+    def peak(shards):
         def measure(it):
-            n = sum(b.num_rows for b in scan_batches(it, hasher, bc.value, rpb))
+            n = sum(b.num_rows for b in scan_batches(shard_batches(it, ["tokens"]), hasher, bc.value, rpb))
             yield pa.RecordBatch.from_pydict({"rss_kb": [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss],
                                               "n": [n]})
-        return df.select("tokens").mapInArrow(measure, "rss_kb BIGINT, n BIGINT").agg(
-            F.max("rss_kb"), F.count("*")).first()
+        return shards.df.mapInArrow(measure, "rss_kb BIGINT, n BIGINT").agg(F.max("rss_kb"), F.count("*")).first()
 
     mem = {}
-    for name, df, rows in [("small", small, rows_small), ("big", stream, rows_big)]:
-        rss, tasks = peak(df)
+    for name, rows in [("small", rows_small), ("big", rows_big)]:
+        rss, tasks = peak(stream_shards(w[name], cfg, rpt))
         mem[name] = (rows * L, rss / 1024, tasks)
     spark.stop()
 
     # Timings: workers reused (the production setting), after one warm-up pass over the small stream.
     spark = session(reuse=True)
-    stream, small, seqs = frames(spark)
+    w, seqs = frames(spark)
 
     def timed(df) -> float:
         start = time.perf_counter()
@@ -227,19 +262,27 @@ def main(argv: list[str] | None = None) -> int:
     distinct = query_hashes(seqs, hasher).select("h").distinct().toArrow().column("h").to_numpy()
     index = QueryIndex.build(distinct.astype(np.int64).view(np.uint64))
     t_query = time.perf_counter() - t
-    timed(window_candidates(small, hasher, index, rpb))  # warm-up: worker start, JIT, broadcast
+    timed(window_candidates(stream_shards(w["small"], cfg, rpt), hasher, index, rpb))  # warm-up: workers, broadcast
     windows = rows_big * (L - WIN + 1)
-    stream.select("tokens").mapInArrow(lambda it: (b.slice(0, 0) for b in it), "tokens ARRAY<INT>") \
-        .write.format("noop").mode("overwrite").save()
-    t_pass = timed(stream.select("tokens").mapInArrow(lambda it: (b.slice(0, 0) for b in it), "tokens ARRAY<INT>"))
-    t_scan = timed(window_candidates(stream, hasher, index, rpb))
-    t_e2e = timed(sequence_duplicates(seqs, stream, rows_per_batch=rpb))
-    result = sequence_duplicates(seqs.where(F.col("sequence_id") < 10**12), stream, rows_per_batch=rpb)
+    shards = stream_shards(w["big"], cfg, rpt)
+    t_scan = timed(window_candidates(shards, hasher, index, rpb))
+    t_mega = timed(window_candidates(stream_shards(w["megatron"], cfg, rpt), hasher, index, rpb))
+    via_spark = read_stream(w["big"], cfg)
+    noop = via_spark.select("tokens").mapInArrow(lambda it: (b.slice(0, 0) for b in it), "tokens ARRAY<INT>")
+    timed(noop)
+    t_pass = timed(noop)
+    t_jvm = timed(window_candidates(via_spark, hasher, index, rpb))
+    kw = {"hash_base": cfg.duplicates.hash_base, "hash_modulus": cfg.duplicates.hash_modulus, "rows_per_batch": rpb}
+    t_e2e = timed(sequence_duplicates(seqs, shards, **kw))
+    result = sequence_duplicates(seqs.where(F.col("sequence_id") < 10**12), shards, **kw)
     spark_counts = {r[0]: r[1] for r in result.collect()}  # the real (non-decoy) sequences only
+    mega_counts = {r[0]: r[1] for r in sequence_duplicates(
+        seqs.where(F.col("sequence_id") < 10**12), stream_shards(w["megatron"], cfg, rpt), **kw).collect()}
+    assert mega_counts == spark_counts, "Delta and megatron streams disagree"
 
     # (b) naive Spark on a prefix: explode windows, hash, groupBy, count, join the query hashes
     naive_rows = max(1, min(rows_big, -(-args.naive_tokens // L)))
-    prefix = stream.where(F.col("row_id") < naive_rows)
+    prefix = via_spark.where(F.col("row_id") < naive_rows)
     win = (prefix.select("tokens", F.explode(F.sequence(F.lit(0), F.size("tokens") - WIN)).alias("o"))
            .select(F.xxhash64(F.slice("tokens", F.col("o") + 1, WIN)).alias("h")).groupBy("h").count())
     qn = seqs.select("sequence_id", F.xxhash64(F.slice("tokens", WIN + 1, WIN)).alias("h"))
@@ -254,37 +297,44 @@ def main(argv: list[str] | None = None) -> int:
     if np_rows == rows_big:  # same stream: the counts must agree exactly
         by_id = dict(zip(sids.tolist(), np_counts.tolist()))
         assert all(by_id[s] == c for s, c in spark_counts.items()), "numpy baseline and semmem disagree"
-        check = f"counts of the {len(spark_counts)} real sequences equal the numpy baseline's"
+        check = f"counts of the {len(spark_counts)} real sequences equal the numpy baseline's (Delta and megatron)"
     else:
         check = f"{len(spark_counts)} real sequences, min count {min(spark_counts.values())} (>= 1)"
         assert min(spark_counts.values()) >= 1
     spark.stop()
 
     c = args.cores
+    head = "semmem scan: stage path, direct read of token_rows"
     rows_out = [
-        ("semmem scan (Spark, mapInArrow)", windows, t_scan, c),
-        ("  Spark read + Arrow transfer only", windows, t_pass, c),
+        (head, windows, t_scan, c),
+        ("semmem scan: stage path, megatron .bin mmap", windows, t_mega, c),
+        ("semmem scan: rows via Spark (JVM -> Arrow)", windows, t_jvm, c),
+        ("  Spark read + Arrow transfer only, no-op", windows, t_pass, c),
         ("semmem sequence_duplicates end to end", windows, t_e2e, c),
         ("semmem kernel, 1 process, no Spark", k_windows, t_kernel, 1),
         ("(a) numpy single process", np_windows, t_np, 1),
         ("(b) naive Spark explode+groupBy", naive_windows, t_naive, c),
     ]
-    rate = {name: w / t / cores for name, w, t, cores in rows_out}
+    rate = {name: w_ / t_ / cores for name, w_, t_, cores in rows_out}
     print(f"\nquery hashing + index build: {t_query:.1f} s for {args.queries} sequences "
-          f"(index: {index.hashes.nbytes / 2**20:.1f} MiB hashes + {index.table.nbytes / 2**20:.1f} MiB bit table)")
-    print(f"\n{'implementation':42s} {'windows':>10s} {'seconds':>8s} {'cores':>5s} {'M win/s/core':>13s} "
+          f"(index: {index.hashes.nbytes / 2**20:.1f} MiB hashes + {index.table.nbytes / 2**20:.1f} MiB bit table); "
+          f"{shards.num_shards} scan tasks, hash modulus 2^{np.log2(float(hasher.modulus)):.0f}")
+    print(f"\n{'implementation':48s} {'windows':>10s} {'seconds':>8s} {'cores':>5s} {'M win/s/core':>13s} "
           f"{'scan / this':>11s}")
-    scan_rate = rate[rows_out[0][0]]
-    for name, w, t, cores in rows_out:
-        print(f"{name:42s} {w / 1e6:9.1f}M {t:8.1f} {cores:5d} {rate[name] / 1e6:13.2f} "
+    scan_rate = rate[head]
+    for name, w_, t_, cores in rows_out:
+        print(f"{name:48s} {w_ / 1e6:9.1f}M {t_:8.1f} {cores:5d} {rate[name] / 1e6:13.2f} "
               f"{scan_rate / rate[name]:10.1f}x")
-    print(f"\npeak Python worker RSS of the scan (max over tasks), {args.queries} queries, {rpb} rows per block:")
+    print(f"\npeak Python worker RSS of the direct-read scan (max over tasks), {args.queries} queries, "
+          f"{rpb} rows per block:")
     for name, (tokens, mib, tasks) in mem.items():
         print(f"  stream {tokens / 1e6:7.1f}M tokens, {tasks:3d} tasks: {mib:7.1f} MiB")
     pythia = 146_432_000 * (L - WIN + 1)
-    print(f"\nfull Pythia stream ({pythia / 1e9:.0f}G windows) at the scan rate: "
-          f"{pythia / (scan_rate * 100) / 60:.0f} min on 100 cores "
-          f"(end to end at this run's rate: {pythia / (rate[rows_out[2][0]] * 100) / 60:.0f} min)")
+    hours = {k: pythia / (rate[k] * 100) / 3600 for k in (head, rows_out[1][0])}
+    fixed = max(0.0, t_e2e - t_scan)  # query hashing, broadcast, aggregation, verification join: O(queries)
+    print(f"\nfull Pythia stream ({pythia / 1e9:.0f}G windows) on 100 cores: scan {hours[head]:.3f} h from token_rows, "
+          f"{hours[rows_out[1][0]]:.3f} h from the .bin; end to end = scan + {fixed:.0f} s of query-side work "
+          f"for {args.queries} sequences in this run (it scales with the sample, not the stream)")
     print(f"check: {check}")
     tmp.cleanup()
     return 0
