@@ -93,10 +93,15 @@ def megatron_stream(spark: SparkSession, index: MegatronIndex, rows_per_task: in
         lambda b: read_rows(b, index), table("token_rows").spark_schema)
 
 
-def read_megatron_stream(warehouse, cfg: Config) -> DataFrame:  # noqa: ANN001 - Warehouse (import cycle)
-    """The stream recorded by a megatron ingest (stream_sources holds one small row per .bin)."""
+def recorded_index(warehouse) -> MegatronIndex:  # noqa: ANN001 - Warehouse (import cycle)
+    """The validated index of the .bin a megatron ingest recorded in stream_sources (one small row)."""
     src = warehouse.read("stream_sources").collect()  # one row per .bin file
     if len(src) != 1:
         raise InputError(f"stream_sources should name one .bin file, found {len(src)}")
-    index = open_index(src[0]["path"], src[0]["seq_length"])
+    return open_index(src[0]["path"], src[0]["seq_length"])
+
+
+def read_megatron_stream(warehouse, cfg: Config) -> DataFrame:  # noqa: ANN001 - Warehouse (import cycle)
+    """The stream recorded by a megatron ingest, read in place."""
+    index = recorded_index(warehouse)
     return megatron_stream(warehouse.spark, index, cfg.ingest.megatron_rows_per_task)

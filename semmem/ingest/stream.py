@@ -63,13 +63,9 @@ def stream_shards(warehouse: Warehouse, cfg: Config, rows_per_task: int | None =
     rows_per_task = max(1, rows_per_task or cfg.ingest.megatron_rows_per_task)
     shards: list[StreamShard] = []
     if warehouse.exists("stream_sources"):
-        from semmem.errors import InputError
-        from semmem.ingest.megatron import open_index
+        from semmem.ingest.megatron import recorded_index
 
-        src = warehouse.read("stream_sources").collect()  # one row per .bin file
-        if len(src) != 1:
-            raise InputError(f"stream_sources should name one .bin file, found {len(src)}")
-        index = open_index(src[0]["path"], src[0]["seq_length"])
+        index = recorded_index(warehouse)
         dtype = np.dtype(index.dtype).str
         for lo in range(0, index.num_rows, rows_per_task):
             shards.append(StreamShard("megatron", index.bin_path, lo, min(index.num_rows, lo + rows_per_task),
