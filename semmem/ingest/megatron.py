@@ -2,22 +2,18 @@
 
 Layout (spec §1.1): the .idx holds magic `MMIDIDX\\0\\0`, u64 version 1, u8 dtype code (8 = uint16), u64 count,
 u64 document count, int32 sizes[count], int64 byte pointers[count], int64 doc_idx[doc count]. Each document is one
-stream row, so row i starts at pointers[i]. Executors map only the byte range of their rows; nothing is copied whole.
+stream row, so row i starts at pointers[i]. This module validates the pair; semmem.ingest.stream reads row ranges of
+the .bin by memory map inside executors, so nothing is copied whole.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
 
-from semmem.catalog import table
-from semmem.config import Config
 from semmem.errors import InputError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -68,31 +64,6 @@ def open_index(path: str, seq_length: int) -> MegatronIndex:
     return MegatronIndex(str(bin_.absolute()), int(count), seq_length, dtype, int(pointers[0]) if count else 0)
 
 
-def read_rows(batches: Iterator[pa.RecordBatch], index: MegatronIndex) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: (start, end) row ranges -> (row_id, tokens) rows, by memory map."""
-    itemsize = np.dtype(index.dtype).itemsize
-    for batch in batches:
-        for start, end in zip(batch.column("start").to_pylist(), batch.column("end").to_pylist()):
-            for lo in range(start, end, 4096):
-                hi = min(end, lo + 4096)
-                mm = np.memmap(index.bin_path, dtype=index.dtype, mode="r",
-                               offset=index.first_pointer + lo * index.seq_length * itemsize,
-                               shape=((hi - lo) * index.seq_length,))
-                flat = pa.array(np.asarray(mm, dtype=np.int32))
-                offsets = pa.array(np.arange(hi - lo + 1, dtype=np.int32) * index.seq_length)
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(np.arange(lo, hi, dtype=np.int64)), pa.ListArray.from_arrays(offsets, flat)],
-                    schema=table("token_rows").schema)
-
-
-def megatron_stream(spark: SparkSession, index: MegatronIndex, rows_per_task: int) -> DataFrame:
-    """The .bin as a DataFrame (row_id, tokens), sharded by row ranges across tasks."""
-    ranges = [(lo, min(index.num_rows, lo + rows_per_task)) for lo in range(0, index.num_rows, rows_per_task)]
-    rdd = spark.sparkContext.parallelize(ranges, max(1, len(ranges)))
-    return spark.createDataFrame(rdd, "start long, end long").mapInArrow(
-        lambda b: read_rows(b, index), table("token_rows").spark_schema)
-
-
 def recorded_index(warehouse) -> MegatronIndex:  # noqa: ANN001 - Warehouse (import cycle)
     """The validated index of the .bin a megatron ingest recorded in stream_sources (one small row)."""
     src = warehouse.read("stream_sources").collect()  # one row per .bin file
@@ -100,8 +71,3 @@ def recorded_index(warehouse) -> MegatronIndex:  # noqa: ANN001 - Warehouse (imp
         raise InputError(f"stream_sources should name one .bin file, found {len(src)}")
     return open_index(src[0]["path"], src[0]["seq_length"])
 
-
-def read_megatron_stream(warehouse, cfg: Config) -> DataFrame:  # noqa: ANN001 - Warehouse (import cycle)
-    """The stream recorded by a megatron ingest, read in place."""
-    index = recorded_index(warehouse)
-    return megatron_stream(warehouse.spark, index, cfg.ingest.megatron_rows_per_task)

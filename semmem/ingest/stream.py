@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
+from semmem.catalog import table
 from semmem.config import Config
+from semmem.ingest.megatron import MegatronIndex, recorded_index
 from semmem.tables import Warehouse
 
 SHARD_SCHEMA = "kind STRING, path STRING, start BIGINT, end BIGINT, seq_length INT, dtype STRING, offset BIGINT"
@@ -28,9 +30,7 @@ BATCH_ROWS = 1024  # stream rows per Arrow batch from iter_stream_batches (2,049
 def read_stream(warehouse: Warehouse, cfg: Config) -> DataFrame:
     """token_rows, or the megatron .bin recorded in stream_sources, read in place."""
     if warehouse.exists("stream_sources"):
-        from semmem.ingest.megatron import read_megatron_stream
-
-        return read_megatron_stream(warehouse, cfg)
+        return megatron_stream(warehouse.spark, recorded_index(warehouse), cfg.ingest.megatron_rows_per_task)
     return warehouse.read("token_rows")
 
 
@@ -63,13 +63,7 @@ def stream_shards(warehouse: Warehouse, cfg: Config, rows_per_task: int | None =
     rows_per_task = max(1, rows_per_task or cfg.ingest.megatron_rows_per_task)
     shards: list[StreamShard] = []
     if warehouse.exists("stream_sources"):
-        from semmem.ingest.megatron import recorded_index
-
-        index = recorded_index(warehouse)
-        dtype = np.dtype(index.dtype).str
-        for lo in range(0, index.num_rows, rows_per_task):
-            shards.append(StreamShard("megatron", index.bin_path, lo, min(index.num_rows, lo + rows_per_task),
-                                      index.seq_length, dtype, index.first_pointer))
+        shards = megatron_shards(recorded_index(warehouse), rows_per_task)
     else:
         for f in warehouse.snapshot_files("token_rows"):
             if f.num_rows is None:  # no count in the log: one task reads the whole file
@@ -77,10 +71,26 @@ def stream_shards(warehouse: Warehouse, cfg: Config, rows_per_task: int | None =
                 continue
             for lo in range(0, max(1, f.num_rows), rows_per_task):
                 shards.append(StreamShard("parquet", f.path, lo, lo + rows_per_task))
+    return StreamShards(_shards_frame(warehouse.spark, shards), len(shards))
+
+
+def megatron_shards(index: MegatronIndex, rows_per_task: int) -> list[StreamShard]:
+    """Row ranges of about `rows_per_task` rows of a megatron .bin."""
+    dtype = np.dtype(index.dtype).str
+    return [StreamShard("megatron", index.bin_path, lo, min(index.num_rows, lo + rows_per_task), index.seq_length,
+                        dtype, index.first_pointer) for lo in range(0, index.num_rows, rows_per_task)]
+
+
+def megatron_stream(spark: SparkSession, index: MegatronIndex, rows_per_task: int) -> DataFrame:
+    """The .bin as a DataFrame (row_id, tokens) through Spark, one task per row range, read by memory map."""
+    shards = _shards_frame(spark, megatron_shards(index, rows_per_task))
+    return shards.mapInArrow(shard_batches, table("token_rows").spark_schema)
+
+
+def _shards_frame(spark: SparkSession, shards: list[StreamShard]) -> DataFrame:
+    """Shard descriptors as a DataFrame (SHARD_SCHEMA), one partition per shard."""
     rows = [(s.kind, s.path, s.start, s.end, s.seq_length, s.dtype, s.offset) for s in shards]
-    spark = warehouse.spark
-    rdd = spark.sparkContext.parallelize(rows, max(1, len(rows)))
-    return StreamShards(spark.createDataFrame(rdd, SHARD_SCHEMA), len(rows))
+    return spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, len(rows))), SHARD_SCHEMA)
 
 
 def iter_stream_batches(shard: StreamShard, columns: Sequence[str] = ("row_id", "tokens"),

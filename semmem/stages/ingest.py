@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from semmem.errors import ConfigError, InputError
 from semmem.ingest import megatron, pile
 from semmem.ingest.sequences import WINDOW_LENGTH, sample_rows, to_sequences
+from semmem.ingest.stream import megatron_stream
 from semmem.ingest.tokenizer import check_eod, load_named, resolve_tokenizer, saved_tokenizer_path
 from semmem.progress import progress
 from semmem.stages.registry import StageContext, stage
@@ -177,7 +178,7 @@ def ingest_megatron(ctx: StageContext) -> None:
     tok_json = _save_tokenizer(ctx, tok)
     src = ctx.spark.createDataFrame([(index.bin_path, index.num_rows, index.seq_length)],
                                     "path string, num_rows long, seq_length int")
-    stream = megatron.megatron_stream(ctx.spark, index, cfg.ingest.megatron_rows_per_task)
+    stream = megatron_stream(ctx.spark, index, cfg.ingest.megatron_rows_per_task)
     _write_sequences(ctx, stream.withColumn("pile_set_name", F.lit(None).cast("string")), tok_json)
     ctx.warehouse.write(src, "stream_sources", mode="overwrite")
     _drop(ctx, "token_rows")
