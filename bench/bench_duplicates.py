@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semmem.features.duplicates import (  # noqa: E402
     QueryIndex, WindowHasher, query_hashes, scan_batches, scan_block, sequence_duplicates, window_candidates)
+from semmem.ingest.megatron import write_megatron  # noqa: E402
 from semmem.ingest.stream import shard_batches  # noqa: E402
 
 L = 2049
@@ -137,18 +138,9 @@ def numpy_baseline(stream: Path, cont: np.ndarray, qh: np.ndarray, hasher: Windo
 
 def write_bin(stream: Path, prefix: Path) -> None:
     """The stream as Pythia's megatron document.bin / .idx (uint16 tokens, one row per document)."""
-    import struct
-
-    n = 0
-    with open(prefix.with_suffix(".bin"), "wb") as fh:
-        for batch in pq.ParquetFile(stream).iter_batches(batch_size=1024, columns=["tokens"]):
-            mat = batch.column("tokens").values.to_numpy().reshape(-1, L)
-            fh.write(mat.astype(np.uint16).tobytes())
-            n += len(mat)
-    head = b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, 8, n, n + 1)
-    prefix.with_suffix(".idx").write_bytes(head + np.full(n, L, np.int32).tobytes()
-                                           + (np.arange(n, dtype=np.int64) * L * 2).tobytes()
-                                           + np.arange(n + 1, dtype=np.int64).tobytes())
+    mats = [b.column("tokens").values.to_numpy().reshape(-1, L)
+            for b in pq.ParquetFile(stream).iter_batches(batch_size=1024, columns=["tokens"])]
+    write_megatron(prefix, np.concatenate(mats))
 
 
 def kernel_only(stream: Path, hasher: WindowHasher, index: QueryIndex, rows_per_batch: int, max_rows: int

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
-import numpy as np
 import zstandard
 from tokenizers import Tokenizer
 
@@ -61,14 +59,3 @@ def reference_stream(shards: list[Path], tokenizer: Path, seq_length: int, eod: 
     n = len(stream) // seq_length
     rows = [stream[i * seq_length:(i + 1) * seq_length] for i in range(n)]
     return rows, [owner[i * seq_length] for i in range(n)]
-
-
-def write_megatron(prefix: Path, rows: np.ndarray) -> None:
-    """Pythia's document.bin / document.idx for `rows` (uint16, one document per row)."""
-    count, seq_length = rows.shape
-    prefix.with_suffix(".bin").write_bytes(rows.astype(np.uint16).tobytes())
-    sizes = np.full(count, seq_length, dtype=np.int32)
-    pointers = np.arange(count, dtype=np.int64) * seq_length * 2
-    doc_idx = np.arange(count + 1, dtype=np.int64)
-    head = b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, 8, count, count + 1)
-    prefix.with_suffix(".idx").write_bytes(head + sizes.tobytes() + pointers.tobytes() + doc_idx.tobytes())

@@ -143,7 +143,7 @@ def _delta_stream(spark, base_cfg, rows):
 
 def _megatron_stream(spark, base_cfg, tmp_path, rows):
     from semmem.tables import Warehouse
-    from tests.corpus import write_megatron
+    from semmem.ingest.megatron import write_megatron
 
     write_megatron(tmp_path / "document", np.array(rows, np.int64))
     wh = Warehouse(spark, base_cfg.warehouse)

@@ -71,3 +71,14 @@ def recorded_index(warehouse) -> MegatronIndex:  # noqa: ANN001 - Warehouse (imp
         raise InputError(f"stream_sources should name one .bin file, found {len(src)}")
     return open_index(src[0]["path"], src[0]["seq_length"])
 
+
+def write_megatron(prefix: Path, rows: np.ndarray) -> None:
+    """Write `rows` ([n, seq_length] token ids < 65536) as Pythia's `prefix.bin` / `prefix.idx`, one document per
+    row: the layout `open_index` reads (for tests, benchmarks and exporting a sample)."""
+    count, seq_length = rows.shape
+    prefix.with_suffix(".bin").write_bytes(rows.astype(np.uint16).tobytes())
+    sizes = np.full(count, seq_length, dtype=np.int32)
+    pointers = np.arange(count, dtype=np.int64) * seq_length * 2
+    doc_idx = np.arange(count + 1, dtype=np.int64)
+    head = MAGIC + struct.pack("<QBQQ", 1, 8, count, count + 1)
+    prefix.with_suffix(".idx").write_bytes(head + sizes.tobytes() + pointers.tobytes() + doc_idx.tobytes())
