@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from semmem.errors import ConfigError
+from semmem.ingest.tokenizer import saved_tokenizer_path
 from semmem.scoring.models import check_model_available, models_dir, parse_model_spec
 from semmem.stages.registry import StageContext, stage
 
@@ -42,7 +43,7 @@ def train_model_stage(ctx: StageContext) -> None:
     params = TrainParams(hidden_size=tcfg.hidden_size, num_layers=tcfg.num_layers, num_heads=tcfg.num_heads,
                          context_length=tcfg.context_length, epochs=tcfg.epochs, batch_size=tcfg.batch_size,
                          learning_rate=tcfg.learning_rate, seed=tcfg.seed)
-    tok_path = _tokenizer_path(ctx)
+    tok_path = saved_tokenizer_path(ctx.warehouse.root)
     stream = read_stream(ctx.warehouse, ctx.cfg).select("row_id", "tokens")
     if tcfg.max_rows is not None:
         stream = stream.where(stream.row_id < tcfg.max_rows)
@@ -65,16 +66,8 @@ def train_model_stage(ctx: StageContext) -> None:
              [round(x, 3) for x in summary["epoch_loss"]], summary["seconds"])
 
 
-def _tokenizer_path(ctx: StageContext) -> Path | None:
-    try:
-        from semmem.ingest.tokenizer import saved_tokenizer_path
-    except ImportError:  # pragma: no cover - older ingest
-        return None
-    return saved_tokenizer_path(ctx.warehouse.root)
-
-
-def _vocab_size(tok_path: Path | None) -> int | None:
-    if tok_path is None or not tok_path.is_file():
+def _vocab_size(tok_path: Path) -> int | None:
+    if not tok_path.is_file():
         return None
     from tokenizers import Tokenizer
 
