@@ -12,12 +12,11 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml constraints-cpu.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints-cpu.txt -e ".[dev]"
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt tools/install-venv.sh
+	PYTHON=$(PYTHON) tools/install-venv.sh $(VENV) dev
 	touch $@
 
-venv: $(VENV)/.installed  ## create .venv and install semmem with pinned dependencies (CPU torch)
+venv: $(VENV)/.installed  ## create .venv, install semmem pinned (torch: local CPU wheel, else PyPI torch==2.13.0)
 
 run: venv  ## run the whole pipeline on the bundled sample (CONFIG=conf/local.yaml)
 	$(BIN)/semmem run --config $(CONFIG)
