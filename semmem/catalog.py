@@ -6,7 +6,7 @@ columns are exactly those the issues and the reference spec use, because users q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import pyarrow as pa
@@ -25,6 +25,9 @@ class TableDef:
     key: tuple[str, ...]
     description: str
     partition_by: tuple[str, ...] = ()
+    # Tables with one BIGINT column per configured threshold (semantic.thresholds): the schema lists the defaults;
+    # `with_columns_of` gives the schema of the columns a DataFrame or a stored table actually has.
+    threshold_prefix: str | None = None
 
     @cached_property
     def spark_schema(self) -> StructType:
@@ -34,10 +37,34 @@ class TableDef:
     def columns(self) -> list[str]:
         return self.schema.names
 
+    def with_columns_of(self, names: list[str]) -> TableDef:
+        """This table with the threshold columns among `names` in place of the default ones (others unchanged)."""
+        if self.threshold_prefix is None:
+            return self
+        fixed = [f for f in self.schema if not f.name.startswith(self.threshold_prefix)]
+        mine = sorted((n for n in names if n.startswith(self.threshold_prefix)), key=_threshold_of_column)
+        if not mine:
+            raise TableError(f"table {self.name!r} needs at least one {self.threshold_prefix}<threshold> column; "
+                             f"found {names}")
+        return replace(self, schema=pa.schema([*fixed, *(pa.field(n, pa.int64()) for n in mine)]))
+
+
+def threshold_column(prefix: str, threshold: float) -> str:
+    """The column of one threshold: semantic_matches_ + 0.8 -> semantic_matches_0_8 (0.95 -> ..._0_95)."""
+    text = repr(float(threshold))
+    if not 0.0 <= threshold <= 1.0 or "e" in text:
+        raise TableError(f"threshold {threshold!r} must be a plain number in [0, 1]")
+    return prefix + text.replace(".", "_")
+
+
+def _threshold_of_column(name: str) -> float:
+    return float(name.rsplit("_", 2)[-2] + "." + name.rsplit("_", 1)[-1])
+
 
 def _table(name: str, fields: list[tuple[str, pa.DataType]], key: tuple[str, ...], description: str,
-           partition_by: tuple[str, ...] = ()) -> TableDef:
-    return TableDef(name, pa.schema([pa.field(n, t) for n, t in fields]), key, description, partition_by)
+           partition_by: tuple[str, ...] = (), threshold_prefix: str | None = None) -> TableDef:
+    return TableDef(name, pa.schema([pa.field(n, t) for n, t in fields]), key, description, partition_by,
+                    threshold_prefix)
 
 
 TABLES: dict[str, TableDef] = {
@@ -81,6 +108,70 @@ TABLES: dict[str, TableDef] = {
             ("sequence_perplexity", pa.float64())], ("model", "revision", "sequence_id"),
             "k-extractable memorization and perplexities per model@revision (spec §1.2, §2.9).",
             partition_by=("model", "revision")),
+        # near matches and code detection
+        _table("embeddings", [("sequence_id", pa.int64()), ("embedding", pa.list_(pa.float32()))], ("sequence_id",),
+               "L2-normalized sentence embedding of each sequence's text (model and version in the commit metadata)."),
+        _table("semantic_matches", [("sequence_id", pa.int64()), ("semantic_matches_0_8", pa.int64()),
+                                    ("semantic_matches_0_9", pa.int64())], ("sequence_id",),
+               "Reference sequences with cosine >= each threshold, the sequence itself included (spec §2.4).",
+               threshold_prefix="semantic_matches_"),
+        _table("semantic_neighbors", [("sequence_id", pa.int64()), ("neighbor_id", pa.int64()),
+                                      ("cosine", pa.float64())], ("sequence_id", "neighbor_id"),
+               "Pairs with cosine >= the lowest threshold, itself excluded, at most semantic.max_neighbors per "
+               "sequence (highest cosine first)."),
+        _table("textual_matches", [("sequence_id", pa.int64()), ("textual_matches_0_8", pa.int64()),
+                                   ("textual_matches_0_9", pa.int64())], ("sequence_id",),
+               "Semantic matches whose prompt is within the configured Levenshtein distance (spec §2.5).",
+               threshold_prefix="textual_matches_"),
+        _table("code_scores", [("sequence_id", pa.int64()), ("nl_score", pa.float64()), ("is_code", pa.bool_())],
+               ("sequence_id",), "P(natural language) of each text; is_code NULL when uncertain (spec §2.6)."),
+        # taxonomy statistics (semmem.taxonomy; small, one set of rows per model@revision)
+        _table("taxonomy_metrics", [
+            ("model", pa.string()), ("revision", pa.string()), ("predictor", pa.string()), ("subset", pa.string()),
+            ("metric", pa.string()), ("value", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+            ("std", pa.float64()), ("n_rows", pa.int64()), ("n_positive", pa.int64()), ("protocol", pa.string())],
+            ("model", "revision", "protocol", "predictor", "subset", "metric"),
+            "Test metrics of baseline / taxonomic / best_partition per category subset and aggregate, with resampled "
+            "CIs; lrt_* rows: likelihood-ratio test against the baseline (spec §4.2)."),
+        _table("taxonomy_weights", [
+            ("model", pa.string()), ("revision", pa.string()), ("predictor", pa.string()), ("subset", pa.string()),
+            ("feature", pa.string()), ("display_name", pa.string()), ("coefficient", pa.float64()),
+            ("std_error", pa.float64()), ("z_value", pa.float64()), ("p_value", pa.float64()),
+            ("status", pa.string()), ("note", pa.string()), ("n_rows", pa.int64()), ("protocol", pa.string())],
+            ("model", "revision", "protocol", "predictor", "subset", "feature"),
+            "Logistic-regression coefficients (standardized features) with Wald tests; status fitted | constant | "
+            "missing | not_fitted."),
+        _table("feature_correlations", [
+            ("model", pa.string()), ("revision", pa.string()), ("category", pa.string()), ("text_type", pa.string()),
+            ("feature", pa.string()), ("display_name", pa.string()), ("statistic", pa.string()),
+            ("value", pa.float64()), ("p_value", pa.float64()), ("n_rows", pa.int64()), ("n_positive", pa.int64())],
+            ("model", "revision", "category", "text_type", "feature", "statistic"),
+            "Pearson, Spearman and Chatterjee's xi of each feature vs is_memorized, per category and text subset "
+            "(spec §4.3)."),
+        _table("taxonomy_search", [
+            ("model", pa.string()), ("revision", pa.string()), ("candidate_id", pa.int64()), ("feature_1", pa.string()),
+            ("quantile_1", pa.float64()), ("threshold_1", pa.float64()), ("feature_2", pa.string()),
+            ("quantile_2", pa.float64()), ("threshold_2", pa.float64()), ("status", pa.string()),
+            ("reason", pa.string()), ("rank", pa.int64()), ("f1", pa.float64()), ("precision", pa.float64()),
+            ("recall", pa.float64()), ("roc_auc", pa.float64()), ("pr_auc", pa.float64()), ("ece", pa.float64()),
+            ("n_train_1", pa.int64()), ("n_train_2", pa.int64()), ("n_train_3", pa.int64()),
+            ("protocol", pa.string())],
+            ("model", "revision", "protocol", "candidate_id"),
+            "Optimal-partition candidates (spec §4.4): T1 if feature_1 >= threshold_1, else T2 if feature_2 >= "
+            "threshold_2, else T3; aggregate test metrics; rank 1 = best F1."),
+        _table("duplicate_threshold_kl", [
+            ("model", pa.string()), ("revision", pa.string()), ("sequence_duplicates", pa.int64()),
+            ("n_memorized", pa.int64()), ("n_non_memorized", pa.int64()), ("sample_size", pa.int64()),
+            ("rounds", pa.int64()), ("kl_mean", pa.float64()), ("kl_low", pa.float64()), ("kl_high", pa.float64()),
+            ("kl_max", pa.float64())], ("model", "revision", "sequence_duplicates"),
+            "Symmetric KL between generation perplexities of memorized and non-memorized rows per duplicate count "
+            "(spec §3), bootstrap mean and band."),
+        _table("memorization_forecast", [
+            ("model_a", pa.string()), ("revision_a", pa.string()), ("model_b", pa.string()),
+            ("revision_b", pa.string()), ("n_sequences", pa.int64()), ("n_memorized_a", pa.int64()),
+            ("n_memorized_b", pa.int64()), ("n_memorized_both", pa.int64()), ("precision", pa.float64()),
+            ("recall", pa.float64())], ("model_a", "revision_a", "model_b", "revision_b"),
+            "'Memorized by A' as a predictor of 'memorized by B' on the sequences both scored (Biderman et al. 2023)."),
     ]
 }
 

@@ -9,12 +9,14 @@ Two backends produce the same Delta tables:
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,7 +27,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError
-from deltalake.transaction import AddAction, create_table_with_add_actions
+from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 WriteMode = Literal["error", "overwrite", "append"]
 STAGING_PREFIX = "_semmem_write_"  # never referenced by the log until committed
+SCRATCH_DIR = ("_semmem", "scratch")  # intermediate Parquet files of one stage, removed when the stage ends
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,14 @@ class TableInfo:
     version: int
     num_rows: int
     num_files: int
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """Intermediate Parquet files of one stage: their paths (for numpy tasks) and the same rows as a DataFrame."""
+
+    files: list[DataFile]
+    df: DataFrame
 
 
 @dataclass(frozen=True)
@@ -138,13 +149,32 @@ class Warehouse:
     # ------------------------------------------------------------------ read
     def read(self, name: str) -> DataFrame:
         """The current snapshot of `name`, with exactly the catalog's columns and types."""
-        tdef = table(name)
-        if self.backend == "delta-spark":
-            if not self.exists(name):
-                open_delta(self.root, name)  # raises the uniform "does not exist" error
-            return _conform(self.spark.read.format("delta").load(str(self.path(name))), tdef)
         dt = open_delta(self.root, name)
+        tdef = table(name).with_columns_of(dt.schema().to_arrow().names)
+        if self.backend == "delta-spark":
+            return _conform(self.spark.read.format("delta").load(str(self.path(name))), tdef)
         return self._read_files(dt, tdef)
+
+    def commit_metadata(self, name: str) -> dict:
+        """What the writer of the current version of `name` recorded with `write(..., metadata=...)` ({} if none)."""
+        info = open_delta(self.root, name).history(1)[0]
+        return json.loads(info.get("userMetadata") or "{}")
+
+    @contextmanager
+    def scratch(self, df: DataFrame, *, max_rows_per_file: int | None = None) -> Iterator[Scratch]:
+        """Write `df` as plain Parquet files under <warehouse>/_semmem/scratch, for numpy tasks to read directly
+        (paths with row counts, sorted) and for Spark; removed when the block ends, even on failure."""
+        folder = self.root.joinpath(*SCRATCH_DIR) / uuid.uuid4().hex
+        try:
+            writer = df.write.mode("errorifexists")
+            if max_rows_per_file:
+                writer = writer.option("maxRecordsPerFile", max_rows_per_file)
+            writer.parquet(str(folder))
+            files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
+            yield Scratch([DataFile(str(p), pq.read_metadata(p).num_rows) for p in files],
+                          self.spark.read.schema(df.schema).parquet(str(folder)))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _read_files(self, dt: DeltaTable, tdef: TableDef) -> DataFrame:
         data_fields = [f for f in tdef.spark_schema.fields if f.name not in tdef.partition_by]
@@ -176,13 +206,15 @@ class Warehouse:
 
     # ----------------------------------------------------------------- write
     def write(self, df: DataFrame, name: str, *, mode: WriteMode = "error",
-              partition: dict[str, str] | None = None) -> int:
+              partition: dict[str, str] | None = None, metadata: dict | None = None) -> int:
         """Write `df` as table `name` in one Delta commit and return the new version.
 
         mode: "error" (the table must not exist), "overwrite" (the whole table, or only `partition` when given, e.g.
-        {"model": m, "revision": r}), "append". Columns are selected and cast to the catalog schema.
+        {"model": m, "revision": r}), "append". Columns are selected and cast to the catalog schema. `metadata`
+        (JSON-serializable) is stored in the commit as its userMetadata; `commit_metadata` reads it back.
         """
-        tdef = table(name)
+        tdef = table(name).with_columns_of(df.columns)
+        user_metadata = json.dumps(metadata, sort_keys=True) if metadata else None
         if partition is not None:
             if mode != "overwrite":
                 raise TableError(f"writing {name!r}: a partition can only be given with mode='overwrite'")
@@ -196,15 +228,19 @@ class Warehouse:
             df = df.where(_partition_predicate(partition))
         start = time.monotonic()
         if self.backend == "delta-spark":
-            version = self._write_delta_spark(df, tdef, mode, partition)
+            version = self._write_delta_spark(df, tdef, mode, partition, user_metadata)
         else:
-            version = self._write_delta_rs(df, tdef, mode, partition)
+            version = self._write_delta_rs(df, tdef, mode, partition, user_metadata)
         log.info("wrote %s version %d in %.1f s", name, version, time.monotonic() - start)
         return version
 
     def _write_delta_spark(self, df: DataFrame, tdef: TableDef, mode: WriteMode,
-                           partition: dict[str, str] | None) -> int:
+                           partition: dict[str, str] | None, user_metadata: str | None) -> int:
         writer = df.write.format("delta").mode("append" if mode == "append" else "overwrite")
+        if tdef.threshold_prefix is not None and mode == "overwrite":
+            writer = writer.option("overwriteSchema", "true")  # other thresholds: other columns
+        if user_metadata is not None:
+            writer = writer.option("userMetadata", user_metadata)
         if tdef.partition_by:
             writer = writer.partitionBy(*tdef.partition_by)
         if partition is not None:
@@ -214,7 +250,7 @@ class Warehouse:
         return self.version(tdef.name)
 
     def _write_delta_rs(self, df: DataFrame, tdef: TableDef, mode: WriteMode,
-                        partition: dict[str, str] | None) -> int:
+                        partition: dict[str, str] | None, user_metadata: str | None) -> int:
         root = self.path(tdef.name)
         batch = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         staging = root / batch
@@ -229,15 +265,16 @@ class Warehouse:
                 if stray:
                     raise TableError(f"writing {tdef.name!r}: rows outside partition {partition}: {sorted(stray)}")
             schema = DeltaSchema.from_arrow(tdef.schema)
+            props = CommitProperties(custom_metadata={"userMetadata": user_metadata}) if user_metadata else None
             if not is_delta_table(root):
                 create_table_with_add_actions(str(root), schema, adds, mode="error",
-                                              partition_by=list(tdef.partition_by) or None)
+                                              partition_by=list(tdef.partition_by) or None, commit_properties=props)
             else:
                 dt = DeltaTable(str(root))
                 filters = [(k, "=", v) for k, v in partition.items()] if partition is not None else None
                 dt.create_write_transaction(adds, mode="append" if mode == "append" else "overwrite",
                                             schema=schema, partition_by=list(tdef.partition_by) or None,
-                                            partition_filters=filters)
+                                            partition_filters=filters, commit_properties=props)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # the previous version stays as it was
             raise
