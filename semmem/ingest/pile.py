@@ -14,8 +14,9 @@ from __future__ import annotations
 import glob
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +35,7 @@ FRAGMENT_SCHEMA = pa.schema([
     ("row_id", pa.int64()), ("offset", pa.int32()), ("pile_set_name", pa.string()), ("tokens", pa.list_(pa.int32())),
 ])
 FATAL_REASONS = ("corrupt_zstd", "unreadable_file")  # the rest of the shard cannot be read: never skippable
+T = TypeVar("T")
 
 
 def find_shards(paths: list[str]) -> list[str]:
@@ -66,8 +68,8 @@ class _Reject(Exception):
         self.reason, self.detail = reason, detail
 
 
-def parse_line(raw: bytes) -> tuple[str, str | None]:
-    """(text, pile_set_name) of one JSON line, or _Reject naming what is wrong with it."""
+def parse_json(raw: bytes) -> dict:
+    """One JSON-object line, or _Reject naming what is wrong with it."""
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -76,13 +78,25 @@ def parse_line(raw: bytes) -> tuple[str, str | None]:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise _Reject("invalid_json", f"{e.msg} at column {e.colno}") from None
-    if not isinstance(obj, dict) or "text" not in obj:
+    if not isinstance(obj, dict):
+        raise _Reject("missing_text", "no 'text' field")
+    return obj
+
+
+def document_fields(obj: dict) -> tuple[str, str | None]:
+    """(text, pile_set_name) of a parsed line, or _Reject when it has no text."""
+    if "text" not in obj:
         raise _Reject("missing_text", "no 'text' field")
     if not isinstance(obj["text"], str):
         raise _Reject("missing_text", f"'text' is {type(obj['text']).__name__}, not a string")
     meta = obj.get("meta")
     name = meta.get("pile_set_name") if isinstance(meta, dict) else None
     return obj["text"], (str(name) if name is not None else None)
+
+
+def parse_line(raw: bytes) -> tuple[str, str | None]:
+    """(text, pile_set_name) of one JSON line, or _Reject naming what is wrong with it."""
+    return document_fields(parse_json(raw))
 
 
 def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
@@ -102,6 +116,28 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
                           f"compressed byte offset ~{fh.tell()}: {e}") from None
 
 
+def iter_records(path: str, parse: Callable[[bytes], T]) -> Iterator[tuple[int, T | None, _Reject | None]]:
+    """(line, parse(raw), None) for each good non-blank line of a shard, (line, None, reject) for a bad one; problems
+    of the whole file (corrupt zstd, unreadable, empty) come last, as line 0."""
+    seen_any = False
+    try:
+        for n, raw in iter_lines(path):
+            seen_any = True
+            if not raw.strip():
+                continue  # blank lines carry no record
+            try:
+                yield n, parse(raw), None
+            except _Reject as r:
+                yield n, None, r
+    except _Reject as r:
+        yield 0, None, r
+    except OSError as e:
+        yield 0, None, _Reject("unreadable_file", str(e))
+    else:
+        if not seen_any:
+            yield 0, None, _Reject("empty_shard", "the file holds no lines")
+
+
 def tokenize_shards(batches: Iterator[pa.RecordBatch], tokenizer_json: str, eod_id: int, batch_size: int,
                     counter: Accumulator | None = None) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: (shard_id, path) rows -> documents (tokens + EOD) and rejects, in line order."""
@@ -118,7 +154,6 @@ def _tokenize_shard(shard_id: int, path: str, tok, eod_id: int, batch_size: int)
     offset = 0
     pending: list[tuple[int, str, str | None]] = []
     rejects: list[tuple[int, str, str]] = []
-    seen_any = False
 
     def flush() -> pa.RecordBatch:
         nonlocal offset, pending, rejects
@@ -138,24 +173,13 @@ def _tokenize_shard(shard_id: int, path: str, tok, eod_id: int, batch_size: int)
         pending, rejects = [], []
         return pa.RecordBatch.from_pydict(docs, schema=DOC_SCHEMA)
 
-    try:
-        for n, raw in iter_lines(path):
-            seen_any = True
-            if not raw.strip():
-                continue  # blank lines carry no record
-            try:
-                text, name = parse_line(raw)
-                pending.append((n, text, name))
-            except _Reject as r:
-                rejects.append((n, r.reason, r.detail))
-            if len(pending) >= batch_size:
-                yield flush()
-    except _Reject as r:
-        rejects.append((0, r.reason, r.detail))
-    except OSError as e:
-        rejects.append((0, "unreadable_file", str(e)))
-    if not seen_any and not rejects:
-        rejects.append((0, "empty_shard", "the file holds no lines"))
+    for n, parsed, reject in iter_records(path, parse_line):
+        if reject is not None:
+            rejects.append((n, reject.reason, reject.detail))
+            continue
+        pending.append((n, *parsed))
+        if len(pending) >= batch_size:
+            yield flush()
     yield flush()
 
 

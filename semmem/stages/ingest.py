@@ -16,7 +16,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from tokenizers import Tokenizer
 
 from semmem.errors import ConfigError, InputError
-from semmem.ingest import megatron, pile
+from semmem.ingest import megatron, pile, texts
 from semmem.ingest.sequences import WINDOW_LENGTH, sample_rows, to_sequences
 from semmem.ingest.stream import megatron_stream
 from semmem.ingest.tokenizer import check_eod, load_named, resolve_tokenizer, saved_tokenizer_path
@@ -38,6 +38,8 @@ def ingest(ctx: StageContext) -> None:
         ingest_pile(ctx)
     elif fmt == "megatron":
         ingest_megatron(ctx)
+    elif fmt == "texts-jsonl":
+        ingest_texts(ctx)
     else:
         ingest_sequences_parquet(ctx)
 
@@ -216,3 +218,49 @@ def ingest_sequences_parquet(ctx: StageContext) -> None:
             F.struct(F.lit(c).alias("model"), F.col(c).cast("double").alias("memorization_score"))
             for c in score_cols])).alias("s")).select("s.model", "sequence_id", "s.memorization_score")
         ctx.warehouse.write(stacked, "published_memorization", mode="overwrite")
+
+
+def ingest_texts(ctx: StageContext) -> None:
+    """User texts, one evaluation sequence per JSON line (semmem.ingest.texts); no training stream."""
+    cfg, spark, wh = ctx.cfg, ctx.spark, ctx.warehouse
+    shards = pile.find_shards(cfg.input.path)
+    log.info("ingest: %d file(s) of texts", len(shards))
+    tok, source = resolve_tokenizer(cfg.tokenizer, _training_texts(shards, cfg.tokenizer.train_docs))
+    log.info("ingest: tokenizer: %s", source)
+    tok_json = _save_tokenizer(ctx, tok)
+    files = spark.createDataFrame(spark.sparkContext.parallelize(list(enumerate(shards)), len(shards)),
+                                  "shard_id int, path string")
+    n_lines = spark.sparkContext.accumulator(0)
+    rows = files.mapInArrow(partial(texts.read_texts, tokenizer_json=tok_json, batch_size=cfg.tokenizer.batch_size,
+                                    counter=n_lines), from_arrow_schema(texts.TEXT_SCHEMA)
+                            ).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with progress(spark, "ingest: read texts", rows=n_lines, unit="lines"):
+            per_shard = rows.groupBy("shard_id").agg(
+                F.count(F.when(F.col("reject_reason").isNull(), 1)).alias("good"),
+                F.count("reject_reason").alias("rejects"), F.count("id").alias("with_id")).collect()
+        _handle_rejects(ctx, rows, shards, sum(r["rejects"] for r in per_shard))
+        good = {r["shard_id"]: r["good"] for r in per_shard}
+        n_good, n_ids = sum(good.values()), sum(r["with_id"] for r in per_shard)
+        if n_good == 0:
+            raise InputError(f"no text to evaluate in {', '.join(shards)}")
+        ok = rows.where(F.col("reject_reason").isNull())
+        if n_ids:
+            if n_ids < n_good:
+                raise InputError(f"{n_ids} of {n_good} lines have an 'id': give every line an integer id, or none "
+                                 "(then texts are numbered 0, 1, ... in file order)")
+            dup = ok.groupBy("id").count().where(F.col("count") > 1).orderBy("id").limit(1).collect()
+            if dup:
+                raise InputError(f"id {dup[0]['id']} appears on {dup[0]['count']} lines; ids must be unique")
+            sequence_id = F.col("id")
+        else:
+            starts = np.concatenate([[0], np.cumsum([good.get(i, 0) for i in range(len(shards))])[:-1]])
+            sequence_id = F.element_at(F.array(*[F.lit(int(x)) for x in starts]), F.col("shard_id") + 1) + \
+                F.col("record")
+        log.info("ingest: %d texts -> sequences of %d tokens (cut or left-padded)", n_good, WINDOW_LENGTH)
+        wh.write(ok.select(sequence_id.alias("sequence_id"), "tokens", "text", "prompt_text", "pile_set_name"),
+                 "sequences", mode="overwrite")
+        _drop(ctx, "token_rows")
+        _drop(ctx, "stream_sources")
+    finally:
+        rows.unpersist()
