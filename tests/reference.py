@@ -190,3 +190,61 @@ def make_stream(seed: int = 0, n_rows: int = 40, length: int = 160, vocab: int =
     sequences = {i: rows[i][:64] for i in range(0, 12)}
     sequences[1000] = [rnd.randrange(1, vocab) for _ in range(64)]  # continuation absent from the stream
     return rows, sequences
+
+
+# ---------------------------------------------------------------------------------------------------- §2.4, §2.5
+def cosine_matrix(vectors: Sequence[Sequence[float]]) -> list[list[float]]:
+    """All-pairs inner products in float64 (the vectors are unit norm: cosines)."""
+    import numpy as np
+
+    v = np.asarray(vectors, dtype=np.float64)
+    return (v @ v.T).tolist()
+
+
+def semantic_counts(cos: list[list[float]], threshold: float) -> list[int]:
+    """Per sequence: how many sequences (itself included) have cosine >= threshold."""
+    return [sum(1 for c in row if c >= threshold) for row in cos]
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Character edit distance (insert, delete, substitute), the textbook dynamic programme."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def textual_counts(cos: list[list[float]], prompts: Sequence[str], threshold: float, lo: int = 1, hi: int = 19,
+                   ascii_rule: bool = False) -> list[int]:
+    """Per sequence: sequences with cosine >= threshold whose prompt is at edit distance lo..hi from its own
+    (ascii_rule: 0 for a query prompt with non-ASCII characters). Distances are memoized per prompt pair only to
+    keep thousands of identical pairs affordable."""
+    memo: dict[tuple[str, str], int] = {}
+    out = []
+    for a, row in enumerate(cos):
+        if ascii_rule and not prompts[a].isascii():
+            out.append(0)
+            continue
+        n = 0
+        for b, c in enumerate(row):
+            if c >= threshold:
+                key = (prompts[a], prompts[b])
+                if key not in memo:
+                    memo[key] = levenshtein(*key)
+                n += lo <= memo[key] <= hi
+        out.append(n)
+    return out
+
+
+def top_neighbors(cos: list[list[float]], ids: Sequence[int], threshold: float, cap: int
+                  ) -> dict[int, list[tuple[int, float]]]:
+    """Per sequence id: the other sequences with cosine >= threshold, highest cosine first, then smallest id, at most
+    `cap` of them."""
+    out = {}
+    for a, row in enumerate(cos):
+        pairs = sorted(((-c, ids[b]) for b, c in enumerate(row) if b != a and c >= threshold))
+        out[ids[a]] = [(i, -c) for c, i in pairs[:cap]]
+    return out

@@ -1,0 +1,310 @@
+"""Exact all-pairs cosine search over the stored embeddings, as a grid of Spark tasks (spec §2.4, §2.5).
+
+- **Items.** Sequences with the same embedding (and, for textual matches, the same prompt text) are one item with a
+  weight, the number of its sequences: a boilerplate text repeated 10^5 times is one row of the search, and its
+  weight counts it 10^5 times. `items_of` builds them in Spark.
+- **Grid.** The items are written once as Parquet files (Warehouse.scratch) and grouped into blocks of about
+  `block_rows` items. One Spark task per (query block, reference block) reads both blocks itself and multiplies them
+  in chunks of query rows, so neither side has to fit one machine and the work spreads over every executor.
+- **Exact.** A pair matches at threshold t when the float64 inner product of the stored float32 vectors is >= t.
+  The GEMM runs in float32 (CPU, numpy/BLAS) or float16 (GPU, torch); its error is below `band(dtype)`, so a
+  product at least `band` above t is a match, one at least `band` below is not, and only the few products in
+  between are recomputed in float64. Counts therefore equal a float64 all-pairs reference whatever the block size,
+  chunk size, partitioning or device; only a product within ~1e-15 of t could differ between float64 evaluations.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark import Accumulator
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from semmem.catalog import threshold_column
+from semmem.errors import InputError
+from semmem.tables import DataFile
+
+GRID_SCHEMA = "q_block INT, r_block INT, q_files ARRAY<STRING>, r_files ARRAY<STRING>"
+# Largest GEMM error |S - x.y| for unit vectors of dimension <= 1024, with a safety factor of 3 or more:
+# float32: gamma_1024 = 1024 * 2^-24 = 6.1e-5; float16 inputs: 2 * 2^-11 (input rounding) + 2^-12 (output) = 1.2e-3.
+BANDS = {"float32": 2e-4, "float16": 4e-3}
+NORM_TOLERANCE = 1e-3  # a stored embedding must have norm 1 (or 0) within this
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of items, in the memory of one task."""
+
+    item_id: np.ndarray  # int64 [n]
+    vectors: np.ndarray  # float32 [n, d], unit norm
+    weight: np.ndarray  # float64 [n]: sequences per item (exact integers)
+    prompts: np.ndarray | None  # object [n] of str, when the items carry prompt texts
+    prompt_codes: np.ndarray | None  # int64 [n]: equal codes <=> equal prompts, within this block
+
+
+def items_of(embeddings: DataFrame, *, prompts: DataFrame | None = None) -> DataFrame:
+    """embeddings(sequence_id, embedding) [+ prompts(sequence_id, prompt_text)] -> items(item_id, embedding, weight,
+    members[, prompt_text]): one row per distinct embedding (and prompt text), item_id = its smallest sequence_id."""
+    df = embeddings.select("sequence_id", "embedding")
+    keys = ["embedding"]
+    if prompts is not None:
+        df = df.join(prompts.select("sequence_id", F.coalesce("prompt_text", F.lit("")).alias("prompt_text")),
+                     "sequence_id")
+        keys.append("prompt_text")
+    return df.groupBy(*keys).agg(F.min("sequence_id").alias("item_id"), F.count(F.lit(1)).alias("weight"),
+                                 F.array_sort(F.collect_list("sequence_id")).alias("members"))
+
+
+def check_embeddings(items: DataFrame) -> int:
+    """The embedding dimension; InputError when vectors differ in length, are empty, or are not L2-normalized
+    (one aggregate over the items, on executors)."""
+    norm = F.sqrt(F.aggregate("embedding", F.lit(0.0).cast("double"), lambda acc, x: acc + x.cast("double") * x))
+    row = items.agg(F.min(F.size("embedding")).alias("lo"), F.max(F.size("embedding")).alias("hi"),
+                    F.max(F.when(norm > 0, F.abs(norm - 1))).alias("err"), F.count(F.lit(1)).alias("n")).first()
+    if row is None or not row["n"]:
+        raise InputError("table embeddings is empty: run stage 'embed' on a non-empty sequences table")
+    if row["lo"] != row["hi"] or not row["lo"]:
+        raise InputError(f"embeddings have lengths from {row['lo']} to {row['hi']}; every vector must have the same "
+                         "non-zero dimension (re-run stage 'embed')")
+    if row["err"] is not None and row["err"] > NORM_TOLERANCE:
+        raise InputError(f"embeddings are not L2-normalized (a norm is off by {row['err']:.2g}); cosine counts need "
+                         "unit vectors (re-run stage 'embed', which normalizes)")
+    return int(row["lo"])
+
+
+def plan_blocks(files: Sequence[DataFile], block_rows: int) -> list[list[str]]:
+    """Consecutive files grouped into blocks of at most `block_rows` rows (a larger file is a block of its own)."""
+    blocks: list[list[str]] = []
+    rows = 0
+    for f in files:
+        n = f.num_rows or 0
+        if not n:
+            continue
+        if not blocks or rows + n > block_rows:
+            blocks.append([])
+            rows = 0
+        blocks[-1].append(f.path)
+        rows += n
+    return blocks
+
+
+def grid_frame(spark: SparkSession, q_blocks: list[list[str]], r_blocks: list[list[str]]) -> DataFrame:
+    """One row (GRID_SCHEMA) and one partition per (query block, reference block)."""
+    rows = [(i, j, q, r) for i, q in enumerate(q_blocks) for j, r in enumerate(r_blocks)]
+    return spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, len(rows))), GRID_SCHEMA)
+
+
+@functools.lru_cache(maxsize=2)
+def read_block(files: tuple[str, ...], with_prompts: bool) -> Block:
+    """The items of one block (cached per Python worker: consecutive tasks of a worker often share a block)."""
+    columns = ["item_id", "embedding", "weight"] + (["prompt_text"] if with_prompts else [])
+    t = pa.concat_tables([pq.read_table(f, columns=columns) for f in files]) if files else None
+    if t is None or t.num_rows == 0:
+        return Block(np.empty(0, np.int64), np.empty((0, 0), np.float32), np.empty(0), None, None)
+    emb = t.column("embedding").combine_chunks()
+    dim = len(emb[0]) if len(emb) else 0
+    vectors = emb.flatten().to_numpy().astype(np.float32, copy=False).reshape(len(emb), dim)
+    prompts = codes = None
+    if with_prompts:
+        prompts = np.asarray(t.column("prompt_text").to_pylist(), dtype=object)
+        _, codes = np.unique(prompts, return_inverse=True)
+    return Block(t.column("item_id").to_numpy(), vectors, t.column("weight").to_numpy().astype(np.float64),
+                 prompts, None if codes is None else codes.astype(np.int64))
+
+
+# What a block pair yields: weighted counts [nq, T] per query item, and neighbour candidates as (query row,
+# reference row, float64 cosine) arrays (empty when the caller keeps none).
+PairResult = tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]
+NO_NEIGHBORS = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+
+
+def result_schema(n_thresholds: int) -> str:
+    """Rows of a grid task: kind 0 = partial counts c0.. of a query item, kind 1 = one neighbour candidate."""
+    counts = ", ".join(f"c{k} DOUBLE" for k in range(n_thresholds))
+    return f"kind INT, item_id BIGINT, {counts}, neighbor_item BIGINT, cosine DOUBLE"
+
+
+def grid_task(grid_batches: Iterator[pa.RecordBatch], *, pair_fn: Callable[[Block, Block], PairResult],
+              n_thresholds: int, with_prompts: bool, pairs: Accumulator | None = None) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: for each grid row (GRID_SCHEMA) read both blocks, run `pair_fn`, emit result_schema rows
+    (count rows only for query items with a nonzero count). `pairs` counts the item pairs compared."""
+    for batch in grid_batches:
+        for row in batch.to_pylist():
+            q = read_block(tuple(row["q_files"]), with_prompts)
+            r = read_block(tuple(row["r_files"]), with_prompts)
+            counts, (qi, rj, cos) = pair_fn(q, r)
+            if pairs is not None:
+                pairs.add(len(q.item_id) * len(r.item_id))
+            hit = np.nonzero(counts.any(axis=1))[0]
+            n_c, n_n = len(hit), len(qi)
+            no_neighbor = np.r_[np.ones(n_c, bool), np.zeros(n_n, bool)]  # NULL neighbour columns on count rows
+            cols = {"kind": pa.array(np.r_[np.zeros(n_c, np.int32), np.ones(n_n, np.int32)]),
+                    "item_id": pa.array(np.r_[q.item_id[hit], q.item_id[qi]].astype(np.int64))}
+            for k in range(n_thresholds):
+                cols[f"c{k}"] = pa.array(np.r_[counts[hit, k], np.zeros(n_n)])
+            cols["neighbor_item"] = pa.array(np.r_[np.zeros(n_c, np.int64), r.item_id[rj]], mask=no_neighbor)
+            cols["cosine"] = pa.array(np.r_[np.zeros(n_c), cos], mask=no_neighbor)
+            yield pa.RecordBatch.from_pydict(cols)
+
+
+def run_grid(grid: DataFrame, pair_fn: Callable[[Block, Block], PairResult], n_thresholds: int, *,
+             with_prompts: bool, pairs: Accumulator | None = None) -> DataFrame:
+    """The grid's task results (result_schema), lazily; `pair_fn` runs on executors."""
+    fn = functools.partial(grid_task, pair_fn=pair_fn, n_thresholds=n_thresholds, with_prompts=with_prompts,
+                           pairs=pairs)
+    return grid.mapInArrow(fn, result_schema(n_thresholds))
+
+
+def match_counts(results: DataFrame, items: DataFrame, thresholds: Sequence[float], prefix: str) -> DataFrame:
+    """Per-task partial counts (kind 0 rows) summed per item, then given to every sequence of the item:
+    (sequence_id, <prefix><t>...) for the sorted thresholds, 0 for items no task reported."""
+    t = sorted(thresholds)
+    sums = (results.where(F.col("kind") == 0).groupBy("item_id")
+            .agg(*[F.sum(f"c{k}").alias(f"c{k}") for k in range(len(t))]))
+    per_item = items.select("item_id", "members").join(sums, "item_id", "left")
+    return per_item.select(F.explode("members").alias("sequence_id"), *[
+        F.coalesce(F.col(f"c{k}"), F.lit(0.0)).cast("long").alias(threshold_column(prefix, v))
+        for k, v in enumerate(t)])
+
+
+# --------------------------------------------------------------------------------------------------- GEMM backends
+class NumpyGemm:
+    """float32 BLAS GEMM on the CPU (measured faster than torch's CPU matmul and than faiss range_search here)."""
+
+    dtype = "float32"
+    rows_per_chunk = 512
+
+    def put(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors
+
+    def scores(self, q: np.ndarray, r: np.ndarray) -> np.ndarray:
+        return q @ r.T  # [cq, nr]
+
+    def count_ge(self, s: np.ndarray, value: float, weight: np.ndarray) -> np.ndarray:
+        """Per row: the weight of the columns with s >= value (float64, exact for integer weights < 2^53)."""
+        return (s >= value).astype(np.float64) @ weight
+
+    def entries(self, s: np.ndarray, lo: np.ndarray | float, hi: float = np.inf) -> tuple[np.ndarray, np.ndarray,
+                                                                                          np.ndarray]:
+        """(row, column, value) of the entries with lo <= s < hi; lo may be a per-row vector."""
+        lo = np.asarray(lo, dtype=np.float64)
+        mask = s >= (lo[:, None] if lo.ndim else lo)
+        if hi != np.inf:
+            mask &= s < hi
+        ii, jj = np.nonzero(mask)
+        return ii, jj, s[ii, jj].astype(np.float64)
+
+    def row_kth(self, s: np.ndarray, k: int) -> np.ndarray:
+        """Per row, the k-th largest value (k <= number of columns)."""
+        return -np.partition(-s, k - 1, axis=1)[:, k - 1].astype(np.float64)
+
+
+class TorchGemm(NumpyGemm):
+    """torch GEMM on a GPU (float16 by default: the band re-check keeps counts exact) or, for tests, the CPU."""
+
+    rows_per_chunk = 4096
+
+    def __init__(self, device: Any, dtype: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = device
+        self.dtype = dtype
+        self.tdtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
+
+    def put(self, vectors: np.ndarray) -> Any:
+        return self.torch.as_tensor(vectors, device=self.device).to(self.tdtype)
+
+    def scores(self, q: Any, r: Any) -> Any:
+        return q @ r.T
+
+    def count_ge(self, s: Any, value: float, weight: np.ndarray) -> np.ndarray:
+        w = self.torch.as_tensor(weight, device=self.device, dtype=self.torch.float64)
+        return ((s >= value).to(self.torch.float64) @ w).cpu().numpy()
+
+    def entries(self, s: Any, lo: np.ndarray | float, hi: float = np.inf) -> tuple[np.ndarray, np.ndarray,
+                                                                                   np.ndarray]:
+        lo_t = self.torch.as_tensor(np.asarray(lo, dtype=np.float32), device=self.device)
+        mask = s >= (lo_t[:, None] if lo_t.ndim else lo_t)
+        if hi != np.inf:
+            mask &= s < hi
+        ii, jj = self.torch.nonzero(mask, as_tuple=True)
+        return ii.cpu().numpy(), jj.cpu().numpy(), s[ii, jj].double().cpu().numpy()
+
+    def row_kth(self, s: Any, k: int) -> np.ndarray:
+        return self.torch.topk(s.float(), k, dim=1).values[:, -1].double().cpu().numpy()
+
+
+def make_backend(kernel: str, device: str, dtype: str) -> NumpyGemm:
+    """The GEMM backend of one task: torch on the GPU Spark assigned (or when asked), numpy BLAS on CPU."""
+    from semmem.scoring.models import pick_device
+
+    use_torch = kernel == "torch" or (kernel == "auto" and device != "cpu" and _cuda_available())
+    if not use_torch:
+        if dtype == "float16":
+            raise InputError("semantic.dtype=float16 needs the torch kernel (semantic.kernel=torch, on a GPU)")
+        return NumpyGemm()
+    dev = pick_device(device)
+    if dtype == "auto":
+        dtype = "float16" if dev.type == "cuda" else "float32"
+    return TorchGemm(dev, dtype)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return torch.cuda.is_available()
+
+
+# --------------------------------------------------------------------------------------------------- exact decisions
+def exact_cosines(q: Block, r: Block, qi: np.ndarray, rj: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """float64 inner products of the stored float32 vectors of pairs (q.vectors[qi], r.vectors[rj])."""
+    out = np.empty(len(qi), dtype=np.float64)
+    for s in range(0, len(qi), chunk):
+        a = q.vectors[qi[s:s + chunk]].astype(np.float64)
+        b = r.vectors[rj[s:s + chunk]].astype(np.float64)
+        out[s:s + chunk] = np.einsum("ij,ij->i", a, b)
+    return out
+
+
+def band_of(backend: NumpyGemm) -> float:
+    return BANDS[backend.dtype]
+
+
+def weighted_counts(rows: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
+    """Sum of `weight` per row index in [0, n) (float64: exact for integer sums < 2^53)."""
+    return np.bincount(rows, weights=weight, minlength=n)[:n]
+
+
+def match_decisions(q: Block, r: Block, c0: int, ii: np.ndarray, jj: np.ndarray, s: np.ndarray,
+                    thresholds: np.ndarray, band: float) -> np.ndarray:
+    """bool [len(ii), T]: is the pair (q row c0+ii, r row jj), whose GEMM value is s, a match at each threshold?
+
+    Decided by s where it is at least `band` away from the threshold, by the float64 product otherwise."""
+    sure = s[:, None] >= thresholds[None, :] + band
+    maybe = (s[:, None] >= thresholds[None, :] - band) & ~sure
+    rows = np.nonzero(maybe.any(axis=1))[0]
+    if len(rows):
+        cos = exact_cosines(q, r, c0 + ii[rows], jj[rows])
+        sure[rows] |= maybe[rows] & (cos[:, None] >= thresholds[None, :])
+    return sure
+
+
+def top_per_group(group: np.ndarray, score: np.ndarray, tie: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the first k entries of each group, ordered by score descending then tie ascending."""
+    if len(group) == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.lexsort((tie, -score, group))
+    g = group[order]
+    starts = np.r_[True, g[1:] != g[:-1]]
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(g)), 0))
+    return order[(np.arange(len(g)) - first) < k]

@@ -1,0 +1,122 @@
+"""Stages `embed`, `semantic`, `textual`: sentence embeddings and the exact near-match counts built on them."""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import functions as F
+
+from semmem.catalog import threshold_column
+from semmem.errors import ConfigError
+from semmem.features import semantic as sem
+from semmem.features import textual as txt
+from semmem.features.embeddings import embed_sequences, resolve_embedding_model
+from semmem.features.neighbors import check_embeddings, grid_frame, items_of, match_counts, plan_blocks, run_grid
+from semmem.progress import progress
+from semmem.spark import default_parallelism
+from semmem.stages.registry import StageContext, stage
+from semmem.tables import Scratch
+
+log = logging.getLogger("semmem")
+
+
+@stage("embed", inputs=("sequences",), outputs=("embeddings",))
+def embed(ctx: StageContext) -> None:
+    """Sentence embedding of every sequence's text (embed.model, L2-normalized) -> embeddings."""
+    e = ctx.cfg.embed
+    model = resolve_embedding_model(e.model, e.revision)  # on the driver: a clear error before executors load it
+    log.info("embed: %s (%s) from %s", e.model, model.version, model.path)
+    texts = ctx.spark.sparkContext.accumulator(0)
+    partitions = max(default_parallelism(ctx.spark), int(ctx.spark.conf.get("spark.sql.shuffle.partitions")))
+    out = embed_sequences(ctx.warehouse.read("sequences"), e.model, e.revision, batch_size=e.batch_size,
+                          dtype=e.dtype, device=e.device, counter=texts, partitions=partitions)
+    meta = {"stage": "embed", "model": e.model, "revision": e.revision, "model_version": model.version,
+            "dtype": e.dtype, "normalization": "L2 in float64, stored as float32",
+            "sequences_version": ctx.warehouse.version("sequences")}
+    with progress(ctx.spark, "embed", rows=texts, unit="distinct texts"):
+        ctx.warehouse.write(out, "embeddings", mode="overwrite", metadata=meta)
+
+
+def _thresholds(ctx: StageContext) -> list[float]:
+    t = ctx.cfg.semantic.thresholds
+    if not t or len(set(t)) != len(t) or any(not 0.0 < x <= 1.0 for x in t):
+        raise ConfigError(f"semantic.thresholds = {t}: give one or more distinct cosines in (0, 1], e.g. [0.8, 0.9]")
+    for x in t:
+        threshold_column("", x)  # a plain number that names a column
+    return sorted(t)
+
+
+def _grid_metadata(ctx: StageContext, stage_name: str) -> dict:
+    s = ctx.cfg.semantic
+    return {"stage": stage_name, "thresholds": _thresholds(ctx), "mode": s.mode, "kernel": s.kernel,
+            "dtype": s.dtype, "block_rows": s.block_rows, "embeddings_version": ctx.warehouse.version("embeddings"),
+            "embedding_model": ctx.warehouse.commit_metadata("embeddings").get("model")}
+
+
+def _grid(ctx: StageContext, scratch: Scratch) -> tuple:
+    """The (query block x reference block) grid over the scratch items: every item against every item."""
+    blocks = plan_blocks(scratch.files, ctx.cfg.semantic.block_rows)
+    log.info("%d distinct embeddings in %d block(s): %d grid task(s)", sum(f.num_rows or 0 for f in scratch.files),
+             len(blocks), len(blocks) ** 2)
+    return grid_frame(ctx.spark, blocks, blocks), ctx.spark.sparkContext.accumulator(0)
+
+
+@stage("semantic", inputs=("embeddings",), outputs=("semantic_matches", "semantic_neighbors"))
+def semantic(ctx: StageContext) -> None:
+    """Exact counts of sequences within cosine >= each threshold -> semantic_matches; capped pairs -> neighbors."""
+    s, wh = ctx.cfg.semantic, ctx.warehouse
+    thresholds = _thresholds(ctx)
+    if s.mode != "exact":
+        raise ConfigError("semantic.mode=approximate is not available yet; use semantic.mode=exact")
+    if s.max_neighbors < 0:
+        raise ConfigError(f"semantic.max_neighbors = {s.max_neighbors}: must be >= 0")
+    meta = {**_grid_metadata(ctx, "semantic"), "max_neighbors": s.max_neighbors}
+    with wh.scratch(items_of(wh.read("embeddings")), max_rows_per_file=s.block_rows) as scratch:
+        check_embeddings(scratch.df)
+        grid, pairs = _grid(ctx, scratch)
+        keep = s.max_neighbors + 1 if s.max_neighbors else 0
+        fn = sem.pair_function(thresholds, keep, s.kernel, s.device, s.dtype)
+        results = run_grid(grid, fn, len(thresholds), with_prompts=False, pairs=pairs).persist()
+        try:
+            with progress(ctx.spark, "semantic: all pairs", rows=pairs, unit="pairs"):
+                results.count()
+            wh.write(match_counts(results, scratch.df, thresholds, sem.COUNTS_PREFIX), "semantic_matches",
+                     mode="overwrite", metadata=meta)
+            wh.write(sem.neighbor_pairs(results, scratch.df, s.max_neighbors), "semantic_neighbors",
+                     mode="overwrite", metadata=meta)
+        finally:
+            results.unpersist()
+    lowest = threshold_column(sem.COUNTS_PREFIX, thresholds[0])
+    total = wh.read("semantic_matches").agg(F.sum(F.col(lowest) - 1)).first()[0] or 0
+    kept = wh.read("semantic_neighbors").count()
+    log.info("semantic_neighbors: kept %d of %d pairs with cosine >= %s (semantic.max_neighbors=%d per sequence: "
+             "%d dropped; the counts include them all)", kept, total, thresholds[0], s.max_neighbors, total - kept)
+
+
+@stage("textual", inputs=("embeddings", "sequences"), outputs=("textual_matches",))
+def textual(ctx: StageContext) -> None:
+    """Semantic matches whose prompt is within textual.{min,max}_distance edits -> textual_matches."""
+    s, t, wh = ctx.cfg.semantic, ctx.cfg.textual, ctx.warehouse
+    thresholds = _thresholds(ctx)
+    if not 0 <= t.min_distance <= t.max_distance:
+        raise ConfigError(f"textual.min_distance={t.min_distance}, textual.max_distance={t.max_distance}: need "
+                          "0 <= min_distance <= max_distance")
+    meta = {**_grid_metadata(ctx, "textual"), "min_distance": t.min_distance, "max_distance": t.max_distance,
+            "upstream_ascii_rule": t.upstream_ascii_rule, "sequences_version": wh.version("sequences")}
+    items = items_of(wh.read("embeddings"), prompts=wh.read("sequences"))
+    with wh.scratch(items, max_rows_per_file=s.block_rows) as scratch:
+        check_embeddings(scratch.df)
+        grid, pairs = _grid(ctx, scratch)
+        distances = ctx.spark.sparkContext.accumulator(0)
+        fn = txt.pair_function(thresholds, s.kernel, s.device, s.dtype, min_distance=t.min_distance,
+                               max_distance=t.max_distance, ascii_rule=t.upstream_ascii_rule, workers=t.workers,
+                               distances=distances)
+        results = run_grid(grid, fn, len(thresholds), with_prompts=True, pairs=pairs).persist()
+        try:
+            with progress(ctx.spark, "textual: all pairs", rows=pairs, unit="pairs"):
+                results.count()
+            wh.write(match_counts(results, scratch.df, thresholds, txt.COUNTS_PREFIX), "textual_matches",
+                     mode="overwrite", metadata=meta)
+        finally:
+            results.unpersist()
+    log.info("textual: %d Levenshtein computations (distinct prompt pairs per task)", distances.value)

