@@ -5,6 +5,7 @@
     semmem tables --warehouse WH
     semmem stages
     semmem train-model --config conf/local.yaml
+    semmem train-code-classifier --config conf/local.yaml [--set code_classifier.labels=FILE.jsonl]
 
 Errors semmem raises on purpose (bad config, bad input, missing table) print one line and exit with status 2.
 """
@@ -81,6 +82,40 @@ def cmd_train_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_code_classifier(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    run_pipeline(cfg, ["train_code_classifier"])
+    _print_code_metrics(cfg)
+    return 0
+
+
+def _print_code_metrics(cfg: Config) -> None:
+    """The saved classifier's held-out and human-label figures, next to upstream's."""
+    from semmem.features.code import METRICS_FILE, UPSTREAM_F1, UPSTREAM_MODEL, read_metrics, trained_classifier_dir
+
+    folder = trained_classifier_dir(cfg.warehouse)
+    if cfg.code.model not in ("auto", "trained") or not (folder / METRICS_FILE).is_file():
+        print(f"\nsemmem: no code classifier trained (code.model = {cfg.code.model!r} does not use one)")
+        return
+    m = read_metrics(folder)
+
+    def line(d: dict) -> str:
+        return (f"F1(code) {d['f1_code']:.3f}  precision {d['precision_code']:.3f}  recall {d['recall_code']:.3f}  "
+                f"F1(NL) {d['f1_nl']:.3f}  accuracy {d['accuracy']:.3f}  ROC-AUC {d['roc_auc']:.3f}  "
+                f"({d['n']} texts, {d['n_code']} code)")
+
+    print(f"\ncode classifier {folder}: {m['variant']}, trained on {m['rows']['train_final']:,} texts "
+          f"(labels: {m['labels']})")
+    print(f"  held out:     {line(m['held_out'])}")
+    if "human_labels" not in m:
+        print("  human labels: not evaluated (code_classifier.eval_labels is null)")
+        return
+    h = m["human_labels"]
+    print(f"  human labels: {line(h)}")
+    print(f"  vs upstream {UPSTREAM_MODEL}: F1(NL) {UPSTREAM_F1:.4f} at the best threshold chosen on these labels; "
+          f"this classifier at its best threshold: F1(NL) {h['f1_nl_best_threshold']:.4f}")
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from semmem.sql import format_table, run_sql
 
@@ -127,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-model", help="train the small GPT-NeoX of the embedded default (stage train_model)")
     _config_args(p)
     p.set_defaults(fn=cmd_train_model)
+
+    p = sub.add_parser("train-code-classifier",
+                       help="fit the offline code-vs-NL classifier (stage train_code_classifier) and print its F1")
+    _config_args(p)
+    p.set_defaults(fn=cmd_train_code_classifier)
 
     p = sub.add_parser("sql", help="run SQL over every table of a warehouse, by catalog name")
     p.add_argument("--warehouse", required=True)
