@@ -192,6 +192,20 @@ def test_other_thresholds_and_distance_bounds(near_wh, cosines):
         dict(zip(near_wh["ids"], ref.textual_counts(cosines, near_wh["prompts"], 0.7, lo=0, hi=5)))
 
 
+def test_approximate_mode_is_a_lower_bound_and_exact_when_every_list_is_probed(near_wh, cosines):
+    want_s = dict(zip(near_wh["ids"], ref.semantic_counts(cosines, 0.8)))
+    want_t = dict(zip(near_wh["ids"], ref.textual_counts(cosines, near_wh["prompts"], 0.8)))
+    _run(near_wh, ["semantic", "textual"], ["semantic.mode=approximate", "semantic.nlist=6", "semantic.nprobe=6"])
+    s, t = _table(near_wh, "semantic_matches"), _table(near_wh, "textual_matches")
+    assert {i: s[i]["semantic_matches_0_8"] for i in want_s} == want_s
+    assert {i: t[i]["textual_matches_0_8"] for i in want_t} == want_t
+    _run(near_wh, ["semantic", "textual"], ["semantic.mode=approximate", "semantic.nlist=6", "semantic.nprobe=1"])
+    s, t = _table(near_wh, "semantic_matches"), _table(near_wh, "textual_matches")
+    assert all(1 <= s[i]["semantic_matches_0_8"] <= want_s[i] for i in want_s)
+    assert all(t[i]["textual_matches_0_8"] <= want_t[i] for i in want_t)
+    assert near_wh["wh"].commit_metadata("semantic_matches")["mode"] == "approximate"
+
+
 @pytest.mark.parametrize("stage, overrides, match", [
     ("semantic", ["semantic.thresholds=[]"], "semantic.thresholds"),
     ("semantic", ["semantic.thresholds=[0.8,1.5]"], "semantic.thresholds"),
@@ -243,7 +257,7 @@ def test_block_pair_counts_are_exact_near_the_threshold(backend):
     w = np.arange(len(v)) % 3 + 1.0
     cos = v.astype(np.float64) @ v.astype(np.float64).T
     t = np.array([0.8, 0.9])
-    backend.rows_per_chunk = 17
+    backend.chunk_entries = 17 * len(v)  # chunks of 17 query rows
     counts, (qi, rj, c) = sem.block_pair(_block(v), _block(v, w), t, 4, backend)
     for k, tau in enumerate(t):
         np.testing.assert_array_equal(counts[:, k], (cos >= tau).astype(float) @ w)
@@ -261,7 +275,7 @@ def test_textual_block_pair_with_weights_and_chunks():
     w = np.arange(len(v)) % 4 + 1.0
     cos = v.astype(np.float64) @ v.astype(np.float64).T
     backend = NumpyGemm()
-    backend.rows_per_chunk = 11
+    backend.chunk_entries = 11 * len(v)
     got = txt.block_pair(_block(v, prompts=prompts), _block(v, w, prompts), np.array([0.8]), backend,
                          min_distance=1, max_distance=19)
     want = [sum(w[b] for b in range(len(v)) if cos[a, b] >= 0.8 and 1 <= ref.levenshtein(prompts[a], prompts[b]) <= 19)

@@ -139,19 +139,25 @@ def grid_task(grid_batches: Iterator[pa.RecordBatch], *, pair_fn: Callable[[Bloc
         for row in batch.to_pylist():
             q = read_block(tuple(row["q_files"]), with_prompts)
             r = read_block(tuple(row["r_files"]), with_prompts)
-            counts, (qi, rj, cos) = pair_fn(q, r)
             if pairs is not None:
                 pairs.add(len(q.item_id) * len(r.item_id))
-            hit = np.nonzero(counts.any(axis=1))[0]
-            n_c, n_n = len(hit), len(qi)
-            no_neighbor = np.r_[np.ones(n_c, bool), np.zeros(n_n, bool)]  # NULL neighbour columns on count rows
-            cols = {"kind": pa.array(np.r_[np.zeros(n_c, np.int32), np.ones(n_n, np.int32)]),
-                    "item_id": pa.array(np.r_[q.item_id[hit], q.item_id[qi]].astype(np.int64))}
-            for k in range(n_thresholds):
-                cols[f"c{k}"] = pa.array(np.r_[counts[hit, k], np.zeros(n_n)])
-            cols["neighbor_item"] = pa.array(np.r_[np.zeros(n_c, np.int64), r.item_id[rj]], mask=no_neighbor)
-            cols["cosine"] = pa.array(np.r_[np.zeros(n_c), cos], mask=no_neighbor)
-            yield pa.RecordBatch.from_pydict(cols)
+            yield result_batch(q, r, *pair_fn(q, r), n_thresholds)
+
+
+def result_batch(q: Block, r: Block, counts: np.ndarray, neighbors: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 n_thresholds: int) -> pa.RecordBatch:
+    """result_schema rows of one block pair: counts of the query items with a nonzero count, then the neighbours."""
+    qi, rj, cos = neighbors
+    hit = np.nonzero(counts.any(axis=1))[0]
+    n_c, n_n = len(hit), len(qi)
+    no_neighbor = np.r_[np.ones(n_c, bool), np.zeros(n_n, bool)]  # NULL neighbour columns on count rows
+    cols = {"kind": pa.array(np.r_[np.zeros(n_c, np.int32), np.ones(n_n, np.int32)]),
+            "item_id": pa.array(np.r_[q.item_id[hit], q.item_id[qi]].astype(np.int64))}
+    for k in range(n_thresholds):
+        cols[f"c{k}"] = pa.array(np.r_[counts[hit, k], np.zeros(n_n)])
+    cols["neighbor_item"] = pa.array(np.r_[np.zeros(n_c, np.int64), r.item_id[rj]].astype(np.int64), mask=no_neighbor)
+    cols["cosine"] = pa.array(np.r_[np.zeros(n_c), cos], mask=no_neighbor)
+    return pa.RecordBatch.from_pydict(cols)
 
 
 def run_grid(grid: DataFrame, pair_fn: Callable[[Block, Block], PairResult], n_thresholds: int, *,
@@ -175,41 +181,91 @@ def match_counts(results: DataFrame, items: DataFrame, thresholds: Sequence[floa
 
 
 # --------------------------------------------------------------------------------------------------- GEMM backends
+# A backend multiplies a chunk of query rows by a reference block and answers questions about that product S. Only
+# `floor` and above matters: every question asks about entries >= floor (the lowest threshold minus the band).
+class NumpyChunk:
+    """S of one chunk on the CPU, kept as its entries >= floor (row, column, value): one comparison and one nonzero
+    pass over S, the rest works on the (usually few) candidates."""
+
+    def __init__(self, s: np.ndarray, floor: float) -> None:
+        self.rows = s.shape[0]
+        self.ii, self.jj = np.nonzero(s >= floor)
+        self.v = s[self.ii, self.jj].astype(np.float64)
+
+    def count_ge(self, value: float, weight: np.ndarray) -> np.ndarray:
+        """Per row: the weight of the columns with S >= value (float64, exact for integer weights < 2^53)."""
+        m = self.v >= value
+        return np.bincount(self.ii[m], weights=weight[self.jj[m]], minlength=self.rows)
+
+    def entries(self, lo: np.ndarray | float, hi: float = np.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, column, value) of the entries with lo <= S < hi (lo: a scalar or one value per row)."""
+        lo_e = lo[self.ii] if isinstance(lo, np.ndarray) else lo
+        m = (self.v >= lo_e) & (self.v < hi)
+        return self.ii[m], self.jj[m], self.v[m]
+
+    def row_kth(self, k: int) -> np.ndarray:
+        """Per row, the k-th largest entry >= floor (-inf for rows with fewer)."""
+        out = np.full(self.rows, -np.inf)
+        order = np.lexsort((-self.v, self.ii))
+        ii = self.ii[order]
+        start = np.searchsorted(ii, np.arange(self.rows))
+        end = np.searchsorted(ii, np.arange(self.rows), side="right")
+        has = end - start >= k
+        out[has] = self.v[order][start[has] + k - 1]
+        return out
+
+
 class NumpyGemm:
-    """float32 BLAS GEMM on the CPU (measured faster than torch's CPU matmul and than faiss range_search here)."""
+    """float32 BLAS GEMM on the CPU (measured faster here than torch's CPU matmul and faiss range_search)."""
 
     dtype = "float32"
-    rows_per_chunk = 512
+    chunk_entries = 1 << 25  # S entries per chunk: 128 MiB of float32 (with the mask and candidates, ~200 MiB)
+
+    def rows_per_chunk(self, n_reference: int) -> int:
+        """Query rows per chunk: big enough for an efficient GEMM, small enough to bound S's memory."""
+        return int(min(8192, max(1, self.chunk_entries // max(1, n_reference))))
 
     def put(self, vectors: np.ndarray) -> np.ndarray:
         return vectors
 
-    def scores(self, q: np.ndarray, r: np.ndarray) -> np.ndarray:
-        return q @ r.T  # [cq, nr]
+    def chunk(self, q: np.ndarray, r: np.ndarray, floor: float) -> NumpyChunk:
+        return NumpyChunk(q @ r.T, floor)
 
-    def count_ge(self, s: np.ndarray, value: float, weight: np.ndarray) -> np.ndarray:
-        """Per row: the weight of the columns with s >= value (float64, exact for integer weights < 2^53)."""
-        return (s >= value).astype(np.float64) @ weight
 
-    def entries(self, s: np.ndarray, lo: np.ndarray | float, hi: float = np.inf) -> tuple[np.ndarray, np.ndarray,
-                                                                                          np.ndarray]:
-        """(row, column, value) of the entries with lo <= s < hi; lo may be a per-row vector."""
-        lo = np.asarray(lo, dtype=np.float64)
-        mask = s >= (lo[:, None] if lo.ndim else lo)
+class TorchChunk:
+    """S of one chunk on the GPU: counts and k-th values are reduced there; only entries cross to the host."""
+
+    def __init__(self, s: Any, floor: float) -> None:
+        import torch
+
+        self.torch, self.s, self.floor, self.rows = torch, s, floor, s.shape[0]
+
+    def count_ge(self, value: float, weight: np.ndarray) -> np.ndarray:
+        w = self.torch.as_tensor(weight, device=self.s.device, dtype=self.torch.float64)
+        return ((self.s >= value).to(self.torch.float64) @ w).cpu().numpy()
+
+    def entries(self, lo: np.ndarray | float, hi: float = np.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo_t = self.torch.as_tensor(np.maximum(lo, self.floor), dtype=self.torch.float32, device=self.s.device)
+        mask = self.s >= (lo_t[:, None] if lo_t.ndim else lo_t)
         if hi != np.inf:
-            mask &= s < hi
-        ii, jj = np.nonzero(mask)
-        return ii, jj, s[ii, jj].astype(np.float64)
+            mask &= self.s < hi
+        ii, jj = self.torch.nonzero(mask, as_tuple=True)
+        return ii.cpu().numpy(), jj.cpu().numpy(), self.s[ii, jj].double().cpu().numpy()
 
-    def row_kth(self, s: np.ndarray, k: int) -> np.ndarray:
-        """Per row, the k-th largest value (k <= number of columns)."""
-        return -np.partition(-s, k - 1, axis=1)[:, k - 1].astype(np.float64)
+    def row_kth(self, k: int) -> np.ndarray:
+        if k > self.s.shape[1]:
+            return np.full(self.rows, -np.inf)
+        kth = self.torch.topk(self.s.float(), k, dim=1).values[:, -1].double().cpu().numpy()
+        return np.where(kth >= self.floor, kth, -np.inf)
+
+
+Chunk = NumpyChunk | TorchChunk
 
 
 class TorchGemm(NumpyGemm):
     """torch GEMM on a GPU (float16 by default: the band re-check keeps counts exact) or, for tests, the CPU."""
 
-    rows_per_chunk = 4096
+    chunk_entries = 1 << 28  # 512 MiB of float16 on the GPU
 
     def __init__(self, device: Any, dtype: str) -> None:
         import torch
@@ -222,24 +278,8 @@ class TorchGemm(NumpyGemm):
     def put(self, vectors: np.ndarray) -> Any:
         return self.torch.as_tensor(vectors, device=self.device).to(self.tdtype)
 
-    def scores(self, q: Any, r: Any) -> Any:
-        return q @ r.T
-
-    def count_ge(self, s: Any, value: float, weight: np.ndarray) -> np.ndarray:
-        w = self.torch.as_tensor(weight, device=self.device, dtype=self.torch.float64)
-        return ((s >= value).to(self.torch.float64) @ w).cpu().numpy()
-
-    def entries(self, s: Any, lo: np.ndarray | float, hi: float = np.inf) -> tuple[np.ndarray, np.ndarray,
-                                                                                   np.ndarray]:
-        lo_t = self.torch.as_tensor(np.asarray(lo, dtype=np.float32), device=self.device)
-        mask = s >= (lo_t[:, None] if lo_t.ndim else lo_t)
-        if hi != np.inf:
-            mask &= s < hi
-        ii, jj = self.torch.nonzero(mask, as_tuple=True)
-        return ii.cpu().numpy(), jj.cpu().numpy(), s[ii, jj].double().cpu().numpy()
-
-    def row_kth(self, s: Any, k: int) -> np.ndarray:
-        return self.torch.topk(s.float(), k, dim=1).values[:, -1].double().cpu().numpy()
+    def chunk(self, q: Any, r: Any, floor: float) -> TorchChunk:  # type: ignore[override]
+        return TorchChunk(q @ r.T, floor)
 
 
 def make_backend(kernel: str, device: str, dtype: str) -> NumpyGemm:

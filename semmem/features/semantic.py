@@ -14,7 +14,7 @@ import numpy as np
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from semmem.features.neighbors import NO_NEIGHBORS, Block, NumpyGemm, PairResult, band_of, exact_cosines, \
+from semmem.features.neighbors import NO_NEIGHBORS, Block, Chunk, NumpyGemm, PairResult, band_of, exact_cosines, \
     make_backend, match_decisions, top_per_group
 
 COUNTS_PREFIX = "semantic_matches_"
@@ -30,33 +30,30 @@ def block_pair(q: Block, r: Block, thresholds: np.ndarray, keep: int, backend: N
         return counts, NO_NEIGHBORS
     band = band_of(backend)
     rh = backend.put(r.vectors)
-    for c0 in range(0, nq, backend.rows_per_chunk):
-        c1 = min(nq, c0 + backend.rows_per_chunk)
-        s = backend.scores(backend.put(q.vectors[c0:c1]), rh)
+    step = backend.rows_per_chunk(nr)
+    for c0 in range(0, nq, step):
+        c1 = min(nq, c0 + step)
+        chunk = backend.chunk(backend.put(q.vectors[c0:c1]), rh, thresholds[0] - band)
         for k, t in enumerate(thresholds):
-            counts[c0:c1, k] = backend.count_ge(s, t + band, r.weight)
-            ii, jj, v = backend.entries(s, t - band, t + band)
+            counts[c0:c1, k] = chunk.count_ge(t + band, r.weight)
+            ii, jj, v = chunk.entries(t - band, t + band)
             if len(ii):
                 ok = match_decisions(q, r, c0, ii, jj, v, np.array([t]), band)[:, 0]
                 counts[c0:c1, k] += np.bincount(ii[ok], weights=r.weight[jj[ok]], minlength=c1 - c0)
         if keep:
-            found.append(_best_neighbors(q, r, c0, s, thresholds[0], keep, band, backend))
+            found.append(_best_neighbors(q, r, c0, chunk, thresholds[0], keep, band))
     if not found:
         return counts, NO_NEIGHBORS
     return counts, tuple(np.concatenate(parts) for parts in zip(*found))  # type: ignore[return-value]
 
 
-def _best_neighbors(q: Block, r: Block, c0: int, s: object, t0: float, keep: int, band: float, backend: NumpyGemm
+def _best_neighbors(q: Block, r: Block, c0: int, chunk: Chunk, t0: float, keep: int, band: float
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The `keep` best reference rows (cosine >= t0) of each query row of one chunk, exactly ranked.
 
     Only entries within 2*band of the row's keep-th largest GEMM value can be among its exact best `keep`, so only
     those get a float64 cosine."""
-    nr = len(r.item_id)
-    lo = np.full(min(len(q.item_id) - c0, backend.rows_per_chunk), t0 - band)
-    if nr > keep:
-        lo = np.maximum(lo, backend.row_kth(s, keep) - 2 * band)
-    ii, jj, _ = backend.entries(s, lo)
+    ii, jj, _ = chunk.entries(np.maximum(t0 - band, chunk.row_kth(keep) - 2 * band))
     cos = exact_cosines(q, r, c0 + ii, jj)
     ok = cos >= t0
     ii, jj, cos = ii[ok], jj[ok], cos[ok]

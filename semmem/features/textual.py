@@ -49,10 +49,11 @@ def block_pair(q: Block, r: Block, thresholds: np.ndarray, backend: NumpyGemm, *
         askable = np.array([p.isascii() for p in q.prompts], dtype=bool)
     rh = backend.put(r.vectors)
     n_codes = int(r.prompt_codes.max()) + 1
-    for c0 in range(0, nq, backend.rows_per_chunk):
-        c1 = min(nq, c0 + backend.rows_per_chunk)
-        s = backend.scores(backend.put(q.vectors[c0:c1]), rh)
-        ii, jj, v = backend.entries(s, thresholds[0] - band)
+    step = backend.rows_per_chunk(nr)
+    for c0 in range(0, nq, step):
+        c1 = min(nq, c0 + step)
+        chunk = backend.chunk(backend.put(q.vectors[c0:c1]), rh, thresholds[0] - band)
+        ii, jj, v = chunk.entries(thresholds[0] - band)
         ok = match_decisions(q, r, c0, ii, jj, v, thresholds, band)
         keep = ok[:, 0] & askable[c0 + ii]
         ii, jj, ok = ii[keep], jj[keep], ok[keep]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from semmem.catalog import threshold_column
@@ -11,7 +13,9 @@ from semmem.errors import ConfigError
 from semmem.features import semantic as sem
 from semmem.features import textual as txt
 from semmem.features.embeddings import embed_sequences, resolve_embedding_model
-from semmem.features.neighbors import check_embeddings, grid_frame, items_of, match_counts, plan_blocks, run_grid
+from semmem.features.ivf import default_nlist, run_ivf, train_centroids
+from semmem.features.neighbors import Block, PairResult, check_embeddings, grid_frame, items_of, match_counts, \
+    plan_blocks, run_grid
 from semmem.progress import progress
 from semmem.spark import default_parallelism
 from semmem.stages.registry import StageContext, stage
@@ -48,17 +52,33 @@ def _thresholds(ctx: StageContext) -> list[float]:
 
 def _grid_metadata(ctx: StageContext, stage_name: str) -> dict:
     s = ctx.cfg.semantic
-    return {"stage": stage_name, "thresholds": _thresholds(ctx), "mode": s.mode, "kernel": s.kernel,
+    return {"stage": stage_name, "thresholds": _thresholds(ctx), "mode": s.mode, "kernel": s.kernel, "nlist": s.nlist,
+            "nprobe": s.nprobe, "seed": s.seed,
             "dtype": s.dtype, "block_rows": s.block_rows, "embeddings_version": ctx.warehouse.version("embeddings"),
             "embedding_model": ctx.warehouse.commit_metadata("embeddings").get("model")}
 
 
-def _grid(ctx: StageContext, scratch: Scratch) -> tuple:
-    """The (query block x reference block) grid over the scratch items: every item against every item."""
-    blocks = plan_blocks(scratch.files, ctx.cfg.semantic.block_rows)
-    log.info("%d distinct embeddings in %d block(s): %d grid task(s)", sum(f.num_rows or 0 for f in scratch.files),
-             len(blocks), len(blocks) ** 2)
-    return grid_frame(ctx.spark, blocks, blocks), ctx.spark.sparkContext.accumulator(0)
+def _results(ctx: StageContext, scratch: Scratch, pair_fn: Callable[[Block, Block], PairResult], n_thresholds: int,
+             *, with_prompts: bool, label: str) -> DataFrame:
+    """Every item against every item (exact: the block grid) or against the items of its probed IVF lists
+    (approximate); the task results are computed here, under a progress line, and kept for the writes."""
+    s = ctx.cfg.semantic
+    n_items = sum(f.num_rows or 0 for f in scratch.files)
+    pairs = ctx.spark.sparkContext.accumulator(0)
+    if s.mode == "exact":
+        blocks = plan_blocks(scratch.files, s.block_rows)
+        log.info("%s: %d distinct items in %d block(s): %d grid task(s)", label, n_items, len(blocks), len(blocks) ** 2)
+        results = run_grid(grid_frame(ctx.spark, blocks, blocks), pair_fn, n_thresholds, with_prompts=with_prompts,
+                           pairs=pairs)
+    else:
+        centroids = train_centroids(scratch, s.nlist or default_nlist(n_items), s.seed)
+        log.info("%s: approximate: %d distinct items in %d IVF lists, %d probed per item", label, n_items,
+                 len(centroids), min(s.nprobe, len(centroids)))
+        results = run_ivf(scratch, centroids, s.nprobe, pair_fn, n_thresholds, with_prompts=with_prompts)
+    results = results.persist()
+    with progress(ctx.spark, f"{label}: pairs", rows=pairs if s.mode == "exact" else None, unit="pairs"):
+        results.count()
+    return results
 
 
 @stage("semantic", inputs=("embeddings",), outputs=("semantic_matches", "semantic_neighbors"))
@@ -66,20 +86,15 @@ def semantic(ctx: StageContext) -> None:
     """Exact counts of sequences within cosine >= each threshold -> semantic_matches; capped pairs -> neighbors."""
     s, wh = ctx.cfg.semantic, ctx.warehouse
     thresholds = _thresholds(ctx)
-    if s.mode != "exact":
-        raise ConfigError("semantic.mode=approximate is not available yet; use semantic.mode=exact")
     if s.max_neighbors < 0:
         raise ConfigError(f"semantic.max_neighbors = {s.max_neighbors}: must be >= 0")
     meta = {**_grid_metadata(ctx, "semantic"), "max_neighbors": s.max_neighbors}
     with wh.scratch(items_of(wh.read("embeddings")), max_rows_per_file=s.block_rows) as scratch:
         check_embeddings(scratch.df)
-        grid, pairs = _grid(ctx, scratch)
         keep = s.max_neighbors + 1 if s.max_neighbors else 0
         fn = sem.pair_function(thresholds, keep, s.kernel, s.device, s.dtype)
-        results = run_grid(grid, fn, len(thresholds), with_prompts=False, pairs=pairs).persist()
+        results = _results(ctx, scratch, fn, len(thresholds), with_prompts=False, label="semantic")
         try:
-            with progress(ctx.spark, "semantic: all pairs", rows=pairs, unit="pairs"):
-                results.count()
             wh.write(match_counts(results, scratch.df, thresholds, sem.COUNTS_PREFIX), "semantic_matches",
                      mode="overwrite", metadata=meta)
             wh.write(sem.neighbor_pairs(results, scratch.df, s.max_neighbors), "semantic_neighbors",
@@ -106,15 +121,12 @@ def textual(ctx: StageContext) -> None:
     items = items_of(wh.read("embeddings"), prompts=wh.read("sequences"))
     with wh.scratch(items, max_rows_per_file=s.block_rows) as scratch:
         check_embeddings(scratch.df)
-        grid, pairs = _grid(ctx, scratch)
         distances = ctx.spark.sparkContext.accumulator(0)
         fn = txt.pair_function(thresholds, s.kernel, s.device, s.dtype, min_distance=t.min_distance,
                                max_distance=t.max_distance, ascii_rule=t.upstream_ascii_rule, workers=t.workers,
                                distances=distances)
-        results = run_grid(grid, fn, len(thresholds), with_prompts=True, pairs=pairs).persist()
+        results = _results(ctx, scratch, fn, len(thresholds), with_prompts=True, label="textual")
         try:
-            with progress(ctx.spark, "textual: all pairs", rows=pairs, unit="pairs"):
-                results.count()
             wh.write(match_counts(results, scratch.df, thresholds, txt.COUNTS_PREFIX), "textual_matches",
                      mode="overwrite", metadata=meta)
         finally:
