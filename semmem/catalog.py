@@ -25,9 +25,9 @@ class TableDef:
     key: tuple[str, ...]
     description: str
     partition_by: tuple[str, ...] = ()
-    # Tables with one BIGINT column per configured threshold (semantic.thresholds): the schema lists the defaults;
-    # `with_columns_of` gives the schema of the columns a DataFrame or a stored table actually has.
-    threshold_prefix: str | None = None
+    # Tables with one BIGINT column per configured threshold (semantic.thresholds), under these name prefixes: the
+    # schema lists the defaults; `with_columns_of` gives the schema of the columns a DataFrame or a table really has.
+    threshold_prefixes: tuple[str, ...] = ()
 
     @cached_property
     def spark_schema(self) -> StructType:
@@ -38,15 +38,23 @@ class TableDef:
         return self.schema.names
 
     def with_columns_of(self, names: list[str]) -> TableDef:
-        """This table with the threshold columns among `names` in place of the default ones (others unchanged)."""
-        if self.threshold_prefix is None:
+        """This table with, for each threshold prefix, the columns among `names` in place of the default ones."""
+        if not self.threshold_prefixes:
             return self
-        fixed = [f for f in self.schema if not f.name.startswith(self.threshold_prefix)]
-        mine = sorted((n for n in names if n.startswith(self.threshold_prefix)), key=_threshold_of_column)
-        if not mine:
-            raise TableError(f"table {self.name!r} needs at least one {self.threshold_prefix}<threshold> column; "
-                             f"found {names}")
-        return replace(self, schema=pa.schema([*fixed, *(pa.field(n, pa.int64()) for n in mine)]))
+        fields: list[pa.Field] = []
+        done: set[str] = set()
+        for f in self.schema:
+            prefix = next((p for p in self.threshold_prefixes if f.name.startswith(p)), None)
+            if prefix is None:
+                fields.append(f)
+            elif prefix not in done:
+                done.add(prefix)
+                mine = sorted((n for n in names if n.startswith(prefix)), key=_threshold_of_column)
+                if not mine:
+                    raise TableError(f"table {self.name!r} needs at least one {prefix}<threshold> column; "
+                                     f"found {names}")
+                fields += [pa.field(n, pa.int64()) for n in mine]
+        return replace(self, schema=pa.schema(fields))
 
 
 def threshold_column(prefix: str, threshold: float) -> str:
@@ -62,9 +70,9 @@ def _threshold_of_column(name: str) -> float:
 
 
 def _table(name: str, fields: list[tuple[str, pa.DataType]], key: tuple[str, ...], description: str,
-           partition_by: tuple[str, ...] = (), threshold_prefix: str | None = None) -> TableDef:
+           partition_by: tuple[str, ...] = (), threshold_prefixes: tuple[str, ...] = ()) -> TableDef:
     return TableDef(name, pa.schema([pa.field(n, t) for n, t in fields]), key, description, partition_by,
-                    threshold_prefix)
+                    threshold_prefixes)
 
 
 TABLES: dict[str, TableDef] = {
@@ -114,7 +122,7 @@ TABLES: dict[str, TableDef] = {
         _table("semantic_matches", [("sequence_id", pa.int64()), ("semantic_matches_0_8", pa.int64()),
                                     ("semantic_matches_0_9", pa.int64())], ("sequence_id",),
                "Reference sequences with cosine >= each threshold, the sequence itself included (spec §2.4).",
-               threshold_prefix="semantic_matches_"),
+               threshold_prefixes=("semantic_matches_",)),
         _table("semantic_neighbors", [("sequence_id", pa.int64()), ("neighbor_id", pa.int64()),
                                       ("cosine", pa.float64())], ("sequence_id", "neighbor_id"),
                "Pairs with cosine >= the lowest threshold, itself excluded, at most semantic.max_neighbors per "
@@ -122,9 +130,26 @@ TABLES: dict[str, TableDef] = {
         _table("textual_matches", [("sequence_id", pa.int64()), ("textual_matches_0_8", pa.int64()),
                                    ("textual_matches_0_9", pa.int64())], ("sequence_id",),
                "Semantic matches whose prompt is within the configured Levenshtein distance (spec §2.5).",
-               threshold_prefix="textual_matches_"),
+               threshold_prefixes=("textual_matches_",)),
         _table("code_scores", [("sequence_id", pa.int64()), ("nl_score", pa.float64()), ("is_code", pa.bool_())],
                ("sequence_id",), "P(natural language) of each text; is_code NULL when uncertain (spec §2.6)."),
+        # the answer
+        _table("combined", [
+            ("model", pa.string()), ("revision", pa.string()), ("sequence_id", pa.int64()),
+            ("pile_set_name", pa.string()), ("memorization_score", pa.float64()), ("is_memorized", pa.bool_()),
+            ("matched_prefix", pa.int32()), ("prompt_perplexity", pa.float64()),
+            ("generation_perplexity", pa.float64()), ("sequence_perplexity", pa.float64()),
+            ("sequence_duplicates", pa.int64()), ("max_frequency", pa.int64()), ("min_frequency", pa.int64()),
+            ("avg_frequency", pa.float64()), ("median_frequency", pa.float64()), ("p25_frequency", pa.int64()),
+            ("p75_frequency", pa.int64()), ("is_incrementing", pa.bool_()), ("is_repeating", pa.bool_()),
+            ("is_templating", pa.bool_()), ("huffman_coding_length", pa.float64()),
+            ("huffman_code_length_true", pa.float64()), ("semantic_matches_0_8", pa.int64()),
+            ("semantic_matches_0_9", pa.int64()), ("textual_matches_0_8", pa.int64()),
+            ("textual_matches_0_9", pa.int64()), ("nl_score", pa.float64()), ("is_code", pa.bool_()),
+            ("category", pa.string())], ("model", "revision", "sequence_id"),
+            "Every feature of every scored sequence, one row per model@revision, with its taxonomy category (spec §3): "
+            "the table the taxonomic model is fitted on.",
+            partition_by=("model", "revision"), threshold_prefixes=("semantic_matches_", "textual_matches_")),
         # taxonomy statistics (semmem.taxonomy; small, one set of rows per model@revision)
         _table("taxonomy_metrics", [
             ("model", pa.string()), ("revision", pa.string()), ("predictor", pa.string()), ("subset", pa.string()),

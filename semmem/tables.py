@@ -237,7 +237,7 @@ class Warehouse:
     def _write_delta_spark(self, df: DataFrame, tdef: TableDef, mode: WriteMode,
                            partition: dict[str, str] | None, user_metadata: str | None) -> int:
         writer = df.write.format("delta").mode("append" if mode == "append" else "overwrite")
-        if tdef.threshold_prefix is not None and mode == "overwrite":
+        if tdef.threshold_prefixes and mode == "overwrite":
             writer = writer.option("overwriteSchema", "true")  # other thresholds: other columns
         if user_metadata is not None:
             writer = writer.option("userMetadata", user_metadata)

@@ -4,6 +4,8 @@ from semmem.stages import ingest  # noqa: F401
 from semmem.stages import corpus  # noqa: F401
 from semmem.stages import scoring  # noqa: F401
 from semmem.stages import near  # noqa: F401
+from semmem.stages import code  # noqa: F401
+from semmem.stages import taxonomy  # noqa: F401
 from semmem.stages.registry import REGISTRY, Stage, StageContext, resolve, run_stages, stage
 
 __all__ = ["REGISTRY", "Stage", "StageContext", "resolve", "run_stages", "stage"]

@@ -1,0 +1,168 @@
+"""Stages `combine` and `taxonomy`: join every feature table with the labels, sort sequences into recitation /
+reconstruction / recollection, and fit and test the taxonomic model (spec §3, §4)."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from semmem.catalog import table
+from semmem.errors import StageError
+from semmem.stages.registry import StageContext, stage
+from semmem.taxonomy import (
+    MODEL_FEATURES, duplicate_threshold_kl, feature_correlations, partition_candidates, search_partitions,
+    taxonomy_model, with_best_partition)
+from semmem.taxonomy.combine import FEATURE_TABLES, combine, deduplicate, labels
+from semmem.taxonomy.report import ReportData, write_report
+from semmem.taxonomy.stats import memorization_forecast
+
+log = logging.getLogger("semmem")
+TAXONOMY_TABLES = ("taxonomy_metrics", "taxonomy_weights", "feature_correlations", "taxonomy_search",
+                   "duplicate_threshold_kl", "memorization_forecast")
+
+
+@stage("combine", inputs=("sequences",), outputs=("combined",))
+def combine_stage(ctx: StageContext) -> None:
+    """Every feature of every scored sequence, one row per model@revision, with its category -> combined."""
+    wh, cfg = ctx.warehouse, ctx.cfg
+    sources = {name: wh.exists(name) for name in ("memorization", "published_memorization")}
+    if not any(sources.values()):
+        raise StageError("stage 'combine' needs memorization scores: run stage 'score' first (table memorization), "
+                         "or ingest a sequences-parquet input with score columns (table published_memorization)")
+    missing = [name for name in FEATURE_TABLES if not wh.exists(name)]
+    if missing and not cfg.combine.allow_missing:
+        raise StageError("stage 'combine' needs " + ", ".join(f"table {m!r} (run stage {FEATURE_TABLES[m]!r})"
+                                                               for m in missing) +
+                         "; or set combine.allow_missing=true to leave those columns NULL (the model then leaves "
+                         "them out)")
+    for name in missing:
+        log.warning("combine: table %s is missing: its columns are NULL (run stage %r to fill them)", name,
+                    FEATURE_TABLES[name])
+    features: dict[str, DataFrame | None] = {}
+    for name in FEATURE_TABLES:
+        if name in missing:
+            features[name] = None
+            continue
+        d = deduplicate(wh.read(name), ["sequence_id"])
+        if d.removed:
+            log.warning("combine: %d duplicate sequence_id row(s) removed from %s (the first by value kept)",
+                        d.removed, name)
+        features[name] = d.df
+    label_rows = deduplicate(labels(*(wh.read(n) if ok else None for n, ok in sources.items())),
+                             ["model", "revision", "sequence_id"])
+    if label_rows.removed:
+        log.warning("combine: %d duplicate (model, revision, sequence_id) label row(s) removed", label_rows.removed)
+    sequences = deduplicate(wh.read("sequences").select("sequence_id", "pile_set_name"), ["sequence_id"])
+    if sequences.removed:
+        log.warning("combine: %d duplicate sequence_id row(s) removed from sequences", sequences.removed)
+    out = combine(label_rows.df, sequences.df, features, cfg.taxonomy.duplicate_threshold)
+    meta = {"stage": "combine", "duplicate_threshold": cfg.taxonomy.duplicate_threshold, "missing": missing,
+            "inputs": {n: wh.version(n) for n in ["sequences", *sources, *FEATURE_TABLES] if wh.exists(n)}}
+    wh.write(out, "combined", mode="overwrite", metadata=meta)
+
+
+@stage("taxonomy", inputs=("combined",), outputs=TAXONOMY_TABLES)
+def taxonomy_stage(ctx: StageContext) -> None:
+    """The baseline and taxonomic models, partition search, correlations, KL curve and forecasts, per model."""
+    wh, t = ctx.warehouse, ctx.cfg.taxonomy
+    combined = wh.read("combined")
+    keys = [(r["model"], r["revision"]) for r in
+            combined.select("model", "revision").distinct().orderBy("model", "revision").collect()]  # one per model
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TAXONOMY_TABLES}
+    for model, revision in keys:
+        rows = _model_rows(combined, model, revision, t.max_rows, t.seed)
+        log.info("taxonomy: %s@%s: %d rows (%d memorized)", model, revision, len(rows), int(rows.is_memorized.sum()))
+        result = taxonomy_model(rows, upstream_protocol=t.upstream_protocol, test_fraction=t.test_fraction,
+                                seed=t.seed, max_rows=t.max_rows, bootstrap_rounds=t.bootstrap_rounds,
+                                ci_level=t.ci_level, ece_bins=t.ece_bins)
+        sel = result.split.selection
+        if sel.missing:
+            log.warning("taxonomy: %s@%s: features %s are NULL everywhere and left out of the model", model,
+                        revision, ", ".join(sel.missing))
+        candidates = partition_candidates(result.split, search_features=t.search_features,
+                                          search_quantiles=t.search_quantiles)
+        search = search_partitions(ctx.spark, result.split, candidates, ece_bins=t.ece_bins,
+                                   search_tasks=t.search_tasks)
+        result = with_best_partition(result, search)
+        frames["taxonomy_metrics"].append(result.metrics)
+        frames["taxonomy_weights"].append(result.weights)
+        frames["taxonomy_search"].append(search)
+        frames["feature_correlations"].append(feature_correlations(rows, nl_threshold=t.nl_threshold,
+                                                                   code_threshold=t.code_threshold, seed=t.seed))
+        frames["duplicate_threshold_kl"].append(duplicate_threshold_kl(
+            rows, kl_max_duplicates=t.kl_max_duplicates, kl_bootstrap_rounds=t.kl_bootstrap_rounds,
+            kl_min_rows=t.kl_min_rows, seed=t.seed, ci_level=t.ci_level))
+    frames["memorization_forecast"].append(memorization_forecast(combined))
+    meta = {"stage": "taxonomy", "combined_version": wh.version("combined"), "models": [f"{m}@{r}" for m, r in keys],
+            "upstream_protocol": t.upstream_protocol, "seed": t.seed}
+    for name, parts in frames.items():
+        pdf = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=table(name).columns)
+        df = ctx.spark.createDataFrame(pdf, schema=table(name).spark_schema) if len(pdf) else \
+            ctx.spark.createDataFrame([], table(name).spark_schema)
+        wh.write(df, name, mode="overwrite", metadata=meta)
+
+
+def _model_rows(combined: DataFrame, model: str, revision: str, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """The combined rows of one model@revision on the driver: the columns the statistics read, and at most about
+    max_rows of them (a seeded Bernoulli sample in Spark, so the driver never holds more than the cap)."""
+    df = combined.where((F.col("model") == model) & (F.col("revision") == revision))
+    columns = ["model", "revision", "sequence_id", "is_memorized", "memorization_score", "category", "nl_score",
+               "is_incrementing", "is_repeating", *[c for c in MODEL_FEATURES if c not in ("is_templating",)],
+               "is_templating"]
+    df = df.select(*dict.fromkeys(columns))
+    if max_rows is not None:
+        n = df.count()
+        if n > max_rows:
+            df = df.sample(fraction=min(1.0, 1.02 * max_rows / n), seed=seed)
+    return df.toPandas()
+
+
+@stage("report", inputs=("combined", *TAXONOMY_TABLES), outputs=())
+def report_stage(ctx: StageContext) -> None:
+    """The answer as a page: <warehouse>/report/index.html (self-contained) with its figures as PNGs beside it."""
+    wh, t = ctx.warehouse, ctx.cfg.taxonomy
+    combined = wh.read("combined")
+    cats = (combined.where(F.col("category").isNotNull())
+            .groupBy("model", "revision", "category")
+            .agg(F.count(F.lit(1)).alias("sequences"), F.sum(F.col("is_memorized").cast("long")).alias("memorized"))
+            .toPandas())  # models x 3 rows
+    data = ReportData(
+        title="semmem: what the model memorized, and why",
+        categories=cats.fillna({"memorized": 0}),
+        metrics=wh.read("taxonomy_metrics").toPandas(), weights=wh.read("taxonomy_weights").toPandas(),
+        correlations=wh.read("feature_correlations").toPandas(),
+        search=wh.read("taxonomy_search").toPandas(),  # 810 candidates per model
+        kl=wh.read("duplicate_threshold_kl").toPandas(), forecast=wh.read("memorization_forecast").toPandas(),
+        examples=_examples(combined, wh.read("sequences"), ctx.cfg.report.examples_per_category),
+        duplicate_threshold=t.duplicate_threshold, notes=_provenance(ctx))
+    page = write_report(data, wh.root / "report")
+    log.info("report: %s", page)
+
+
+def _examples(combined: DataFrame, sequences: DataFrame, per_category: int) -> pd.DataFrame:
+    """A few sequences per model and category, memorized ones first (then by sequence_id), with their text."""
+    rank = F.row_number().over(Window.partitionBy("model", "revision", "category")
+                               .orderBy(F.col("is_memorized").desc_nulls_last(), "sequence_id"))
+    cols = ["model", "revision", "category", "sequence_id", "is_memorized", "sequence_duplicates",
+            "generation_perplexity", "semantic_matches_0_8", "textual_matches_0_8", "nl_score"]
+    picked = (combined.select(*[c for c in cols if c in combined.columns]).withColumn("_rank", rank)
+              .where(F.col("_rank") <= per_category).drop("_rank"))
+    return picked.join(sequences.select("sequence_id", "text"), "sequence_id", "left").toPandas()
+
+
+def _provenance(ctx: StageContext) -> list[str]:
+    wh = ctx.warehouse
+    lines = [f"warehouse {wh.root}"]
+    for name in ("sequences", "combined", "taxonomy_metrics", "embeddings", "code_scores"):
+        if wh.exists(name):
+            meta = wh.commit_metadata(name)
+            extra = ", ".join(f"{k}={v}" for k, v in meta.items() if k in ("model", "model_version", "classifier",
+                                                                             "duplicate_threshold", "seed"))
+            lines.append(f"table {name} version {wh.version(name)}" + (f" ({extra})" if extra else ""))
+    t = ctx.cfg.taxonomy
+    lines.append(f"taxonomy: duplicate_threshold={t.duplicate_threshold}, upstream_protocol={t.upstream_protocol}, "
+                 f"test_fraction={t.test_fraction}, bootstrap_rounds={t.bootstrap_rounds}, seed={t.seed}")
+    return lines

@@ -1,0 +1,58 @@
+"""The short answer printed at the end of `semmem run` and by `semmem summary`: read from the tables with SQL
+(DataFusion), never from numbers a run held in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semmem.sql import run_sql
+from semmem.tables import is_delta_table
+
+CATEGORIES = ("recitation", "reconstruction", "recollection")
+
+
+def summary_text(warehouse: str | Path) -> str:
+    """Per model@revision: sequences, memorized, per-category counts and memorized rate, baseline vs taxonomic (vs
+    best partition) F1 and PR-AUC with their intervals; then the report's path. Empty when nothing was combined."""
+    root = Path(warehouse)
+    if not is_delta_table(root / "combined"):
+        return ""
+    cats = run_sql(root, "SELECT model, revision, category, count(*) AS n, "
+                         "sum(CASE WHEN is_memorized THEN 1 ELSE 0 END) AS m FROM combined "
+                         "GROUP BY model, revision, category ORDER BY model, revision, category").to_pylist()
+    metrics = []
+    if is_delta_table(root / "taxonomy_metrics"):
+        metrics = run_sql(root, "SELECT model, revision, predictor, metric, value, ci_low, ci_high FROM "
+                                "taxonomy_metrics WHERE subset = 'aggregate' AND metric IN ('f1', 'pr_auc') "
+                                "ORDER BY model, revision, predictor, metric").to_pylist()
+    models = list(dict.fromkeys((r["model"], r["revision"]) for r in cats))
+    lines = ["", "What the model memorized, and why:"]
+    for model, revision in models:
+        rows = {r["category"]: r for r in cats if (r["model"], r["revision"]) == (model, revision)}
+        n = sum(r["n"] for r in rows.values())
+        m = sum(r["m"] for r in rows.values())
+        lines.append(f"  {model}@{revision}: {n:,} sequences, {m:,} memorized ({100 * m / max(1, n):.2f}%)")
+        for c in CATEGORIES:
+            r = rows.get(c, {"n": 0, "m": 0})
+            rate = f"{100 * r['m'] / r['n']:.1f}% memorized" if r["n"] else "-"
+            share = f"{100 * r['m'] / m:.1f}% of memorized" if m else "-"
+            lines.append(f"    {c:<15} {r['n']:>9,} sequences  {r['m']:>8,} memorized  {rate:<18} {share}")
+        if None in rows:
+            lines.append(f"    {'(no category)':<15} {rows[None]['n']:>9,} sequences: a feature the rule needs is NULL")
+        mine = [r for r in metrics if (r["model"], r["revision"]) == (model, revision)]
+        for predictor in ("baseline", "taxonomic", "best_partition"):
+            vals = {r["metric"]: r for r in mine if r["predictor"] == predictor}
+            if vals:
+                lines.append(f"    {predictor:<15} " + "  ".join(_with_ci(k, vals.get(k)) for k in ("f1", "pr_auc")))
+    page = root / "report" / "index.html"
+    if page.is_file():
+        lines += ["", f"report: {page.absolute()}"]
+    return "\n".join(lines)
+
+
+def _with_ci(name: str, row: dict | None) -> str:
+    label = {"f1": "F1", "pr_auc": "PR-AUC"}[name]
+    if row is None or row["value"] is None or row["value"] != row["value"]:
+        return f"{label} -"
+    ci = f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if row["ci_low"] is not None else ""
+    return f"{label} {row['value']:.3f}{ci}"

@@ -1,0 +1,87 @@
+"""The `combined` table (spec §3, §4.1): every feature of every scored sequence, one row per model@revision.
+
+Labels come from `memorization` (one partition per model@revision) and, when the input came with published scores,
+from `published_memorization` (revision "published": is_memorized = score == 1, no perplexities). Every feature
+table is left-joined on sequence_id after its duplicate ids are removed (deterministically: the row that sorts first
+on all columns is kept), and the category of spec §3 is added. Nothing is collected: all joins run in Spark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from semmem.catalog import table
+from semmem.taxonomy.features import category_column
+
+# Feature table -> the stage that writes it, in the column order of `combined`.
+FEATURE_TABLES: dict[str, str] = {
+    "sequence_duplicates": "duplicates", "token_frequency_stats": "frequencies", "templating": "templating",
+    "huffman": "huffman", "semantic_matches": "semantic", "textual_matches": "textual", "code_scores": "code"}
+LABEL_COLUMNS = ("memorization_score", "is_memorized", "matched_prefix", "prompt_perplexity",
+                 "generation_perplexity", "sequence_perplexity")
+
+
+@dataclass(frozen=True)
+class Deduplicated:
+    df: DataFrame
+    removed: int  # rows dropped because their key repeated
+
+
+def deduplicate(df: DataFrame, key: list[str]) -> Deduplicated:
+    """One row per key: the one that sorts first on all its columns (deterministic whatever the partitioning)."""
+    removed = df.groupBy(*key).count().where(F.col("count") > 1).agg(F.sum(F.col("count") - 1)).first()[0] or 0
+    if not removed:
+        return Deduplicated(df, 0)
+    others = [F.col(c).asc_nulls_last() for c in df.columns if c not in key and not _is_complex(df, c)]
+    first = F.row_number().over(Window.partitionBy(*key).orderBy(*others))
+    return Deduplicated(df.withColumn("_rank", first).where(F.col("_rank") == 1).drop("_rank"), int(removed))
+
+
+def _is_complex(df: DataFrame, column: str) -> bool:
+    return df.schema[column].dataType.typeName() in ("array", "map", "struct")
+
+
+def labels(memorization: DataFrame | None, published: DataFrame | None) -> DataFrame:
+    """(model, revision, sequence_id, LABEL_COLUMNS...) from the scored models and the published scores."""
+    frames = []
+    if memorization is not None:
+        frames.append(memorization.select("model", "revision", "sequence_id", *LABEL_COLUMNS))
+    if published is not None:
+        score = F.col("memorization_score")
+        frames.append(published.select(
+            "model", F.lit("published").alias("revision"), "sequence_id", score,
+            (score >= 1.0).alias("is_memorized"), *[F.lit(None).cast(t).alias(c) for c, t in (
+                ("matched_prefix", "int"), ("prompt_perplexity", "double"), ("generation_perplexity", "double"),
+                ("sequence_perplexity", "double"))]))
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.unionByName(f)
+    return out
+
+
+def null_columns(name: str) -> list[Column]:
+    """The columns table `name` would add to `combined`, as typed NULLs (for a table allowed to be missing)."""
+    tdef = table(name)
+    return [F.lit(None).cast(f.dataType).alias(f.name) for f in tdef.spark_schema.fields if f.name != "sequence_id"
+            and f.name in table("combined").columns]
+
+
+def combine(label_rows: DataFrame, sequences: DataFrame, features: dict[str, DataFrame | None],
+            duplicate_threshold: int) -> DataFrame:
+    """The combined rows: labels x sequences (pile_set_name) x each feature table (None: NULL columns), + category.
+
+    `features` maps each FEATURE_TABLES name to its deduplicated rows, restricted to the columns `combined` keeps."""
+    combined_columns = set(table("combined").columns)
+    out = label_rows.join(sequences.select("sequence_id", "pile_set_name"), "sequence_id", "left")
+    for name in FEATURE_TABLES:
+        df = features.get(name)
+        if df is None:
+            out = out.select("*", *null_columns(name))
+        else:
+            keep = [c for c in df.columns if c == "sequence_id" or c in combined_columns
+                    or c.startswith(("semantic_matches_", "textual_matches_"))]
+            out = out.join(df.select(*keep), "sequence_id", "left")
+    return out.withColumn("category", category_column(duplicate_threshold))

@@ -1,0 +1,107 @@
+"""The taxonomy's vocabulary: model features, their upstream and display names, and the category rule (spec §3, §4).
+
+- `MODEL_FEATURES`: the 13 continuous features + `is_templating` in upstream's column order (its
+  `baseline_model.feature_names_in_`), under our column names; `UPSTREAM_NAMES` and `DISPLAY_NAMES` map them back.
+- `category_column(duplicate_threshold)` (a Spark Column) and `categorize(df, duplicate_threshold)` (pandas) are the
+  same rule: recitation if sequence_duplicates > threshold, else reconstruction if is_templating, else recollection.
+  A NULL in an input that decides the category gives NULL, so a stage that was not run never silently turns rows into
+  reconstruction or recollection.
+- `select_rows(df, features)`: leaves out features that are entirely NULL, drops rows with a NULL label, category or
+  used feature, and counts the drops by the column that caused them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+from semmem.errors import ConfigError
+
+CATEGORIES = ("recitation", "reconstruction", "recollection")
+LABEL = "is_memorized"
+
+# our column -> upstream column (spec §2, §4.1), in upstream's model order
+UPSTREAM_NAMES: dict[str, str] = {
+    "sequence_duplicates": "sequence_duplicates",
+    "max_frequency": "max_frequency",
+    "avg_frequency": "avg_frequency",
+    "min_frequency": "min_frequency",
+    "median_frequency": "median_frequency",
+    "p25_frequency": "p25_frequency",
+    "p75_frequency": "p75_frequency",
+    "generation_perplexity": "generation_perplexity",
+    "prompt_perplexity": "prompt_perplexity",
+    "sequence_perplexity": "sequence_perplexity",
+    "textual_matches_0_8": "0_8_templates",
+    "semantic_matches_0_8": "0_8_snowclones",
+    "huffman_coding_length": "huffman_coding_length",
+    "is_templating": "is_templating",
+}
+MODEL_FEATURES: tuple[str, ...] = tuple(UPSTREAM_NAMES)
+BINARY_FEATURES = frozenset({"is_templating"})  # used as 0/1, never standardized (as upstream)
+
+# plot labels of spec §4.5; the others are upstream's column names
+# Upstream's plot names for three features (spec §4.5); plain words for the rest.
+DISPLAY_NAMES: dict[str, str] = {
+    "sequence_duplicates": "Duplicates", "max_frequency": "Max frequency", "avg_frequency": "Mean frequency",
+    "min_frequency": "Min frequency", "median_frequency": "Median frequency", "p25_frequency": "P25 frequency",
+    "p75_frequency": "P75 frequency", "generation_perplexity": "Continuation PPL", "prompt_perplexity": "Prompt PPL",
+    "sequence_perplexity": "Sequence PPL", "textual_matches_0_8": "Textual Matches",
+    "semantic_matches_0_8": "Semantic Matches", "huffman_coding_length": "Huffman coding length",
+    "is_templating": "Templating", "intercept": "Intercept",
+}
+
+
+def category_column(duplicate_threshold: int = 5) -> Column:
+    """The category of spec §3 as a Spark Column over sequence_duplicates and is_templating (NULL inputs -> NULL)."""
+    dup, tmpl = F.col("sequence_duplicates"), F.col("is_templating")
+    none = F.lit(None).cast("string")
+    return (F.when(dup.isNull(), none).when(dup > duplicate_threshold, F.lit(CATEGORIES[0]))
+            .when(tmpl.isNull(), none).when(tmpl, F.lit(CATEGORIES[1])).otherwise(F.lit(CATEGORIES[2])))
+
+
+def categorize(df: pd.DataFrame, duplicate_threshold: int = 5) -> pd.Series:
+    """`category_column` on a pandas frame: an object Series of category names or None."""
+    dup = pd.to_numeric(df["sequence_duplicates"], errors="coerce")
+    tmpl = df["is_templating"].astype("boolean")
+    conditions = [dup.isna().to_numpy(), (dup > duplicate_threshold).fillna(False).to_numpy(dtype=bool),
+                  tmpl.isna().to_numpy(), tmpl.fillna(False).to_numpy(dtype=bool)]
+    out = np.select(conditions, [None, CATEGORIES[0], None, CATEGORIES[1]], default=CATEGORIES[2])
+    return pd.Series(out, index=df.index, dtype=object, name="category")
+
+
+def one_model(df: pd.DataFrame) -> tuple[str, str]:
+    """The (model, revision) of a frame that must hold the rows of exactly one model@revision."""
+    pairs = df[["model", "revision"]].drop_duplicates()
+    if len(pairs) != 1:
+        raise ConfigError(f"expected the rows of one model@revision, found {len(pairs)}: "
+                          f"{pairs.head(5).to_dict('records')}; filter `combined` per model and revision")
+    return str(pairs.iloc[0, 0]), str(pairs.iloc[0, 1])
+
+
+@dataclass(frozen=True)
+class RowSelection:
+    """What `select_rows` kept and left out, for the stage's log and the weights table."""
+
+    features: tuple[str, ...]  # used, in MODEL_FEATURES order
+    missing: tuple[str, ...]  # absent or entirely NULL: left out of every model
+    dropped_rows: dict[str, int]  # rows dropped for a NULL, by the first NULL column (label, category, feature order)
+    n_input: int
+
+
+def select_rows(df: pd.DataFrame, features: tuple[str, ...] = MODEL_FEATURES) -> tuple[pd.DataFrame, RowSelection]:
+    """The rows complete in label, category and every usable feature; features that are entirely NULL are left out."""
+    present = [f for f in features if f in df.columns and df[f].notna().any()]
+    missing = tuple(f for f in features if f not in present)
+    keep = np.ones(len(df), dtype=bool)
+    dropped: dict[str, int] = {}
+    for col in [LABEL, "category", *present]:
+        null = df[col].isna().to_numpy() & keep
+        if null.any():
+            dropped[col] = int(null.sum())
+            keep &= ~null
+    return df.loc[keep], RowSelection(tuple(present), missing, dropped, len(df))

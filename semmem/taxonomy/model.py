@@ -1,0 +1,372 @@
+"""Baseline and taxonomic logistic regressions of memorization (spec §4.1, §4.2), leak-free by default.
+
+Pure functions over the `combined` rows of ONE model@revision (pandas in, catalog-shaped pandas out; no Spark):
+- `prepare_split(combined, ...)` -> Split: the usable rows (`select_rows`), a seeded stratified cap of `max_rows`, a
+  train/test split stratified on label + category, and the scaler statistics.
+- `taxonomy_model(combined, ...)` -> TaxonomyResult: the baseline (one LR on all training rows) and the taxonomic model
+  (one LR per category; each test row is scored by its category's model), with `.metrics` (taxonomy_metrics rows)
+  and `.weights` (taxonomy_weights rows).
+- `add_predictor(result, name, train_groups, test_groups, names)`: one more grouped predictor (the best partition of
+  semmem.taxonomy.search), metrics and weights recomputed on the same resamples.
+- `fit_groups`, `predict_groups`, `design`: one LR per group and its probabilities; the partition search reuses them.
+
+Default protocol vs `upstream_protocol=True` (for comparison with the published numbers, spec §4.1, §4.2, §7.3):
+| step | default | upstream_protocol |
+|---|---|---|
+| scaler | fit on the training rows | fit on all rows before the split (test statistics leak) |
+| LR fit rows | all training rows of the group | 80% of them (stratified by label); the 20% "validation" is unused |
+| roc_auc, pr_auc | from probabilities | from hard 0/1 predictions (the ROC AUC is then the balanced accuracy) |
+| value, CI, std | full test set; seeded bootstrap | mean, percentiles, std over KFold(100, shuffle)'s 99% folds |
+| LRT | from probabilities, df = extra parameters | from hard predictions (clipped at float eps), df = 1 |
+| Wald test | training rows, the fit's class weights, sandwich SEs | test rows, unweighted inverse information |
+Both use the same split (`seed`), LogisticRegression(L2, C=1, balanced class weights, max_iter=10000,
+random_state=seed) on continuous features z-scored and is_templating as 0/1, precision/recall/F1 at P > 0.5 and an ECE
+with `ece_bins` bins (upstream's comparison file: 5). Upstream also puts every row of its separate memories dataset
+into training only; `combined` is one sample, so there is nothing to add. Coefficients are on the standardized scale.
+
+Degenerate data never raises: a group (category) with no training rows or one class gets no model (weights status
+`not_fitted` with the reason) and its test rows are scored by the baseline, so the aggregate stays comparable; a
+subset with no test rows or one class has NaN AUCs. Only bad arguments raise ConfigError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from semmem.errors import ConfigError, InputError
+from semmem.taxonomy.features import (
+    BINARY_FEATURES, CATEGORIES, DISPLAY_NAMES, LABEL, RowSelection, one_model, select_rows)
+from semmem.taxonomy.frames import table_frame
+from semmem.taxonomy.metrics import METRICS, bootstrap_weights, kfold_weights, summarize, weighted_metrics
+
+AGGREGATE = "aggregate"
+_EPS = float(np.finfo(np.float64).eps)  # probability clip of the log-likelihood, as sklearn's log_loss
+
+
+@dataclass(frozen=True)
+class Part:
+    """One side of the split: unscaled features (the partition thresholds apply to these), label, category."""
+
+    sequence_id: np.ndarray  # (n,) int64
+    raw: np.ndarray  # (n, k) float64, columns = Split.features
+    y: np.ndarray  # (n,) bool: is_memorized
+    category: np.ndarray  # (n,) int8: index into CATEGORIES (compact for the search's broadcast)
+
+    def category_names(self) -> np.ndarray:
+        return np.asarray(CATEGORIES, dtype=object)[self.category]
+
+
+@dataclass(frozen=True)
+class Split:
+    model: str
+    revision: str
+    train: Part
+    test: Part
+    features: tuple[str, ...]
+    mean: np.ndarray  # (k,) scaler statistics; 0 / 1 for binary features (not scaled)
+    scale: np.ndarray
+    selection: RowSelection
+    n_capped: int  # usable rows left out by max_rows
+    upstream_protocol: bool
+    seed: int
+
+    @property
+    def protocol(self) -> str:
+        return "upstream" if self.upstream_protocol else "default"
+
+    def column(self, feature: str) -> int:
+        return self.features.index(feature)
+
+
+def design(split: Split, part: Part) -> np.ndarray:
+    """The LR input of `part`: continuous features z-scored with the split's scaler, binary ones as 0/1."""
+    return (part.raw - split.mean) / split.scale
+
+
+def stratified_mask(strata: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A seeded sample of round(n * fraction) rows, each stratum contributing its share (largest remainder)."""
+    n = len(strata)
+    _, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    total = int(round(n * fraction))
+    quota = counts * (total / max(n, 1))
+    take = np.floor(quota).astype(np.int64)
+    take[np.argsort(-(quota - take), kind="stable")[:total - int(take.sum())]] += 1
+    order = np.lexsort((rng.random(n), inverse))  # grouped by stratum, random within
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - (np.cumsum(counts) - counts)[inverse[order]]
+    return rank < take[inverse]
+
+
+def prepare_split(combined: pd.DataFrame, *, upstream_protocol: bool = False, test_fraction: float = 0.2,
+                  seed: int = 1024, max_rows: int | None = None) -> Split:
+    """Usable rows, capped at `max_rows` and split train/test, both stratified on label + category and seeded."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"taxonomy.test_fraction = {test_fraction}; expected a share strictly between 0 and 1")
+    model, revision = one_model(combined)
+    rows, selection = select_rows(combined)
+    unknown = sorted(set(rows["category"]) - set(CATEGORIES))
+    if unknown:
+        raise InputError(f"combined has category values {unknown[:5]}; expected {', '.join(CATEGORIES)} or NULL "
+                         f"(semmem.taxonomy.features.category_column)")
+    rng = np.random.default_rng(seed)
+    strata = rows["category"].astype(str).to_numpy() + rows[LABEL].astype(bool).astype(str).to_numpy()
+    n_capped = 0
+    if max_rows is not None and len(rows) > max_rows:
+        keep = stratified_mask(strata, max_rows / len(rows), rng)
+        n_capped = int((~keep).sum())
+        rows, strata = rows[keep], strata[keep]
+    test = stratified_mask(strata, test_fraction, rng)
+    features = selection.features
+    raw = rows[list(features)].to_numpy(dtype=np.float64)
+    continuous = np.array([f not in BINARY_FEATURES for f in features], dtype=bool)
+    mean, scale = np.zeros(len(features)), np.ones(len(features))
+    fit_rows = raw if upstream_protocol else raw[~test]
+    if continuous.any() and len(fit_rows):
+        scaler = StandardScaler().fit(fit_rows[:, continuous])
+        mean[continuous], scale[continuous] = scaler.mean_, scaler.scale_
+    category = pd.Categorical(rows["category"], categories=CATEGORIES).codes.astype(np.int8)
+    ids = rows["sequence_id"].to_numpy(dtype=np.int64)
+    y = rows[LABEL].to_numpy(dtype=bool)
+    parts = [Part(ids[m], raw[m], y[m], category[m]) for m in (~test, test)]
+    return Split(model, revision, parts[0], parts[1], features, mean, scale, selection, n_capped, upstream_protocol,
+                 seed)
+
+
+@dataclass(frozen=True)
+class GroupFit:
+    """The LR of one group (a category, a partition, or all rows), or why there is none."""
+
+    name: str
+    model: LogisticRegression | None
+    reason: str | None  # set when model is None
+    rows: np.ndarray  # indices (into the training part) the model was fitted on
+
+
+def _unfit_reason(y: np.ndarray, n_features: int) -> str | None:
+    if n_features == 0:
+        return "no usable features"
+    if len(y) == 0:
+        return "no training rows"
+    if y.all() or not y.any():
+        return f"one class in training ({len(y)} rows, all {'memorized' if y.all() else 'not memorized'})"
+    return None
+
+
+def fit_groups(x: np.ndarray, y: np.ndarray, groups: np.ndarray, names: tuple[str, ...], *, seed: int,
+               upstream_protocol: bool) -> dict[str, GroupFit]:
+    """One LogisticRegression per group name over the training rows with that group (spec §4.1).
+
+    BLAS runs single-threaded here: on these small matrices its threads cost up to 8x (measured on 2 cores), and the
+    partition search gets its parallelism from Spark tasks instead.
+    """
+    with threadpool_limits(1, user_api="blas"):
+        return {name: _fit_group(x, y, groups, name, seed=seed, upstream_protocol=upstream_protocol)
+                for name in names}
+
+
+def _fit_group(x: np.ndarray, y: np.ndarray, groups: np.ndarray, name: str, *, seed: int,
+               upstream_protocol: bool) -> GroupFit:
+    rows = np.flatnonzero(groups == name)
+    if upstream_protocol and len(rows):  # upstream fits on 80% of the rows, stratified by label
+        rows = rows[stratified_mask(y[rows], 0.8, np.random.default_rng(seed))]
+    reason = _unfit_reason(y[rows], x.shape[1])
+    model = None
+    if reason is None:
+        model = LogisticRegression(C=1.0, l1_ratio=0.0, class_weight="balanced", max_iter=10_000,
+                                   random_state=seed).fit(x[rows], y[rows])
+    return GroupFit(name, model, reason, rows)
+
+
+def predict_groups(fits: dict[str, GroupFit], x: np.ndarray, groups: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """P(memorized) of each row from its group's model; `fallback` for rows whose group has no model."""
+    p = np.array(fallback, dtype=np.float64, copy=True)
+    for name, fit in fits.items():
+        mask = groups == name
+        if fit.model is not None and mask.any():
+            p[mask] = fit.model.predict_proba(x[mask])[:, 1]
+    return p
+
+
+def log_likelihood(y: np.ndarray, p: np.ndarray, *, hard_labels: bool = False) -> float:
+    """sum y log p + (1 - y) log(1 - p), p clipped to [eps, 1 - eps]; hard_labels: p replaced by 1[p > 0.5]."""
+    q = np.clip((p > 0.5).astype(float) if hard_labels else p, _EPS, 1.0 - _EPS)
+    return float(np.sum(np.where(y, np.log(q), np.log1p(-q))))
+
+
+def likelihood_ratio_test(y: np.ndarray, p_null: np.ndarray, p_alt: np.ndarray, df: int, *,
+                          hard_labels: bool = False) -> tuple[float, float]:
+    """(statistic, p-value) of -2 (LL_null - LL_alt) against chi2(df); NaN when df < 1 or a probability is NaN."""
+    stat = -2.0 * (log_likelihood(y, p_null, hard_labels=hard_labels)
+                   - log_likelihood(y, p_alt, hard_labels=hard_labels))
+    return stat, float(stats.chi2.sf(stat, df)) if df >= 1 and np.isfinite(stat) else np.nan
+
+
+def wald_standard_errors(x: np.ndarray, p: np.ndarray, *, weights: np.ndarray | None = None,
+                         y: np.ndarray | None = None) -> np.ndarray:
+    """Standard errors of logistic coefficients for the design `x` (intercept column included).
+
+    Information A = x' diag(w p (1 - p)) x. Without `y`: sqrt(diag(A^-1)) (spec §4.2). With `y`: the sandwich
+    A^-1 B A^-1, B = x' diag(w^2 (y - p)^2) x, which stays valid when `w` are class weights rather than frequency
+    weights. A singular A (collinear columns) gives NaN.
+    """
+    w = np.ones(len(p)) if weights is None else weights
+    info = (x * (w * p * (1.0 - p))[:, None]).T @ x
+    if np.linalg.matrix_rank(info) < x.shape[1]:
+        return np.full(x.shape[1], np.nan)
+    cov = np.linalg.inv(info)
+    if y is not None:
+        meat = (x * ((w * (y - p)) ** 2)[:, None]).T @ x
+        cov = cov @ meat @ cov
+    d = np.diag(cov)
+    return np.sqrt(np.where(d >= 0, d, np.nan))
+
+
+def _balanced_weights(y: np.ndarray) -> np.ndarray:
+    """sklearn's class_weight='balanced' per row: n / (2 n_class)."""
+    n_pos = y.sum()
+    return np.where(y, len(y) / (2.0 * max(n_pos, 1)), len(y) / (2.0 * max(len(y) - n_pos, 1)))
+
+
+@dataclass(frozen=True)
+class Predictor:
+    name: str  # baseline | taxonomic | best_partition
+    fits: dict[str, GroupFit]
+    train_groups: np.ndarray
+    test_groups: np.ndarray
+    test_p: np.ndarray  # P(memorized) of every test row
+
+    def n_parameters(self, n_features: int) -> int:
+        """Coefficients + intercepts of its models; the baseline's count once if its fallback scores test rows."""
+        fitted = sum(f.model is not None for f in self.fits.values())
+        fallback = any(f.model is None and (self.test_groups == f.name).any() for f in self.fits.values())
+        return (n_features + 1) * (fitted + fallback)
+
+
+@dataclass(frozen=True)
+class TaxonomyResult:
+    split: Split
+    predictors: dict[str, Predictor]
+    metrics: pd.DataFrame  # taxonomy_metrics rows
+    weights: pd.DataFrame  # taxonomy_weights rows
+    bootstrap_rounds: int
+    ci_level: float
+    ece_bins: int
+
+
+def _grouped(split: Split, name: str, train_groups: np.ndarray, test_groups: np.ndarray, names: tuple[str, ...],
+             fallback: np.ndarray) -> Predictor:
+    x_train, x_test = design(split, split.train), design(split, split.test)
+    fits = fit_groups(x_train, split.train.y, train_groups, names, seed=split.seed,
+                      upstream_protocol=split.upstream_protocol)
+    return Predictor(name, fits, train_groups, test_groups, predict_groups(fits, x_test, test_groups, fallback))
+
+
+def taxonomy_model(combined: pd.DataFrame, *, upstream_protocol: bool = False, test_fraction: float = 0.2,
+                   seed: int = 1024, max_rows: int | None = None, bootstrap_rounds: int = 200,
+                   ci_level: float = 0.95, ece_bins: int = 10) -> TaxonomyResult:
+    """Baseline and taxonomic LRs of one model@revision, their test metrics (with CIs) and Wald-tested weights."""
+    split = prepare_split(combined, upstream_protocol=upstream_protocol, test_fraction=test_fraction, seed=seed,
+                          max_rows=max_rows)
+    n_train, n_test = len(split.train.y), len(split.test.y)
+    everyone = (np.full(n_train, AGGREGATE, dtype=object), np.full(n_test, AGGREGATE, dtype=object))
+    baseline = _grouped(split, "baseline", *everyone, (AGGREGATE,), np.full(n_test, np.nan))
+    taxonomic = _grouped(split, "taxonomic", split.train.category_names(), split.test.category_names(), CATEGORIES,
+                         baseline.test_p)
+    return _result(split, {"baseline": baseline, "taxonomic": taxonomic}, bootstrap_rounds, ci_level, ece_bins)
+
+
+def add_predictor(result: TaxonomyResult, name: str, train_groups: np.ndarray, test_groups: np.ndarray,
+                  names: tuple[str, ...]) -> TaxonomyResult:
+    """`result` with one more grouped predictor (fallback: the baseline), all metrics on the same resamples."""
+    pred = _grouped(result.split, name, train_groups, test_groups, names, result.predictors["baseline"].test_p)
+    return _result(result.split, {**result.predictors, name: pred}, result.bootstrap_rounds, result.ci_level,
+                   result.ece_bins)
+
+
+def _result(split: Split, predictors: dict[str, Predictor], bootstrap_rounds: int, ci_level: float,
+            ece_bins: int) -> TaxonomyResult:
+    return TaxonomyResult(split, predictors, _metrics(split, predictors, bootstrap_rounds, ci_level, ece_bins),
+                          _weights(split, predictors), bootstrap_rounds, ci_level, ece_bins)
+
+
+def _metrics(split: Split, predictors: dict[str, Predictor], bootstrap_rounds: int, ci_level: float,
+             ece_bins: int) -> pd.DataFrame:
+    test, upstream = split.test, split.upstream_protocol
+    names = test.category_names()
+    subsets = {AGGREGATE: np.ones(len(test.y), dtype=bool), **{c: names == c for c in CATEGORIES}}
+    resampled: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {
+        (p, s): {m: [np.zeros(0)] for m in METRICS} for p in predictors for s in subsets}
+    chunks = kfold_weights(len(test.y), split.seed) if upstream else \
+        bootstrap_weights(len(test.y), bootstrap_rounds, split.seed)
+    for w in chunks:
+        for pname, pred in predictors.items():
+            for sname, mask in subsets.items():
+                got = weighted_metrics(test.y[mask], pred.test_p[mask], w[:, mask], ece_bins=ece_bins,
+                                       hard_label_auc=upstream)
+                for m in METRICS:
+                    resampled[pname, sname][m].append(got[m])
+    base = {"model": split.model, "revision": split.revision, "protocol": split.protocol}
+    rows = []
+    for pname, pred in predictors.items():
+        for sname, mask in subsets.items():
+            point = weighted_metrics(test.y[mask], pred.test_p[mask], np.ones((1, int(mask.sum()))),
+                                     ece_bins=ece_bins, hard_label_auc=upstream)
+            for m in METRICS:
+                mean, low, high, std = summarize(np.concatenate(resampled[pname, sname][m]), ci_level)
+                rows.append({**base, "predictor": pname, "subset": sname, "metric": m,
+                             "value": mean if upstream else float(point[m][0]), "ci_low": low, "ci_high": high,
+                             "std": std, "n_rows": int(mask.sum()), "n_positive": int(test.y[mask].sum())})
+        if pname != "baseline":
+            k = len(split.features)
+            df = 1 if upstream else pred.n_parameters(k) - predictors["baseline"].n_parameters(k)
+            stat, p_value = likelihood_ratio_test(test.y, predictors["baseline"].test_p, pred.test_p, df,
+                                                  hard_labels=upstream)
+            for m, v in (("lrt_statistic", stat), ("lrt_df", float(df)), ("lrt_p_value", p_value)):
+                rows.append({**base, "predictor": pname, "subset": AGGREGATE, "metric": m, "value": v,
+                             "n_rows": len(test.y), "n_positive": int(test.y.sum())})
+    return table_frame("taxonomy_metrics", rows)
+
+
+def _weights(split: Split, predictors: dict[str, Predictor]) -> pd.DataFrame:
+    base = {"model": split.model, "revision": split.revision, "protocol": split.protocol}
+    names = ("intercept", *split.features)
+    x_train, x_test = design(split, split.train), design(split, split.test)
+    rows = []
+    for pname, pred in predictors.items():
+        for gname, fit in pred.fits.items():
+            common = {**base, "predictor": pname, "subset": gname}
+            rows += [{**common, "feature": f, "display_name": DISPLAY_NAMES[f], "status": "missing",
+                      "note": "absent or entirely NULL in combined: left out"} for f in split.selection.missing]
+            if fit.model is None:
+                rows += [{**common, "feature": f, "display_name": DISPLAY_NAMES[f], "status": "not_fitted",
+                          "note": fit.reason, "n_rows": len(fit.rows)} for f in names]
+                continue
+            if split.upstream_protocol:  # upstream: test rows of the group, unweighted information
+                x, y, w = x_test[pred.test_groups == gname], None, None
+            else:  # the rows the model was fitted on, with its class weights, robust (sandwich) SEs
+                x, y = x_train[fit.rows], split.train.y[fit.rows]
+                w = _balanced_weights(y)
+            beta = np.r_[fit.model.intercept_, fit.model.coef_[0]]
+            varies = np.r_[True, np.ptp(x, axis=0) > 0] if len(x) else np.zeros(len(names), dtype=bool)
+            se = np.full(len(names), np.nan)
+            if len(x):
+                design_x = np.c_[np.ones(len(x)), x][:, varies]
+                p = fit.model.predict_proba(x)[:, 1]
+                se[varies] = wald_standard_errors(design_x, p, weights=w, y=None if y is None else y.astype(float))
+            z = beta / se
+            p_value = 2.0 * stats.norm.sf(np.abs(z))
+            for i, f in enumerate(names):
+                constant = len(x) > 0 and not varies[i]
+                note = "constant on the Wald-test rows: dropped from the test" if constant else \
+                    None if len(x) else "no rows for the Wald test"
+                rows.append({**common, "feature": f, "display_name": DISPLAY_NAMES[f], "coefficient": float(beta[i]),
+                             "std_error": se[i], "z_value": z[i], "p_value": p_value[i],
+                             "status": "constant" if constant else "fitted", "note": note, "n_rows": len(x)})
+    return table_frame("taxonomy_weights", rows)

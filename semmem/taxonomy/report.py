@@ -1,0 +1,419 @@
+"""The report: what each model memorized and why, as one self-contained HTML page with its figures (spec §4.5).
+
+`ReportData` holds the small, already-aggregated tables the `report` stage reads (category counts, the taxonomy
+tables, a few example sequences); `write_report` draws the figures with matplotlib (Agg, no display), writes them
+as PNGs beside `index.html` and embeds them in it as data URIs, so the page opens anywhere without a network.
+Every figure has a title, axis labels and units; every estimate shows its interval and the rows it rests on.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from semmem.taxonomy.features import DISPLAY_NAMES, MODEL_FEATURES
+
+CATEGORY_ORDER = ("recitation", "reconstruction", "recollection")
+SUBSET_ORDER = (*CATEGORY_ORDER, "aggregate")
+PREDICTOR_ORDER = ("baseline", "taxonomic", "best_partition")
+METRIC_LABELS = {"pr_auc": "PR-AUC", "roc_auc": "ROC-AUC", "precision": "Precision", "recall": "Recall", "f1": "F1",
+                 "ece": "ECE (lower is better)"}
+COLORS = {"recitation": "#4e79a7", "reconstruction": "#f28e2b", "recollection": "#59a14f", "aggregate": "#76716f",
+          "baseline": "#9c9c9c", "taxonomic": "#4e79a7", "best_partition": "#e15759"}
+# Published Pythia-12B-deduped numbers (spec §6.2, §6.4), shown for context: another model and corpus than ours.
+UPSTREAM_SHARES = {"recitation": 83.71, "reconstruction": 2.95, "recollection": 13.35}
+UPSTREAM_F1 = {"taxonomic": 0.668, "baseline": 0.627, "best_partition": 0.636}
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """The tables a report is drawn from (pandas, bounded: aggregates and a few example rows)."""
+
+    title: str
+    categories: pd.DataFrame  # model, revision, category, sequences, memorized
+    metrics: pd.DataFrame  # taxonomy_metrics rows
+    weights: pd.DataFrame  # taxonomy_weights rows
+    correlations: pd.DataFrame  # feature_correlations rows
+    search: pd.DataFrame  # taxonomy_search rows (the best few per model)
+    kl: pd.DataFrame  # duplicate_threshold_kl rows
+    forecast: pd.DataFrame  # memorization_forecast rows
+    examples: pd.DataFrame  # model, revision, category, sequence_id, text, is_memorized, features...
+    duplicate_threshold: int
+    notes: list[str] = field(default_factory=list)  # provenance lines (warehouse, table versions, config)
+
+
+def slug(model: str, revision: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model}@{revision}").strip("_")
+
+
+def wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval of a proportion k/n (NaN where n = 0)."""
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def _in_model_order(rows: pd.DataFrame) -> list[str]:
+    """The features in `rows`, in the model's feature order (frequencies together, perplexities together, ...)."""
+    present = set(rows["feature"])
+    return [f for f in (*MODEL_FEATURES, "intercept") if f in present]
+
+
+# ------------------------------------------------------------------------------------------------------- figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
+                         "axes.titleweight": "bold", "font.size": 9})
+    return plt
+
+
+def category_figure(cats: pd.DataFrame, model: str, revision: str):
+    """Sequences per category and the share of them memorized (95% Wilson intervals)."""
+    plt = _plt()
+    c = cats.set_index("category").reindex(list(CATEGORY_ORDER)).fillna(0)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    x = np.arange(len(CATEGORY_ORDER))
+    colors = [COLORS[k] for k in CATEGORY_ORDER]
+    a.bar(x, c["sequences"], color=colors, alpha=0.45, label="all sequences")
+    a.bar(x, c["memorized"], color=colors, label="memorized")
+    for i, (n, m) in enumerate(zip(c["sequences"], c["memorized"])):
+        a.annotate(f"{int(m):,} / {int(n):,}", (i, n), ha="center", va="bottom", fontsize=8)
+    a.set(xticks=x, xticklabels=CATEGORY_ORDER, ylabel="sequences (count)", title="Sequences per category")
+    a.legend(frameon=False, fontsize=8)
+    rate = np.where(c["sequences"] > 0, c["memorized"] / c["sequences"].replace(0, np.nan), np.nan) * 100
+    lo, hi = wilson(c["memorized"], c["sequences"])
+    b.bar(x, rate, color=colors, yerr=[rate - lo * 100, hi * 100 - rate], capsize=4)
+    b.set(xticks=x, xticklabels=CATEGORY_ORDER, ylabel="memorized (% of the category)",
+          title="Memorized rate per category (95% CI)", ylim=(0, 100))
+    fig.suptitle(f"{model}@{revision}: the taxonomy", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def metrics_figure(metrics: pd.DataFrame, model: str, revision: str):
+    """Test metrics of the baseline, taxonomic and best-partition models per subset, with their intervals."""
+    plt = _plt()
+    m = metrics[metrics["metric"].isin(list(METRIC_LABELS))]
+    predictors = [p for p in PREDICTOR_ORDER if p in set(m["predictor"])]
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.6), sharex=True)
+    x = np.arange(len(SUBSET_ORDER))
+    width = 0.8 / max(1, len(predictors))
+    for ax, (metric, label) in zip(axes.flat, METRIC_LABELS.items()):
+        for k, p in enumerate(predictors):
+            rows = m[(m["metric"] == metric) & (m["predictor"] == p)].set_index("subset").reindex(list(SUBSET_ORDER))
+            v = rows["value"].to_numpy(float)
+            err = np.vstack([v - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - v])
+            ax.bar(x + (k - (len(predictors) - 1) / 2) * width, v, width, yerr=np.nan_to_num(np.abs(err)),
+                   capsize=2, color=COLORS[p], label=p.replace("_", " "))
+        ax.set(title=label, ylabel="score (0-1)", xticks=x, xticklabels=SUBSET_ORDER, ylim=(0, 1.05))
+        ax.tick_params(axis="x", rotation=20)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=len(predictors), frameon=False, fontsize=8)
+    fig.suptitle(f"{model}@{revision}: predicting memorization on held-out sequences (bars: 95% CI)",
+                 fontsize=10, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def weights_figure(weights: pd.DataFrame, model: str, revision: str):
+    """Coefficients (standardized features) of the baseline and of each category's model, symlog axis."""
+    plt = _plt()
+    w = weights[weights["status"] == "fitted"]
+    groups = [("baseline", "aggregate")] + [("taxonomic", c) for c in CATEGORY_ORDER]
+    groups = [g for g in groups if ((w["predictor"] == g[0]) & (w["subset"] == g[1])).any()]
+    features = _in_model_order(weights)
+    fig, ax = plt.subplots(figsize=(8, 0.12 * len(features) * max(1, len(groups)) + 1.4))
+    y = np.arange(len(features))
+    h = 0.8 / max(1, len(groups))
+    for k, (pred, subset) in enumerate(groups):
+        rows = w[(w["predictor"] == pred) & (w["subset"] == subset)].set_index("feature").reindex(features)
+        color = COLORS["baseline"] if pred == "baseline" else COLORS[subset]
+        ax.barh(y + (k - (len(groups) - 1) / 2) * h, rows["coefficient"].to_numpy(float), h, color=color,
+                label="baseline (all)" if pred == "baseline" else f"{subset} model")
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set(yticks=y, yticklabels=[DISPLAY_NAMES[f] for f in features], xlabel="coefficient (log-odds per standard deviation; symlog scale)",
+           title=f"{model}@{revision}: what predicts memorization in each category")
+    ax.invert_yaxis()
+    if groups:
+        ax.legend(frameon=False, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def correlations_figure(corr: pd.DataFrame, model: str, revision: str):
+    """Pearson, Spearman and xi of each feature with memorization, all sequences."""
+    plt = _plt()
+    c = corr[(corr["category"] == "all") & (corr["text_type"] == "all")]
+    features = _in_model_order(c)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 0.28 * len(features) + 1.8), sharey=True)
+    for ax, (stat, label, lim) in zip(axes, (("pearson", "Pearson r", (-1, 1)), ("spearman", "Spearman rho", (-1, 1)),
+                                             ("xi", "Chatterjee xi", (0, 1)))):
+        rows = c[c["statistic"] == stat].set_index("feature").reindex(features)
+        v = rows["value"].to_numpy(float)
+        ax.barh(np.arange(len(features)), np.nan_to_num(v), color=np.where(v >= 0, "#4e79a7", "#e15759"))
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set(xlim=lim, title=label, xlabel="correlation with memorized (unitless)")
+    axes[0].set(yticks=np.arange(len(features)), yticklabels=[DISPLAY_NAMES[f] for f in features])
+    axes[0].invert_yaxis()
+    fig.suptitle(f"{model}@{revision}: feature correlations with memorization (all sequences)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def kl_figure(kl: pd.DataFrame, threshold: int, model: str, revision: str):
+    """Symmetric KL between the continuation perplexities of memorized and other sequences, per duplicate count."""
+    plt = _plt()
+    k = kl.dropna(subset=["kl_mean"]).sort_values("sequence_duplicates")
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    if len(k):
+        d = k["sequence_duplicates"].to_numpy(float)
+        ax.fill_between(d, k["kl_low"].to_numpy(float), k["kl_high"].to_numpy(float), color="#4e79a7", alpha=0.2,
+                        label="bootstrap band")
+        ax.plot(d, k["kl_mean"].to_numpy(float), "o-", color="#4e79a7", ms=3, label="mean KL")
+        ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    else:
+        ax.text(0.5, 0.5, "too few memorized and non-memorized rows at any one duplicate count\n"
+                "(taxonomy.kl_min_rows of each are needed)", ha="center", transform=ax.transAxes)
+        ax.set_xlim(0, 3 * (threshold + 1))
+    ax.axvline(threshold + 0.5, color="#e15759", ls="--", label=f"recitation threshold (> {threshold})")
+    ax.set(xlabel="duplicates of the continuation in the training stream (count, log scale)",
+           ylabel="symmetric KL (nats)", title=f"{model}@{revision}: where duplication stops mattering")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def forecast_figure(forecast: pd.DataFrame):
+    """Precision and recall of 'memorized by A' predicting 'memorized by B', every ordered pair."""
+    plt = _plt()
+    names = sorted(set(forecast["model_a"] + "@" + forecast["revision_a"]) |
+                   set(forecast["model_b"] + "@" + forecast["revision_b"]))
+    idx = {n: i for i, n in enumerate(names)}
+    fig, axes = plt.subplots(1, 2, figsize=(4.2 * 2 + 0.4 * len(names), 1.2 + 0.45 * len(names) + 1.5))
+    for ax, stat in zip(axes, ("precision", "recall")):
+        mat = np.full((len(names), len(names)), np.nan)
+        for r in forecast.itertuples():
+            mat[idx[f"{r.model_a}@{r.revision_a}"], idx[f"{r.model_b}@{r.revision_b}"]] = getattr(r, stat)
+        im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if not np.isnan(mat[i, j]):
+                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if mat[i, j] < 0.6 else "black")
+        ax.set(xticks=range(len(names)), yticks=range(len(names)), title=stat.capitalize(),
+               xlabel="B: the model whose memorization is predicted", ylabel="A: the predictor")
+        ax.set_xticklabels(names, rotation=40, ha="right", fontsize=7)
+        ax.set_yticklabels(names, fontsize=7)
+        fig.colorbar(im, ax=ax, fraction=0.046, label=f"{stat} (0-1)")
+    fig.suptitle("Forecasting memorization: 'memorized by A' as a predictor of 'memorized by B'", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------- page
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#222;max-width:1180px;margin:0 auto;
+padding:24px 28px 60px;background:#fbfbfa}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:36px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:16px;margin:22px 0 6px}.sub{color:#666;margin:0 0 18px}.card{background:#fff;border:1px solid #e3e3e0;
+border-radius:8px;padding:14px 18px;margin:12px 0;box-shadow:0 1px 2px rgba(0,0,0,.04)}
+img{max-width:100%;height:auto;display:block;margin:8px 0}table{border-collapse:collapse;font-size:13px;margin:6px 0}
+th,td{border-bottom:1px solid #eee;padding:4px 10px;text-align:right;vertical-align:top}th{background:#f3f3f1}
+td.l,th.l{text-align:left}.note{color:#666;font-size:13px}.kpi{display:inline-block;margin:0 26px 8px 0}
+.kpi b{display:block;font-size:22px}pre{white-space:pre-wrap;font:12px/1.35 ui-monospace,Menlo,monospace;margin:0;
+max-width:560px;max-height:9.5em;overflow:auto;background:#f6f6f4;padding:4px 6px;border-radius:4px}
+.mem{color:#1a7f37;font-weight:600}.not{color:#999}nav a{margin-right:14px}
+"""
+
+
+def _img(fig, folder: Path, name: str, alt: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    data = buf.getvalue()
+    (folder / name).write_bytes(data)
+    return (f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}" alt="{html.escape(alt)}" '
+            f'title="{html.escape(name)}">')
+
+
+def _fmt(v: object, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+        return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:,.{digits}g}" if abs(v) >= 1000 else f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def _table(df: pd.DataFrame, left: Iterable[str] = ()) -> str:
+    left = set(left)
+    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(str(c))}</th>' for c in df.columns)
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>'
+                                    for c, v in zip(df.columns, row)) + "</tr>" for row in df.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _metric(metrics: pd.DataFrame, predictor: str, metric: str, subset: str = "aggregate") -> str:
+    r = metrics[(metrics["predictor"] == predictor) & (metrics["metric"] == metric) & (metrics["subset"] == subset)]
+    if r.empty or pd.isna(r["value"].iloc[0]):
+        return "–"
+    v, lo, hi = (r[c].iloc[0] for c in ("value", "ci_low", "ci_high"))
+    return f"{v:.3f} <span class=note>[{lo:.3f}, {hi:.3f}]</span>" if pd.notna(lo) else f"{v:.3f}"
+
+
+def _model_section(data: ReportData, model: str, revision: str, folder: Path) -> str:
+    def mine(df: pd.DataFrame) -> pd.DataFrame:
+        return df[(df["model"] == model) & (df["revision"] == revision)] if len(df) else df
+
+    cats, metrics, weights = mine(data.categories), mine(data.metrics), mine(data.weights)
+    corr, search, kl, ex = mine(data.correlations), mine(data.search), mine(data.kl), mine(data.examples)
+    s = slug(model, revision)
+    n, m = int(cats["sequences"].sum()), int(cats["memorized"].sum())
+    mem = cats[cats["memorized"] > 0]
+    shares = ", ".join(f"{r.category} {100 * r.memorized / max(1, m):.1f}%" for r in mem.itertuples())
+    out = [f'<h2 id="{s}">{html.escape(model)}@{html.escape(revision)}</h2>', '<div class="card">',
+           f'<span class="kpi"><b>{n:,}</b>sequences scored</span>',
+           f'<span class="kpi"><b>{m:,}</b>memorized ({100 * m / max(1, n):.2f}%)</span>',
+           f'<span class="kpi"><b>{_metric(metrics, "taxonomic", "f1")}</b>taxonomic F1</span>',
+           f'<span class="kpi"><b>{_metric(metrics, "baseline", "f1")}</b>baseline F1</span>',
+           f"<p>Memorized sequences by category: {shares or 'none memorized'}. Published for Pythia-12B-deduped "
+           f"(another model and corpus, for context): recitation {UPSTREAM_SHARES['recitation']}%, reconstruction "
+           f"{UPSTREAM_SHARES['reconstruction']}%, recollection {UPSTREAM_SHARES['recollection']}%.</p></div>"]
+    out.append("<h3>The taxonomy</h3>" + _img(category_figure(cats, model, revision), folder, f"categories_{s}.png",
+                                              "sequences and memorized rate per category"))
+    table = cats.set_index("category").reindex(list(CATEGORY_ORDER)).fillna(0).reset_index()
+    table = table.assign(rate=lambda d: d["memorized"] / d["sequences"].replace(0, np.nan))
+    lo, hi = wilson(table["memorized"], table["sequences"])
+    table = table.assign(ci_low=lo, ci_high=hi)[["category", "sequences", "memorized", "rate", "ci_low", "ci_high"]]
+    out.append(_table(table, left=["category"]))
+    if len(metrics):
+        out.append("<h3>How well the features predict memorization</h3>")
+        out.append(_img(metrics_figure(metrics, model, revision), folder, f"metrics_{s}.png", "model metrics"))
+        key = metrics[metrics["metric"].isin(["pr_auc", "f1", "precision", "recall", "ece"]) &
+                      (metrics["subset"] == "aggregate")]
+        pivot = key.pivot_table(index="predictor", columns="metric", values="value").reset_index()
+        out.append(_table(pivot, left=["predictor"]))
+        lrt = metrics[metrics["metric"].str.startswith("lrt_")]
+        if len(lrt):
+            r = {row.metric: row.value for row in lrt.itertuples() if row.predictor == "taxonomic"}
+            if r:
+                out.append(f"<p class=note>Likelihood-ratio test, taxonomic vs baseline on the test rows: statistic "
+                           f"{_fmt(r.get('lrt_statistic'))}, df {_fmt(r.get('lrt_df'))}, p = "
+                           f"{_fmt(r.get('lrt_p_value'), 2)}. Published for Pythia-12B-deduped (aggregate F1): "
+                           f"taxonomic {UPSTREAM_F1['taxonomic']}, baseline {UPSTREAM_F1['baseline']}, best partition "
+                           f"{UPSTREAM_F1['best_partition']}.</p>")
+        n_rows = metrics[(metrics["metric"] == "f1") & (metrics["predictor"] == "baseline")]
+        small = n_rows[(n_rows["n_positive"].fillna(0) < 10)]
+        if len(small):
+            out.append("<p class=note>Few memorized test sequences in: " + ", ".join(
+                f"{r.subset} ({int(r.n_positive) if pd.notna(r.n_positive) else 0})" for r in small.itertuples()) +
+                "; their intervals are wide and their point estimates unreliable.</p>")
+    if len(weights):
+        out.append("<h3>What predicts memorization in each category</h3>")
+        out.append(_img(weights_figure(weights, model, revision), folder, f"weights_{s}.png", "coefficients"))
+        out.append(_weight_notes(weights))
+    if len(corr):
+        out.append("<h3>Feature correlations</h3>")
+        out.append(_img(correlations_figure(corr, model, revision), folder, f"correlations_{s}.png", "correlations"))
+    if len(search):
+        out.append("<h3>Optimal partition search</h3>")
+        evaluated = search[search["status"] == "evaluated"]
+        top = evaluated.sort_values("rank").head(5)[["rank", "feature_1", "threshold_1", "feature_2", "threshold_2",
+                                                    "f1", "pr_auc", "ece"]].astype({"rank": int})
+        out.append(f"<p>{len(evaluated):,} of {len(search):,} candidate partitions could be fitted (the others "
+                   "leave a partition empty or with one class in training). The best by aggregate F1:</p>")
+        out.append(_table(top, left=["feature_1", "feature_2"]))
+    if len(kl):
+        out.append("<h3>Why recitation starts above " + str(data.duplicate_threshold) + " duplicates</h3>")
+        out.append(_img(kl_figure(kl, data.duplicate_threshold, model, revision), folder, f"kl_{s}.png", "KL curve"))
+    if len(ex):
+        out.append("<h3>Examples</h3>")
+        for cat in CATEGORY_ORDER:
+            rows = ex[ex["category"] == cat]
+            if rows.empty:
+                continue
+            out.append(f"<h4>{cat}</h4>")
+            show = rows.assign(memorized=rows["is_memorized"].map(
+                lambda v: '<span class="mem">memorized</span>' if v else '<span class="not">not memorized</span>'))
+            body = "".join(
+                f"<tr><td class=l><pre>{html.escape(str(r.text))}</pre></td><td class=l>{r.memorized}</td>"
+                f"<td>{_fmt(r.sequence_duplicates)}</td><td>{_fmt(r.generation_perplexity)}</td>"
+                f"<td>{_fmt(r.semantic_matches_0_8)}</td><td>{_fmt(r.textual_matches_0_8)}</td>"
+                f"<td>{_fmt(r.nl_score, 2)}</td></tr>" for r in show.itertuples())
+            out.append("<table><tr><th class=l>text (64 tokens)</th><th class=l>label</th><th>duplicates</th>"
+                       "<th>continuation PPL</th><th>semantic matches</th><th>textual matches</th><th>P(NL)</th></tr>"
+                       f"{body}</table>")
+    return "\n".join(out)
+
+
+def _weight_notes(weights: pd.DataFrame) -> str:
+    """One line per model left unfitted (with why), and the features left out of fitted models (constant, missing)."""
+    parts = []
+    unfitted = weights[weights["status"] == "not_fitted"].drop_duplicates(["predictor", "subset"])
+    parts += [f"{r.predictor}/{r.subset}: no model ({html.escape(str(r.note or 'not fitted'))}); its rows are "
+              "scored by the baseline" for r in unfitted.itertuples()]
+    left_out = weights[weights["status"].isin(["constant", "missing"])]
+    for (pred, subset, status), f in left_out.groupby(["predictor", "subset", "status"])["feature"]:
+        names = ", ".join(DISPLAY_NAMES.get(x, x) for x in sorted(set(f)))
+        parts.append(f"{pred}/{subset}: {status} feature(s) left out ({html.escape(names)})")
+    return "<p class=note>" + "; ".join(parts) + ".</p>" if parts else ""
+
+
+def write_report(data: ReportData, folder: Path) -> Path:
+    """Draw every figure into `folder` (PNGs) and write `folder`/index.html; returns the page's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    models = data.categories[["model", "revision"]].drop_duplicates().sort_values(["model", "revision"])
+    keys = [(r.model, r.revision) for r in models.itertuples()]
+    nav = " ".join(f'<a href="#{slug(m, r)}">{html.escape(m)}@{html.escape(r)}</a>' for m, r in keys)
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(data.title)}</title>"
+             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>",
+             f"<h1>{html.escape(data.title)}</h1>",
+             "<p class=sub>What each model memorized from its training data, and why: every scored sequence sorted "
+             f"into <b>recitation</b> (its continuation occurs more than {data.duplicate_threshold} times in the "
+             "training stream), <b>reconstruction</b> (templated: incrementing or repeating text) or "
+             "<b>recollection</b> (the rest), and a logistic model per category predicting memorization from corpus "
+             "statistics, near matches, perplexities and intrinsic properties.</p>",
+             f"<nav>{nav}{' <a href=#forecast>forecasting</a>' if len(data.forecast) else ''}</nav>"]
+    for model, revision in keys:
+        parts.append(_model_section(data, model, revision, folder))
+    parts.append('<h2 id="forecast">Forecasting memorization across models</h2>')
+    if len(data.forecast):
+        parts.append(_img(forecast_figure(data.forecast), folder, "forecast.png", "forecast heatmap"))
+        parts.append(_table(data.forecast[["model_a", "revision_a", "model_b", "revision_b", "n_sequences",
+                                           "n_memorized_a", "n_memorized_b", "n_memorized_both", "precision",
+                                           "recall"]], left=["model_a", "revision_a", "model_b", "revision_b"]))
+        parts.append("<p class=note>Biderman et al. (2023), Pythia: 70M predicting 12B, precision 0.956, recall "
+                     "0.197; 12B's own checkpoints predicting its final state, recall 0.500 rising to 0.916.</p>")
+    else:
+        parts.append("<p>Only one model@revision was scored: score two or more (model.names, or the trained "
+                     "family's checkpoints) to see how well one predicts another.</p>")
+    parts.append("<h2>Provenance</h2><ul class=note>" + "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
+                 + "</ul></body></html>")
+    page = folder / "index.html"
+    page.write_text("\n".join(parts), encoding="utf-8")
+    return page

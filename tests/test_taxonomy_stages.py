@@ -1,0 +1,215 @@
+"""Stages combine, taxonomy and report: the joins against a pandas reference, clear errors for missing inputs, the
+taxonomy tables on synthetic rows with planted coefficients, the summary from the tables, and the report as a person
+sees it (headless Chromium: every image loaded, no console errors)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from semmem.catalog import table
+from semmem.config import load_config, with_overrides
+from semmem.errors import StageError
+from semmem.stages.registry import StageContext, run_stages
+from semmem.summary import summary_text
+from semmem.tables import Warehouse
+from semmem.taxonomy.synthetic import synthetic_combined
+from tests.conftest import TEST_OVERRIDES
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _ctx(spark, root: Path, *overrides: str) -> StageContext:
+    cfg = load_config(None, [*TEST_OVERRIDES, f"warehouse={root}", *overrides])
+    return StageContext(spark, cfg, Warehouse(spark, root))
+
+
+def _write(wh: Warehouse, name: str, rows: list[dict]) -> None:
+    tdef = table(name).with_columns_of(list(rows[0]))
+    pdf = pd.DataFrame(rows)
+    wh.write(wh.spark.createDataFrame(pdf[[c for c in tdef.columns if c in pdf]]), name, mode="overwrite")
+
+
+def small_feature_tables(wh: Warehouse) -> None:
+    """Five sequences, two models, every feature table; sequence 3 repeated in templating (two different rows)."""
+    ids = [1, 2, 3, 4, 5]
+    _write(wh, "sequences", [{"sequence_id": i, "tokens": [0] * 64, "text": f"text {i}", "prompt_text": f"p {i}",
+                              "pile_set_name": "Github" if i % 2 else "Pile-CC"} for i in ids])
+    mem = [{"model": m, "revision": "local", "sequence_id": i, "memorization_score": s, "is_memorized": s == 1.0,
+            "matched_prefix": 32 if s == 1.0 else 3, "prompt_perplexity": 10.0 + i, "generation_perplexity": 1.0 + i,
+            "sequence_perplexity": 20.0 + i} for m, scores in (("a", [1, 0.5, 1, 0, 1]), ("b", [1, 0, 0, 0, 0.25]))
+           for i, s in zip(ids, scores)]
+    _write(wh, "memorization", mem)
+    _write(wh, "sequence_duplicates", [{"sequence_id": i, "sequence_duplicates": d}
+                                       for i, d in zip(ids, [9, 1, 6, 5, 2])])
+    _write(wh, "token_frequency_stats", [{"sequence_id": i, "max_frequency": 100 * i, "min_frequency": i,
+                                          "avg_frequency": 10.0 * i, "median_frequency": 5.0 * i,
+                                          "p25_frequency": 2 * i, "p75_frequency": 7 * i, "frequencies": [i] * 64}
+                                         for i in ids])
+    _write(wh, "templating", [{"sequence_id": i, "is_incrementing": i == 4, "is_repeating": False,
+                               "is_templating": i == 4} for i in ids] +
+           [{"sequence_id": 3, "is_incrementing": True, "is_repeating": False, "is_templating": True}])
+    _write(wh, "huffman", [{"sequence_id": i, "huffman_coding_length": 4.0 + i / 10,
+                            "huffman_code_length_true": 3.9 + i / 10} for i in ids])
+    _write(wh, "semantic_matches", [{"sequence_id": i, "semantic_matches_0_8": i, "semantic_matches_0_9": 1}
+                                    for i in ids])
+    _write(wh, "textual_matches", [{"sequence_id": i, "textual_matches_0_8": i - 1, "textual_matches_0_9": 0}
+                                   for i in ids])
+    _write(wh, "code_scores", [{"sequence_id": i, "nl_score": i / 10, "is_code": i / 10 <= 0.4} for i in ids])
+
+
+def test_combine_joins_every_feature_and_applies_the_taxonomy(spark, tmp_path, caplog):
+    ctx = _ctx(spark, tmp_path / "wh")
+    small_feature_tables(ctx.warehouse)
+    with caplog.at_level(logging.WARNING, logger="semmem"):
+        run_stages(ctx, ["combine"])
+    assert "1 duplicate sequence_id row(s) removed from templating" in caplog.text
+    got = ctx.warehouse.read("combined").toPandas().set_index(["model", "sequence_id"]).sort_index()
+    assert len(got) == 10
+    # spec §3: recitation if duplicates > 5, else reconstruction if templating, else recollection.
+    # Sequence 3's two templating rows: the one sorting first on its values (is_incrementing False) is kept.
+    want = {1: "recitation", 2: "recollection", 3: "recitation", 4: "reconstruction", 5: "recollection"}
+    assert got.loc["a"]["category"].to_dict() == want
+    assert not got.loc[("a", 3), "is_templating"]
+    row = got.loc[("b", 5)]
+    assert (row.memorization_score, row.is_memorized, row.sequence_duplicates, row.max_frequency, row.nl_score,
+            row.textual_matches_0_8, row.semantic_matches_0_8, row.pile_set_name) == \
+        (0.25, False, 2, 500, 0.5, 4, 5, "Github")
+    assert got.loc["a"]["is_memorized"].tolist() == [True, False, True, False, True]
+    assert ctx.warehouse.commit_metadata("combined")["duplicate_threshold"] == 5
+
+
+def test_combine_names_the_stage_of_a_missing_table(spark, tmp_path, caplog):
+    ctx = _ctx(spark, tmp_path / "wh")
+    small_feature_tables(ctx.warehouse)
+    shutil.rmtree(ctx.warehouse.path("code_scores"))
+    with pytest.raises(StageError, match="table 'code_scores' \\(run stage 'code'\\)"):
+        run_stages(ctx, ["combine"])
+    ctx = StageContext(spark, with_overrides(ctx.cfg, ["combine.allow_missing=true"]), ctx.warehouse)
+    with caplog.at_level(logging.WARNING, logger="semmem"):
+        run_stages(ctx, ["combine"])
+    assert "table code_scores is missing" in caplog.text
+    got = ctx.warehouse.read("combined").toPandas()
+    assert got["nl_score"].isna().all() and got["sequence_duplicates"].notna().all()
+
+
+def test_combine_needs_scores(spark, tmp_path):
+    ctx = _ctx(spark, tmp_path / "wh")
+    small_feature_tables(ctx.warehouse)
+    shutil.rmtree(ctx.warehouse.path("memorization"))
+    with pytest.raises(StageError, match="run stage 'score' first"):
+        run_stages(ctx, ["combine"])
+
+
+# ------------------------------------------------------------------------------------------------------ taxonomy
+@pytest.fixture(scope="module")
+def answered(spark, tmp_path_factory):
+    """A warehouse whose combined table holds synthetic rows of two models, after stages taxonomy and report."""
+    root = tmp_path_factory.mktemp("answer") / "wh"
+    ctx = _ctx(spark, root, "taxonomy.bootstrap_rounds=30", "taxonomy.kl_bootstrap_rounds=30",
+               "taxonomy.search_features=[sequence_duplicates,generation_perplexity,huffman_coding_length]")
+    frames = []
+    for model, seed in (("big", 1), ("small", 2)):
+        df = synthetic_combined(1500, seed=seed, model=model, revision="step100")
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    # "small" memorizes a subset of what "big" memorizes, so forecasting has something to find.
+    big = df[df.model == "big"].set_index("sequence_id")["is_memorized"]
+    small = df.model == "small"
+    df.loc[small, "is_memorized"] = df.loc[small, "is_memorized"].to_numpy() & big.loc[
+        df.loc[small, "sequence_id"]].to_numpy()
+    tdef = table("combined")
+    for f in tdef.schema:
+        if f.name not in df:
+            df[f.name] = None
+    sdf = spark.createDataFrame(df[tdef.columns], tdef.spark_schema)
+    ctx.warehouse.write(sdf, "combined", mode="overwrite")
+    seqs = df[df.model == "big"][["sequence_id"]].assign(tokens=[[0] * 64] * 1500, text="an example text",
+                                                         prompt_text="an", pile_set_name=None)
+    ctx.warehouse.write(spark.createDataFrame(seqs[table("sequences").columns], table("sequences").spark_schema),
+                        "sequences", mode="overwrite")
+    run_stages(ctx, ["taxonomy", "report"])
+    return ctx, df
+
+
+def test_taxonomy_tables_per_model(answered):
+    ctx, df = answered
+    wh = ctx.warehouse
+    metrics = wh.read("taxonomy_metrics").toPandas()
+    assert set(zip(metrics.model, metrics.revision)) == {("big", "step100"), ("small", "step100")}
+    assert set(metrics.predictor) == {"baseline", "taxonomic", "best_partition"}
+    f1 = metrics[(metrics.metric == "f1") & (metrics.subset == "aggregate")]
+    assert ((f1.ci_low <= f1.value) & (f1.value <= f1.ci_high)).all()
+    weights = wh.read("taxonomy_weights").toPandas()
+    rec = weights[(weights.model == "big") & (weights.subset == "recollection") & (weights.status == "fitted")]
+    coef = rec.set_index("feature")["coefficient"]
+    assert coef["generation_perplexity"] < 0 and coef["prompt_perplexity"] > 0  # the planted signs
+    search = wh.read("taxonomy_search").toPandas()
+    assert len(search) == 2 * 3 * 3 * 2 * 3  # per model: 3 features x 3 quantiles, ordered pairs of features
+    assert (search.groupby("model")["rank"].min() == 1).all()
+    assert len(wh.read("feature_correlations").toPandas()) > 0
+    assert wh.read("duplicate_threshold_kl").count() > 0
+
+
+def test_forecast_between_the_two_models(answered):
+    ctx, df = answered
+    fc = ctx.warehouse.read("memorization_forecast").toPandas().set_index(["model_a", "model_b"])
+    small = set(df[(df.model == "small") & df.is_memorized].sequence_id)
+    big = set(df[(df.model == "big") & df.is_memorized].sequence_id)
+    row = fc.loc[("small", "big")]
+    assert (row.n_memorized_a, row.n_memorized_b, row.n_memorized_both) == (len(small), len(big), len(small & big))
+    assert row.precision == 1.0 and row.recall == pytest.approx(len(small) / len(big))
+
+
+def test_summary_reads_the_tables(answered):
+    ctx, df = answered
+    text = summary_text(ctx.warehouse.root)
+    n_big = int(df[df.model == "big"].is_memorized.sum())
+    assert f"big@step100: 1,500 sequences, {n_big:,} memorized" in text
+    for c in ("recitation", "reconstruction", "recollection", "baseline", "taxonomic", "F1", "PR-AUC"):
+        assert c in text
+    assert str(ctx.warehouse.root / "report" / "index.html") in text
+
+
+def test_report_files(answered):
+    ctx, _ = answered
+    folder = ctx.warehouse.root / "report"
+    page = (folder / "index.html").read_text()
+    pngs = sorted(p.name for p in folder.glob("*.png"))
+    for kind in ("categories", "metrics", "weights", "correlations", "kl"):
+        assert f"{kind}_big_step100.png" in pngs and f"{kind}_small_step100.png" in pngs
+    assert "forecast.png" in pngs
+    assert page.count("<img ") == len(pngs)
+    assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium; .ci/run "
+                                              "installs it): the report is not checked in a browser")
+def test_report_renders_in_headless_chromium(answered, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    ctx, _ = answered
+    page_path = ctx.warehouse.root / "report" / "index.html"
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_path.as_uri(), wait_until="load")
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
+        title = page.title()
+        browser.close()
+    assert errors == []
+    assert len(images) >= 11 and all(done and width > 0 for done, width in images)
+    assert "memorized" in title and shot.stat().st_size > 50_000
+    assert np.all([w > 200 for _, w in images])
