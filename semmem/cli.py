@@ -3,6 +3,7 @@
     semmem run --config conf/local.yaml [--set key=value ...] [--stages ingest,duplicates]
     semmem sql --warehouse WH [--format table|csv|json] [--engine auto|datafusion|spark] "SELECT ..."
     semmem tables --warehouse WH
+    semmem summary --warehouse WH
     semmem stages
     semmem train-model --config conf/local.yaml
     semmem train-code-classifier --config conf/local.yaml [--set code_classifier.labels=FILE.jsonl]
@@ -73,6 +74,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nsemmem: ran {', '.join(ran)} in {time.monotonic() - start:.0f} s")
     _print_tables(cfg.warehouse)
     print(f'\nquery them with: semmem sql --warehouse {cfg.warehouse} "SELECT count(*) FROM sequences"')
+    _print_summary(cfg.warehouse)
+    return 0
+
+
+def _print_summary(warehouse: str) -> None:
+    from semmem.summary import summary_text
+
+    text = summary_text(warehouse)
+    if text:
+        print(text)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from semmem.summary import summary_text
+
+    text = summary_text(args.warehouse)
+    if not text:
+        print(f"semmem: no table combined in {Path(args.warehouse).absolute()}: run stages combine, taxonomy and "
+              "report (they are in the default run)")
+        return 1
+    print(text.lstrip("\n"))
     return 0
 
 
@@ -179,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="list tables with versions and row counts")
     p.add_argument("--warehouse", required=True)
     p.set_defaults(fn=cmd_tables)
+
+    p = sub.add_parser("summary", help="print the answer (memorized per category, model F1) from the tables")
+    p.add_argument("--warehouse", required=True)
+    p.set_defaults(fn=cmd_summary)
 
     p = sub.add_parser("stages", help="list the pipeline stages")
     p.set_defaults(fn=cmd_stages)

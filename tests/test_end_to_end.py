@@ -23,7 +23,8 @@ def test_semmem_run_all_default_stages(spark, tmp_path, capsys):
     n = run_sql(wh, "SELECT count(*) AS n FROM sequences").to_pylist()[0]["n"]
     assert n == run_sql(wh, "SELECT count(*) AS n FROM token_rows").to_pylist()[0]["n"] > 10
     # Every per-sequence table has exactly one row per sequence, joined on sequence_id.
-    for t in ("sequence_duplicates", "token_frequency_stats", "templating", "huffman", "memorization"):
+    for t in ("sequence_duplicates", "token_frequency_stats", "templating", "huffman", "memorization", "embeddings",
+              "semantic_matches", "textual_matches", "code_scores", "combined"):
         got = run_sql(wh, f"SELECT count(*) AS n, count(DISTINCT s.sequence_id) AS d FROM sequences s "
                           f"JOIN {t} x ON s.sequence_id = x.sequence_id").to_pylist()[0]
         assert got == {"n": n, "d": n}, t
@@ -31,3 +32,10 @@ def test_semmem_run_all_default_stages(spark, tmp_path, capsys):
     assert run_sql(wh, "SELECT min(sequence_duplicates) AS m FROM sequence_duplicates").to_pylist()[0]["m"] >= 1
     models = run_sql(wh, "SELECT DISTINCT model, revision FROM memorization").to_pylist()
     assert models == [{"model": "trained", "revision": "local"}]
+    # It ends with the answer, read from the tables, and the report's path.
+    tail = out[out.index("What the model memorized"):]
+    assert f"trained@local: {n:,} sequences" in tail and "recitation" in tail and "taxonomic" in tail
+    assert (wh / "report" / "index.html").is_file() and str(wh / "report" / "index.html") in tail
+    cats = run_sql(wh, "SELECT count(*) AS n FROM combined WHERE category IN "
+                       "('recitation', 'reconstruction', 'recollection')").to_pylist()[0]["n"]
+    assert cats == n

@@ -176,6 +176,15 @@ def test_summary_reads_the_tables(answered):
     assert str(ctx.warehouse.root / "report" / "index.html") in text
 
 
+def test_summary_command(answered, capsys):
+    from semmem.cli import main
+
+    ctx, _ = answered
+    assert main(["summary", "--warehouse", str(ctx.warehouse.root)]) == 0
+    assert capsys.readouterr().out.startswith("What the model memorized")
+    assert main(["summary", "--warehouse", str(ctx.warehouse.root / "nothing")]) == 1
+
+
 def test_report_files(answered):
     ctx, _ = answered
     folder = ctx.warehouse.root / "report"
