@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from semmem.errors import ConfigError, InputError, ModelError
-from semmem.scoring.models import models_dir
+from semmem.scoring.models import models_dir, replacing_folder
 
 if TYPE_CHECKING:  # scikit-learn is imported lazily: the driver of the code stage needs only the DataFrame plan
     from sklearn.pipeline import Pipeline
@@ -269,20 +268,12 @@ def save_classifier(trained: TrainedClassifier, folder: str | Path, *, fp: str, 
     """joblib the pipeline and write metrics.json (with the fingerprint) into `folder`, replacing it atomically."""
     import joblib
 
-    out = Path(folder).absolute()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    joblib.dump(trained.pipeline, tmp / CLASSIFIER_FILE, compress=3)
-    (tmp / METRICS_FILE).write_text(json.dumps({**trained.metrics, **extra, "fingerprint": fp}, indent=2,
-                                               sort_keys=True))
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    with replacing_folder(folder) as tmp:
+        joblib.dump(trained.pipeline, tmp / CLASSIFIER_FILE, compress=3)
+        (tmp / METRICS_FILE).write_text(json.dumps({**trained.metrics, **extra, "fingerprint": fp}, indent=2,
+                                                   sort_keys=True))
+    return Path(folder).absolute()
+
 
 
 def read_metrics(folder: str | Path) -> dict[str, Any]:

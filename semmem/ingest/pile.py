@@ -138,6 +138,35 @@ def iter_records(path: str, parse: Callable[[bytes], T]) -> Iterator[tuple[int, 
             yield 0, None, _Reject("empty_shard", "the file holds no lines")
 
 
+def record_batches(path: str, parse: Callable[[bytes], T], batch_size: int
+                   ) -> Iterator[tuple[list[tuple[int, T]], list[tuple[int, str, str]]]]:
+    """Batches (good, rejects) of a shard: good = up to batch_size (line, parsed) pairs; rejects = the (line, reason,
+    detail) of the bad lines met since the previous batch. The last batch carries the file-level problems."""
+    good: list[tuple[int, T]] = []
+    rejects: list[tuple[int, str, str]] = []
+    for n, parsed, reject in iter_records(path, parse):
+        if reject is not None:
+            rejects.append((n, reject.reason, reject.detail))
+            continue
+        good.append((n, parsed))  # type: ignore[arg-type]
+        if len(good) >= batch_size:
+            yield good, rejects
+            good, rejects = [], []
+    yield good, rejects
+
+
+def shard_batch(shard_id: int, lines: list[int], columns: dict[str, list], rejects: list[tuple[int, str, str]],
+                schema: pa.Schema) -> pa.RecordBatch:
+    """One batch of a shard reader: the good records (their `lines` and `columns`), then one row per reject with
+    NULL columns and its reason."""
+    pad = [None] * len(rejects)
+    return pa.RecordBatch.from_pydict({
+        "shard_id": [shard_id] * (len(lines) + len(rejects)), "line": lines + [n for n, _, _ in rejects],
+        **{name: values + pad for name, values in columns.items()},
+        "reject_reason": [None] * len(lines) + [r for _, r, _ in rejects],
+        "reject_detail": [None] * len(lines) + [d for _, _, d in rejects]}, schema=schema)
+
+
 def tokenize_shards(batches: Iterator[pa.RecordBatch], tokenizer_json: str, eod_id: int, batch_size: int,
                     counter: Accumulator | None = None) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: (shard_id, path) rows -> documents (tokens + EOD) and rejects, in line order."""
@@ -152,35 +181,14 @@ def tokenize_shards(batches: Iterator[pa.RecordBatch], tokenizer_json: str, eod_
 
 def _tokenize_shard(shard_id: int, path: str, tok, eod_id: int, batch_size: int) -> Iterator[pa.RecordBatch]:
     offset = 0
-    pending: list[tuple[int, str, str | None]] = []
-    rejects: list[tuple[int, str, str]] = []
-
-    def flush() -> pa.RecordBatch:
-        nonlocal offset, pending, rejects
-        ids = encode_batch(tok, [t for _, t, _ in pending])
+    for good, rejects in record_batches(path, parse_line, batch_size):
+        ids = encode_batch(tok, [text for _, (text, _) in good])
         lengths = np.array([len(x) + 1 for x in ids], dtype=np.int64)
         starts = offset + np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(ids) else np.zeros(0, np.int64)
         offset += int(lengths.sum())
-        docs = {
-            "shard_id": [shard_id] * (len(pending) + len(rejects)),
-            "line": [n for n, _, _ in pending] + [n for n, _, _ in rejects],
-            "shard_offset": list(starts) + [None] * len(rejects),
-            "pile_set_name": [m for _, _, m in pending] + [None] * len(rejects),
-            "tokens": [x + [eod_id] for x in ids] + [None] * len(rejects),
-            "reject_reason": [None] * len(pending) + [r for _, r, _ in rejects],
-            "reject_detail": [None] * len(pending) + [d for _, _, d in rejects],
-        }
-        pending, rejects = [], []
-        return pa.RecordBatch.from_pydict(docs, schema=DOC_SCHEMA)
-
-    for n, parsed, reject in iter_records(path, parse_line):
-        if reject is not None:
-            rejects.append((n, reject.reason, reject.detail))
-            continue
-        pending.append((n, *parsed))
-        if len(pending) >= batch_size:
-            yield flush()
-    yield flush()
+        yield shard_batch(shard_id, [n for n, _ in good], {
+            "shard_offset": list(starts), "pile_set_name": [name for _, (_, name) in good],
+            "tokens": [x + [eod_id] for x in ids]}, rejects, DOC_SCHEMA)
 
 
 def cut_fragments(batches: Iterator[pa.RecordBatch], shard_starts: np.ndarray,

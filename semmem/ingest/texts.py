@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 from pyspark import Accumulator
 
-from semmem.ingest.pile import _Reject, document_fields, iter_records, parse_json
+from semmem.ingest.pile import _Reject, document_fields, parse_json, record_batches, shard_batch
 from semmem.ingest.sequences import PROMPT_LENGTH, WINDOW_LENGTH
 from semmem.ingest.tokenizer import PAD_TOKEN, decode_batch, encode_batch, from_json
 
@@ -62,35 +62,12 @@ def read_texts(batches: Iterator[pa.RecordBatch], tokenizer_json: str, batch_siz
 
 
 def _read_shard(shard_id: int, path: str, tok, pad_id: int, batch_size: int) -> Iterator[pa.RecordBatch]:
-    good: list[tuple[int, str, str | None, int | None]] = []
-    rejects: list[tuple[int, str, str]] = []
     record = 0
-
-    def flush() -> pa.RecordBatch:
-        nonlocal good, rejects, record
-        windows = [window_of(ids, pad_id) for ids in encode_batch(tok, [t for _, t, _, _ in good])]
-        n_good = len(good)
-        rows = {
-            "shard_id": [shard_id] * (n_good + len(rejects)),
-            "line": [n for n, _, _, _ in good] + [n for n, _, _ in rejects],
-            "record": list(range(record, record + n_good)) + [None] * len(rejects),
-            "id": [i for _, _, _, i in good] + [None] * len(rejects),
-            "tokens": [w[0] for w in windows] + [None] * len(rejects),
-            "text": decode_batch(tok, [w[1] for w in windows]) + [None] * len(rejects),
-            "prompt_text": decode_batch(tok, [w[2] for w in windows]) + [None] * len(rejects),
-            "pile_set_name": [m for _, _, m, _ in good] + [None] * len(rejects),
-            "reject_reason": [None] * n_good + [r for _, r, _ in rejects],
-            "reject_detail": [None] * n_good + [d for _, _, d in rejects],
-        }
-        record += n_good
-        good, rejects = [], []
-        return pa.RecordBatch.from_pydict(rows, schema=TEXT_SCHEMA)
-
-    for n, parsed, reject in iter_records(path, parse_record):
-        if reject is not None:
-            rejects.append((n, reject.reason, reject.detail))
-            continue
-        good.append((n, *parsed))
-        if len(good) >= batch_size:
-            yield flush()
-    yield flush()
+    for good, rejects in record_batches(path, parse_record, batch_size):
+        windows = [window_of(ids, pad_id) for ids in encode_batch(tok, [text for _, (text, _, _) in good])]
+        yield shard_batch(shard_id, [n for n, _ in good], {
+            "record": list(range(record, record + len(good))), "id": [i for _, (_, _, i) in good],
+            "tokens": [w[0] for w in windows], "text": decode_batch(tok, [w[1] for w in windows]),
+            "prompt_text": decode_batch(tok, [w[2] for w in windows]),
+            "pile_set_name": [name for _, (_, name, _) in good]}, rejects, TEXT_SCHEMA)
+        record += len(good)

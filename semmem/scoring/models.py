@@ -14,6 +14,9 @@ cannot be had, ModelError says how to make it available offline.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,26 @@ class ModelSpec:
 def models_dir(warehouse_root: str | Path) -> Path:
     """Where train_model saves models: <warehouse>/_semmem/models."""
     return Path(warehouse_root).absolute().joinpath(*MODELS_DIR)
+
+
+@contextmanager
+def replacing_folder(folder: str | Path) -> Iterator[Path]:
+    """A fresh folder to write a model into; when the block succeeds it replaces `folder` (renames only, so a reader
+    sees the old model or the new one, never a mix); when it fails, `folder` stays as it was."""
+    out = Path(folder).absolute()
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def parse_model_spec(spec: str, warehouse_root: str | Path | None = None, trained_name: str = "trained"

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from semmem.errors import ModelError
+from semmem.scoring.models import replacing_folder
 
 log = logging.getLogger(__name__)
 
@@ -152,22 +152,14 @@ def save_trained(model: Any, out_dir: str | Path, *, summary: dict[str, Any], fp
                  tokenizer_file: str | Path | None = None, eod_token: str = "<|endoftext|>",
                  pad_token: str = "<|padding|>") -> Path:
     """save_pretrained the model (and the stream's tokenizer when given) into out_dir, replacing it atomically."""
-    out = Path(out_dir).absolute()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    if tokenizer_file is not None and Path(tokenizer_file).is_file():
-        from transformers import PreTrainedTokenizerFast
+    with replacing_folder(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer_file is not None and Path(tokenizer_file).is_file():
+            from transformers import PreTrainedTokenizerFast
 
-        tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=eod_token, bos_token=eod_token,
-                                      pad_token=pad_token)
-        tok.save_pretrained(tmp)
-    (tmp / TRAIN_INFO).write_text(json.dumps({**summary, "fingerprint": fp}, indent=2, sort_keys=True))
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=eod_token,
+                                          bos_token=eod_token, pad_token=pad_token)
+            tok.save_pretrained(tmp)
+        (tmp / TRAIN_INFO).write_text(json.dumps({**summary, "fingerprint": fp}, indent=2, sort_keys=True))
+    return Path(out_dir).absolute()
+

@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import numpy as np
-from pyspark import StorageLevel
+import pyarrow as pa
+from pyspark import Accumulator, StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -75,21 +76,28 @@ def _drop(ctx: StageContext, name: str) -> None:
         shutil.rmtree(ctx.warehouse.path(name))
 
 
-def ingest_pile(ctx: StageContext) -> None:
-    cfg, spark, wh = ctx.cfg, ctx.spark, ctx.warehouse
+def _shard_rows(ctx: StageContext, what: str, reader: Callable[..., Iterator[pa.RecordBatch]], schema: pa.Schema,
+                **reader_args: object) -> tuple[list[str], str, DataFrame, Accumulator]:
+    """The start both jsonl formats share: the shards of input.path, the tokenizer (resolved, trained if allowed, and
+    saved), and the rows `reader` makes of each shard in its own task, persisted; with the reader's line counter."""
+    cfg, spark = ctx.cfg, ctx.spark
     shards = pile.find_shards(cfg.input.path)
-    log.info("ingest: %d shard(s) of Pile jsonl", len(shards))
+    log.info("ingest: %d %s", len(shards), what)
     tok, source = resolve_tokenizer(cfg.tokenizer, _training_texts(shards, cfg.tokenizer.train_docs))
     log.info("ingest: tokenizer: %s", source)
     tok_json = _save_tokenizer(ctx, tok)
-
     files = spark.createDataFrame(spark.sparkContext.parallelize(list(enumerate(shards)), len(shards)),
                                   "shard_id int, path string")
-    n_docs = spark.sparkContext.accumulator(0)
-    docs = files.mapInArrow(
-        partial(pile.tokenize_shards, tokenizer_json=tok_json, eod_id=cfg.stream.eod_id,
-                batch_size=cfg.tokenizer.batch_size, counter=n_docs),
-        from_arrow_schema(pile.DOC_SCHEMA)).persist(StorageLevel.MEMORY_AND_DISK)
+    counter = spark.sparkContext.accumulator(0)
+    rows = files.mapInArrow(partial(reader, tokenizer_json=tok_json, batch_size=cfg.tokenizer.batch_size,
+                                    counter=counter, **reader_args), from_arrow_schema(schema))
+    return shards, tok_json, rows.persist(StorageLevel.MEMORY_AND_DISK), counter
+
+
+def ingest_pile(ctx: StageContext) -> None:
+    cfg, spark, wh = ctx.cfg, ctx.spark, ctx.warehouse
+    shards, tok_json, docs, n_docs = _shard_rows(ctx, "shard(s) of Pile jsonl", pile.tokenize_shards,
+                                                 pile.DOC_SCHEMA, eod_id=cfg.stream.eod_id)
     try:
         with progress(spark, "ingest: tokenize", rows=n_docs, unit="documents"):
             per_shard = docs.groupBy("shard_id").agg(
@@ -222,18 +230,8 @@ def ingest_sequences_parquet(ctx: StageContext) -> None:
 
 def ingest_texts(ctx: StageContext) -> None:
     """User texts, one evaluation sequence per JSON line (semmem.ingest.texts); no training stream."""
-    cfg, spark, wh = ctx.cfg, ctx.spark, ctx.warehouse
-    shards = pile.find_shards(cfg.input.path)
-    log.info("ingest: %d file(s) of texts", len(shards))
-    tok, source = resolve_tokenizer(cfg.tokenizer, _training_texts(shards, cfg.tokenizer.train_docs))
-    log.info("ingest: tokenizer: %s", source)
-    tok_json = _save_tokenizer(ctx, tok)
-    files = spark.createDataFrame(spark.sparkContext.parallelize(list(enumerate(shards)), len(shards)),
-                                  "shard_id int, path string")
-    n_lines = spark.sparkContext.accumulator(0)
-    rows = files.mapInArrow(partial(texts.read_texts, tokenizer_json=tok_json, batch_size=cfg.tokenizer.batch_size,
-                                    counter=n_lines), from_arrow_schema(texts.TEXT_SCHEMA)
-                            ).persist(StorageLevel.MEMORY_AND_DISK)
+    spark, wh = ctx.spark, ctx.warehouse
+    shards, _, rows, n_lines = _shard_rows(ctx, "file(s) of texts", texts.read_texts, texts.TEXT_SCHEMA)
     try:
         with progress(spark, "ingest: read texts", rows=n_lines, unit="lines"):
             per_shard = rows.groupBy("shard_id").agg(

@@ -147,7 +147,8 @@ def weights_figure(weights: pd.DataFrame, model: str, revision: str):
                 label="baseline (all)" if pred == "baseline" else f"{subset} model")
     ax.axvline(0, color="black", lw=0.6)
     ax.set_xscale("symlog", linthresh=0.1)
-    ax.set(yticks=y, yticklabels=[DISPLAY_NAMES[f] for f in features], xlabel="coefficient (log-odds per standard deviation; symlog scale)",
+    ax.set(yticks=y, yticklabels=[DISPLAY_NAMES[f] for f in features],
+           xlabel="coefficient (log-odds per standard deviation; symlog scale)",
            title=f"{model}@{revision}: what predicts memorization in each category")
     ax.invert_yaxis()
     if groups:
