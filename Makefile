@@ -7,7 +7,7 @@ CONFIG ?= conf/local.yaml
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: help venv run test test-slow bench sample tables clean
+.PHONY: help venv run test test-slow bench capacity sample tables clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test-slow: venv  ## run the tests marked slow
 
 bench: venv  ## benchmarks: ratios against baselines measured in the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+capacity: venv  ## bits per parameter on random data (stage capacity, Morris et al.; ~7 min on 2 cores)
+	$(BIN)/semmem run --config $(CONFIG) --stages capacity
 
 sample: venv  ## regenerate the bundled sample corpus (byte-identical)
 	$(BIN)/python -m semmem.sample

@@ -113,9 +113,25 @@ TABLES: dict[str, TableDef] = {
             ("model", pa.string()), ("revision", pa.string()), ("sequence_id", pa.int64()),
             ("memorization_score", pa.float64()), ("is_memorized", pa.bool_()), ("matched_prefix", pa.int32()),
             ("prompt_perplexity", pa.float64()), ("generation_perplexity", pa.float64()),
-            ("sequence_perplexity", pa.float64())], ("model", "revision", "sequence_id"),
-            "k-extractable memorization and perplexities per model@revision (spec §1.2, §2.9).",
+            ("sequence_perplexity", pa.float64()), ("continuation_nll_bits", pa.float64())],
+            ("model", "revision", "sequence_id"),
+            "k-extractable memorization and perplexities per model@revision (spec §1.2, §2.9); "
+            "continuation_nll_bits: -log2 P of the 32 true continuation tokens given the true prefix.",
             partition_by=("model", "revision")),
+        _table("model_family", [
+            ("model", pa.string()), ("revision", pa.string()), ("size", pa.string()), ("num_parameters", pa.int64()),
+            ("hidden_size", pa.int32()), ("num_layers", pa.int32()), ("num_heads", pa.int32()), ("step", pa.int64()),
+            ("steps", pa.int64()), ("fraction", pa.float64()), ("tokens_seen", pa.int64()), ("loss", pa.float64()),
+            ("seconds", pa.float64())], ("model", "revision"),
+            "The trained family: one row per size and checkpoint (train_model.sizes x train_model.checkpoints)."),
+        _table("capacity", [
+            ("model", pa.string()), ("params", pa.int64()), ("dtype", pa.string()), ("seed", pa.int64()),
+            ("dataset_sequences", pa.int64()), ("dataset_bits", pa.float64()), ("memorized_bits", pa.float64()),
+            ("bits_per_param", pa.float64()), ("memorized_bits_per_token", pa.float64()), ("control_bits", pa.float64()),
+            ("final_loss", pa.float64())], ("model", "dtype", "seed", "dataset_sequences"),
+            "Morris et al. 2025: bits a model stores of uniformly random sequences, per dataset size and seed "
+            "(memorized_bits floored per sequence; memorized_bits_per_token floored per token; control_bits: the "
+            "per-sequence count on as many random sequences never trained on, the noise floor)."),
         # near matches and code detection
         _table("embeddings", [("sequence_id", pa.int64()), ("embedding", pa.list_(pa.float32()))], ("sequence_id",),
                "L2-normalized sentence embedding of each sequence's text (model and version in the commit metadata)."),
@@ -146,7 +162,7 @@ TABLES: dict[str, TableDef] = {
             ("huffman_code_length_true", pa.float64()), ("semantic_matches_0_8", pa.int64()),
             ("semantic_matches_0_9", pa.int64()), ("textual_matches_0_8", pa.int64()),
             ("textual_matches_0_9", pa.int64()), ("nl_score", pa.float64()), ("is_code", pa.bool_()),
-            ("category", pa.string())], ("model", "revision", "sequence_id"),
+            ("memorized_bits", pa.float64()), ("category", pa.string())], ("model", "revision", "sequence_id"),
             "Every feature of every scored sequence, one row per model@revision, with its taxonomy category (spec §3): "
             "the table the taxonomic model is fitted on.",
             partition_by=("model", "revision"), threshold_prefixes=("semantic_matches_", "textual_matches_")),

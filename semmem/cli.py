@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", help="comma-separated stage names (see `semmem stages`)")
     p.set_defaults(fn=cmd_run)
 
-    p = sub.add_parser("train-model", help="train the small GPT-NeoX of the embedded default (stage train_model)")
+    p = sub.add_parser("train-model", help="train the family of small GPT-NeoX models (stage train_model)")
     _config_args(p)
     p.set_defaults(fn=cmd_train_model)
 

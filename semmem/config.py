@@ -93,18 +93,51 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
-class TrainModelConfig:
-    name: str = "trained"  # saved as <warehouse>/_semmem/models/<name>; put this name in model.names to score with it
+class ModelShape:
+    """One member of the trained family: a GPT-NeoX shape."""
+
+    name: str = "m"  # the model is <train_model.name>-<name>, e.g. trained-m
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
+
+    def flops_per_token(self, vocab_size: int) -> int:
+        """About 2 x the parameters a token passes through (layers and output projection): orders tasks by cost."""
+        return 2 * (12 * self.hidden_size ** 2 * self.num_layers + vocab_size * self.hidden_size)
+
+
+@dataclass(frozen=True)
+class TrainModelConfig:
+    # A family of small GPT-NeoX models trained on the stream, one Spark task per size, saved as
+    # <warehouse>/_semmem/models/<name>-<size>/step<N>; model.names: [<name>] scores every size and checkpoint.
+    name: str = "trained"
+    sizes: list[ModelShape] = field(default_factory=lambda: [ModelShape()])
+    checkpoints: list[float] = field(default_factory=lambda: [1.0])  # fractions of training saved as step<N>
     context_length: int = 64  # training windows cut from each stream row's start; 64 = the evaluation window
-    epochs: int = 2  # ~700k tokens x 2 in a few minutes on 2 cores; repeated text is seen 100s of times
+    epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 3e-3
     seed: int = 1234
-    max_rows: int | None = None  # train on at most this many stream rows (the first ones)
-    force: bool = False  # retrain even when the saved model's fingerprint (params, vocab, stream version) matches
+    max_tokens: int = 20_000_000  # the stream's first rows up to this many tokens (bounded: never the whole corpus)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU Spark assigned to the task, else CPU
+    force: bool = False  # retrain even when the saved models' fingerprint (params, vocab, stream version) matches
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    """Stage capacity (Morris et al. 2025): models trained on uniformly random sequences; bits memorized per param."""
+
+    sizes: list[ModelShape] = field(default_factory=lambda: [
+        ModelShape("xs", 8, 1, 2), ModelShape("s", 16, 1, 2), ModelShape("m", 32, 1, 2)])
+    vocab_size: int = 64  # uniform tokens 0..V-1: log2 V bits each
+    sequence_length: int = 32
+    dataset_sequences: list[int] = field(default_factory=lambda: [16, 64, 256, 1024])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    steps: int = 2000  # optimizer steps per (size, dataset, seed) run; converging fully takes far more (GPU sizes)
+    batch_size: int = 128
+    learning_rate: float = 1e-2
+    dtype: Literal["float32", "bfloat16"] = "float32"  # training and evaluation precision
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -174,6 +207,9 @@ class CodeClassifierConfig:
 @dataclass(frozen=True)
 class CombineConfig:
     allow_missing: bool = False  # true: a feature table that is missing gives NULL columns instead of an error
+    # memorized_bits = max(0, NLL_ref - NLL) over the continuation against this "model@revision"; "auto": the smallest
+    # size of the trained family at its last checkpoint when there is one; null: no memorized_bits
+    reference_model: str | None = "auto"
 
 
 @dataclass(frozen=True)
@@ -186,6 +222,12 @@ class TaxonomyConfig:
     """The taxonomy (spec §3), the taxonomic model (§4) and its statistics; keys equal semmem.taxonomy kwargs."""
 
     duplicate_threshold: int = 5  # recitation if sequence_duplicates > this (spec §3; upstream's CLI: >= 6)
+    # which scored revisions get the model and statistics: "final" = the last step<N> of each model (and every
+    # revision not named step<N>); "all". Forecasts always use every revision.
+    revisions: Literal["final", "all"] = "final"
+    # a model@revision with fewer memorized (or fewer non-memorized) rows than this gets no fitted model or partition
+    # search (a fit on a handful of positives says nothing); its correlations and KL curve are still computed
+    min_memorized: int = 10
     upstream_protocol: bool = False  # true: upstream's leaky scaler, hard-label AUC/LRT, KFold(100) "bootstrap"
     test_fraction: float = 0.2  # test share of the split stratified on label + category
     seed: int = 1024  # upstream's seed; drives splits, subsampling, resampling and tie-breaking
@@ -225,6 +267,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     train_model: TrainModelConfig = field(default_factory=TrainModelConfig)
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     textual: TextualConfig = field(default_factory=TextualConfig)

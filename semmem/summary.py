@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from semmem.sql import run_sql
 from semmem.tables import is_delta_table
+from semmem.taxonomy.features import fitted_revisions
 
 CATEGORIES = ("recitation", "reconstruction", "recollection")
 
@@ -21,17 +23,22 @@ def summary_text(warehouse: str | Path) -> str:
                          "sum(CASE WHEN is_memorized THEN 1 ELSE 0 END) AS m FROM combined "
                          "GROUP BY model, revision, category ORDER BY model, revision, category").to_pylist()
     metrics = []
-    if is_delta_table(root / "taxonomy_metrics"):
+    taxonomy_ran = is_delta_table(root / "taxonomy_metrics")
+    if taxonomy_ran:
         metrics = run_sql(root, "SELECT model, revision, predictor, metric, value, ci_low, ci_high FROM "
                                 "taxonomy_metrics WHERE subset = 'aggregate' AND metric IN ('f1', 'pr_auc') "
                                 "ORDER BY model, revision, predictor, metric").to_pylist()
-    models = list(dict.fromkeys((r["model"], r["revision"]) for r in cats))
+    fitted = {(r["model"], r["revision"]) for r in metrics}
+    models = sorted(dict.fromkeys((r["model"], r["revision"]) for r in cats), key=_revision_order)
+    shown = fitted | set(fitted_revisions(models, "final"))  # in detail; other checkpoints get one line
     lines = ["", "What the model memorized, and why:"]
     for model, revision in models:
         rows = {r["category"]: r for r in cats if (r["model"], r["revision"]) == (model, revision)}
         n = sum(r["n"] for r in rows.values())
         m = sum(r["m"] for r in rows.values())
         lines.append(f"  {model}@{revision}: {n:,} sequences, {m:,} memorized ({100 * m / max(1, n):.2f}%)")
+        if (model, revision) not in shown:
+            continue  # an earlier checkpoint: one line is enough
         for c in CATEGORIES:
             r = rows.get(c, {"n": 0, "m": 0})
             rate = f"{100 * r['m'] / r['n']:.1f}% memorized" if r["n"] else "-"
@@ -44,6 +51,25 @@ def summary_text(warehouse: str | Path) -> str:
             vals = {r["metric"]: r for r in mine if r["predictor"] == predictor}
             if vals:
                 lines.append(f"    {predictor:<15} " + "  ".join(_with_ci(k, vals.get(k)) for k in ("f1", "pr_auc")))
+        if taxonomy_ran and not mine:
+            lines.append("    no taxonomic model: too few memorized (or other) sequences (taxonomy.min_memorized)")
+    if is_delta_table(root / "memorization_forecast") and len(shown) > 1:
+        forecast = run_sql(root, "SELECT model_a, revision_a, model_b, revision_b, precision, recall FROM "
+                                 "memorization_forecast ORDER BY model_b, revision_b, model_a, revision_a").to_pylist()
+        pairs = [r for r in forecast if (r["model_a"], r["revision_a"]) in shown
+                 and (r["model_b"], r["revision_b"]) in shown]
+        if pairs:
+            lines.append("  forecasts ('memorized by A' predicting 'memorized by B'):")
+            lines += [f"    {r['model_a']}@{r['revision_a']} -> {r['model_b']}@{r['revision_b']}: precision "
+                      f"{_num(r['precision'])}, recall {_num(r['recall'])}" for r in pairs]
+        for model, revision in sorted(shown, key=_revision_order):
+            earlier = sorted((r for r in forecast if r["model_a"] == model == r["model_b"]
+                              and r["revision_b"] == revision and (model, r["revision_a"]) not in shown),
+                             key=lambda r: _revision_order((model, r["revision_a"])))
+            if earlier:
+                lines.append(f"  {model}'s earlier checkpoints predicting {model}@{revision}: recall "
+                             + ", ".join(f"{_num(r['recall'])} ({r['revision_a']})" for r in earlier) + "; precision "
+                             + ", ".join(_num(r["precision"]) for r in earlier))
     page = root / "report" / "index.html"
     if page.is_file():
         lines += ["", f"report: {page.absolute()}"]
@@ -52,7 +78,18 @@ def summary_text(warehouse: str | Path) -> str:
 
 def _with_ci(name: str, row: dict | None) -> str:
     label = {"f1": "F1", "pr_auc": "PR-AUC"}[name]
-    if row is None or row["value"] is None or row["value"] != row["value"]:
+    if row is None or row["value"] is None or math.isnan(row["value"]):
         return f"{label} -"
     ci = f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if row["ci_low"] is not None else ""
     return f"{label} {row['value']:.3f}{ci}"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.3f}"
+
+
+def _revision_order(key: tuple[str, str]) -> tuple:
+    """Models by name; their step<N> revisions by N, other revisions first."""
+    model, revision = key
+    step = int(revision[4:]) if revision.startswith("step") and revision[4:].isdigit() else -1
+    return model, step, revision

@@ -169,10 +169,13 @@ def test_model_spec_forms(tmp_path):
     local.mkdir()
     s = parse_model_spec(str(local))
     assert (s.model, s.revision, s.source, s.is_local) == (str(local), "local", str(local), True)
-    trained = models_dir(tmp_path / "wh") / "trained"
-    trained.mkdir(parents=True)
-    s = parse_model_spec("trained", tmp_path / "wh")
-    assert (s.model, s.revision, s.source) == ("trained", "local", str(trained))
+    checkpoint = models_dir(tmp_path / "wh") / "trained-s" / "step10"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "config.json").write_text("{}")
+    s = parse_model_spec("trained-s@step10", tmp_path / "wh")
+    assert (s.model, s.revision, s.source, s.is_local) == ("trained-s", "step10", str(checkpoint), True)
+    with pytest.raises(ModelError, match="semmem train-model"):
+        parse_model_spec("trained-s@step11", tmp_path / "wh")
     with pytest.raises(ModelError, match="semmem train-model"):
         parse_model_spec("trained", tmp_path / "other")
     with pytest.raises(ModelError, match="malformed"):
@@ -211,13 +214,13 @@ def test_score_stage_matches_reference_and_overwrites_one_partition(spark, base_
     path_a = tmp_path / "model_a"
     model.save_pretrained(path_a)
     other = tiny_model(seed=5, eos=model.config.eos_token_id)
-    other.save_pretrained(models_dir(wh.root) / "trained")
-    cfg = with_overrides(base_cfg, [f"model.names=[{path_a}, trained]", "score.batch_size=8"])
+    other.save_pretrained(models_dir(wh.root) / "mine")
+    cfg = with_overrides(base_cfg, [f"model.names=[{path_a}, mine]", "score.batch_size=8"])
     score_stage(StageContext(spark, cfg, wh))
 
     got = {(r.model, r.sequence_id): r for r in wh.read("memorization").collect()}
     assert len(got) == 2 * len(rows)
-    for name, m in ((str(path_a), model), ("trained", other)):
+    for name, m in ((str(path_a), model), ("mine", other)):
         ref = memorization_reference(m, rows)
         ppl = perplexity_reference(m, rows)
         for i, (r, (pp, gp, sp)) in enumerate(zip(ref, ppl)):
@@ -227,15 +230,17 @@ def test_score_stage_matches_reference_and_overwrites_one_partition(spark, base_
                 (r["memorization_score"], r["is_memorized"], r["matched_prefix"])
             assert (row.prompt_perplexity, row.generation_perplexity, row.sequence_perplexity) == \
                 pytest.approx((pp, gp, sp), rel=1e-5)
+            # -log2 P of the 32 continuation tokens = 32 * ln(generation perplexity) / ln 2
+            assert row.continuation_nll_bits == pytest.approx(32 * math.log(gp) / math.log(2), rel=1e-5)
 
     # Re-running model A in flag mode replaces only A's partition.
     before_b = sorted((r.sequence_id, r.memorization_score) for r in wh.read("memorization").collect()
-                      if r.model == "trained")
+                      if r.model == "mine")
     score_stage(StageContext(spark, with_overrides(cfg, [f"model.names=[{path_a}]", "score.mode=flag"]), wh))
     after = wh.read("memorization").collect()
     assert len(after) == 2 * len(rows)
     assert all(r.memorization_score is None for r in after if r.model == str(path_a))
-    assert sorted((r.sequence_id, r.memorization_score) for r in after if r.model == "trained") == before_b
+    assert sorted((r.sequence_id, r.memorization_score) for r in after if r.model == "mine") == before_b
 
 
 def test_score_stage_needs_model_names(spark, base_cfg):

@@ -16,7 +16,8 @@ from semmem.errors import TableError
 from semmem.tables import Warehouse, list_tables
 
 MEM_COLS = ("model string, revision string, sequence_id long, memorization_score double, is_memorized boolean, "
-            "matched_prefix int, prompt_perplexity double, generation_perplexity double, sequence_perplexity double")
+            "matched_prefix int, prompt_perplexity double, generation_perplexity double, sequence_perplexity double, "
+            "continuation_nll_bits double")
 
 
 def _rows(spark, n: int, start: int = 0):
@@ -24,7 +25,7 @@ def _rows(spark, n: int, start: int = 0):
 
 
 def _mem(spark, model: str, revision: str, n: int, score: float):
-    return spark.createDataFrame([(model, revision, i, score, score == 1.0, 32, 1.5, 2.5, 3.5) for i in range(n)],
+    return spark.createDataFrame([(model, revision, i, score, score == 1.0, 32, 1.5, 2.5, 3.5, 40.0) for i in range(n)],
                                  MEM_COLS)
 
 

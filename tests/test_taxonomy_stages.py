@@ -42,7 +42,8 @@ def small_feature_tables(wh: Warehouse) -> None:
                               "pile_set_name": "Github" if i % 2 else "Pile-CC"} for i in ids])
     mem = [{"model": m, "revision": "local", "sequence_id": i, "memorization_score": s, "is_memorized": s == 1.0,
             "matched_prefix": 32 if s == 1.0 else 3, "prompt_perplexity": 10.0 + i, "generation_perplexity": 1.0 + i,
-            "sequence_perplexity": 20.0 + i} for m, scores in (("a", [1, 0.5, 1, 0, 1]), ("b", [1, 0, 0, 0, 0.25]))
+            "sequence_perplexity": 20.0 + i, "continuation_nll_bits": 30.0 + i}
+           for m, scores in (("a", [1, 0.5, 1, 0, 1]), ("b", [1, 0, 0, 0, 0.25]))
            for i, s in zip(ids, scores)]
     _write(wh, "memorization", mem)
     _write(wh, "sequence_duplicates", [{"sequence_id": i, "sequence_duplicates": d}
@@ -222,3 +223,36 @@ def test_report_renders_in_headless_chromium(answered, tmp_path):
     assert len(images) >= 11 and all(done and width > 0 for done, width in images)
     assert "memorized" in title and shot.stat().st_size > 50_000
     assert np.all([w > 200 for _, w in images])
+
+
+def test_fitted_revisions_keeps_each_models_last_step():
+    from semmem.taxonomy import fitted_revisions
+
+    keys = [("a", "step10"), ("a", "step9"), ("a", "main"), ("b", "step3"), ("c", "published")]
+    assert fitted_revisions(keys, "final") == [("a", "step10"), ("a", "main"), ("b", "step3"), ("c", "published")]
+    assert fitted_revisions(keys, "all") == keys
+
+
+def test_too_few_memorized_rows_get_no_fit(spark, tmp_path, caplog):
+    """A model@revision with fewer memorized rows than taxonomy.min_memorized: correlations and the KL curve, no
+    fitted model or search; the log, the summary and the report say so."""
+    ctx = _ctx(spark, tmp_path / "wh", "taxonomy.bootstrap_rounds=5", "taxonomy.kl_bootstrap_rounds=5")
+    df = synthetic_combined(400, seed=3, model="rare", revision="step5")
+    df["is_memorized"] = df.sequence_id.isin(df.sequence_id.head(4))  # 4 < 10
+    tdef = table("combined")
+    for f in tdef.schema:
+        if f.name not in df:
+            df[f.name] = None
+    ctx.warehouse.write(spark.createDataFrame(df[tdef.columns], tdef.spark_schema), "combined", mode="overwrite")
+    seqs = df[["sequence_id"]].assign(tokens=[[0] * 64] * len(df), text="a text", prompt_text="a", pile_set_name=None)
+    ctx.warehouse.write(spark.createDataFrame(seqs[table("sequences").columns], table("sequences").spark_schema),
+                        "sequences", mode="overwrite")
+    with caplog.at_level(logging.WARNING, logger="semmem"):
+        run_stages(ctx, ["taxonomy", "report"])
+    assert "4 memorized and 396 other rows, fewer than taxonomy.min_memorized = 10" in caplog.text
+    wh = ctx.warehouse
+    assert wh.read("taxonomy_metrics").count() == 0 and wh.read("taxonomy_search").count() == 0
+    assert wh.read("feature_correlations").count() > 0
+    assert "rare@step5: 400 sequences, 4 memorized" in summary_text(wh.root)
+    assert "no taxonomic model" in summary_text(wh.root)
+    assert "No taxonomic model for rare@step5 (4 memorized)" in (wh.root / "report" / "index.html").read_text()

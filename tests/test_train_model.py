@@ -3,20 +3,13 @@ model the score stage can load, and skips retraining when nothing changed."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from semmem.config import with_overrides
 from semmem.errors import ModelError
 from semmem.scoring.memorization import score_tokens
-from semmem.scoring.models import load_model, models_dir, parse_model_spec
-from semmem.scoring.train import TRAIN_INFO, TrainParams, train_model, windows_from_rows
-from semmem.stages.registry import StageContext
-from semmem.stages.scoring import train_model_stage
-from semmem.tables import Warehouse
+from semmem.scoring.train import TrainParams, checkpoint_steps, train_model, windows_from_rows
 
 VOCAB = 256
 EOD = 0
@@ -82,22 +75,22 @@ def test_windows_and_errors():
         train_model(np.full((2, 8), 300), VOCAB, PARAMS)
 
 
-def test_train_model_stage_saves_a_loadable_model_and_skips_when_unchanged(spark, base_cfg):
-    rows, licence, _ = synthetic_stream(docs=40)
-    wh = Warehouse(spark, base_cfg.warehouse)
-    df = spark.createDataFrame([(i, [int(t) for t in r]) for i, r in enumerate(rows)], "row_id long, tokens array<int>")
-    wh.write(df, "token_rows")
-    cfg = with_overrides(base_cfg, ["model.names=[trained]", "train_model.hidden_size=32", "train_model.epochs=1",
-                                    "train_model.batch_size=16"])
-    ctx = StageContext(spark, cfg, wh)
-    train_model_stage(ctx)
-    out = models_dir(wh.root) / "trained"
-    info = json.loads((out / TRAIN_INFO).read_text())
-    assert info["params"]["hidden_size"] == 32 and info["windows"] == len(rows) * (rows.shape[1] // 64)
-    model = load_model(parse_model_spec("trained", wh.root), device=torch.device("cpu"))
-    assert model.config.vocab_size == int(rows.max()) + 1 and model.config.eos_token_id == EOD
-    mtime = (out / "model.safetensors").stat().st_mtime_ns
-    train_model_stage(ctx)  # same params, same stream version: nothing to do
-    assert (out / "model.safetensors").stat().st_mtime_ns == mtime
-    train_model_stage(StageContext(spark, with_overrides(cfg, ["model.names=[EleutherAI/pythia-70m]"]), wh))
-    assert (out / "model.safetensors").stat().st_mtime_ns == mtime  # not used by model.names: skipped
+def test_checkpoints_are_taken_at_fractions_of_training(trained):
+    assert checkpoint_steps([0.25, 0.5, 1.0, 0.5], 10) == [3, 5, 10]
+    rows, _, _ = synthetic_stream()
+    saved = {}
+    windows = windows_from_rows(rows, PARAMS.context_length)
+    params = TrainParams(**{**PARAMS.__dict__, "epochs": 1})
+    final, summary = train_model(windows, VOCAB, params, eod_id=EOD, on_checkpoint=(
+        [2, summary_steps(windows, params)], lambda step, m, info: saved.update({step: (info, {
+            k: v.clone() for k, v in m.state_dict().items()})})))
+    assert sorted(saved) == [2, summary["steps"]]
+    assert saved[2][0]["step"] == 2 and saved[2][0]["windows_seen"] == 2 * params.batch_size
+    last = saved[summary["steps"]][1]
+    assert all(torch.equal(last[k], v) for k, v in final.state_dict().items())  # the last checkpoint = the model
+
+
+def summary_steps(windows, params) -> int:
+    from semmem.scoring.train import total_steps
+
+    return total_steps(len(windows), params)

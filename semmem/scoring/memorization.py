@@ -34,7 +34,7 @@ SEQ_LEN = 64
 PROMPT_LEN = 32
 CONT_LEN = SEQ_LEN - PROMPT_LEN
 OUTPUT_FIELDS = ("memorization_score", "is_memorized", "matched_prefix", "prompt_perplexity",
-                 "generation_perplexity", "sequence_perplexity")
+                 "generation_perplexity", "sequence_perplexity", "continuation_nll_bits")
 
 
 @dataclass
@@ -194,7 +194,8 @@ def score_tokens(model: Any, tokens: torch.Tensor, *, mode: str = "full", upstre
         score = torch.full((tokens.shape[0],), float("nan"), dtype=torch.float64, device=tokens.device)
     fwd.cache = None
     return {"memorization_score": score, "is_memorized": prefix == CONT_LEN, "matched_prefix": prefix,
-            "prompt_perplexity": ppl_p, "generation_perplexity": ppl_g, "sequence_perplexity": ppl_s}
+            "prompt_perplexity": ppl_p, "generation_perplexity": ppl_g, "sequence_perplexity": ppl_s,
+            "continuation_nll_bits": fwd.nll[:, PROMPT_LEN - 1:].double().sum(dim=1) / math.log(2)}
 
 
 def score_numpy(model: Any, tokens: np.ndarray, *, batch_size: int, device: Any, **kwargs: Any
@@ -210,7 +211,8 @@ def score_numpy(model: Any, tokens: np.ndarray, *, batch_size: int, device: Any,
     out = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in parts.items()}
     out["is_memorized"] = out["is_memorized"].astype(bool)
     out["matched_prefix"] = out["matched_prefix"].astype(np.int32)
-    for k in ("memorization_score", "prompt_perplexity", "generation_perplexity", "sequence_perplexity"):
+    for k in ("memorization_score", "prompt_perplexity", "generation_perplexity", "sequence_perplexity",
+              "continuation_nll_bits"):
         out[k] = out[k].astype(np.float64)
     return out
 
@@ -302,7 +304,7 @@ def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstr
     rtype = StructType([
         StructField("memorization_score", DoubleType()), StructField("matched_prefix", IntegerType()),
         StructField("prompt_perplexity", DoubleType()), StructField("generation_perplexity", DoubleType()),
-        StructField("sequence_perplexity", DoubleType())])
+        StructField("sequence_perplexity", DoubleType()), StructField("continuation_nll_bits", DoubleType())])
     udf = predict_batch_udf(
         make_score_predict_fn(model_spec, mode=mode, upstream_perplexity=upstream_perplexity, eod_id=eod_id,
                               batch_size=batch_size, dtype=dtype, device=device),
@@ -314,4 +316,5 @@ def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstr
         score.alias("memorization_score"), (F.col("s.matched_prefix") == CONT_LEN).alias("is_memorized"),
         F.col("s.matched_prefix").alias("matched_prefix"), F.col("s.prompt_perplexity").alias("prompt_perplexity"),
         F.col("s.generation_perplexity").alias("generation_perplexity"),
-        F.col("s.sequence_perplexity").alias("sequence_perplexity"))
+        F.col("s.sequence_perplexity").alias("sequence_perplexity"),
+        F.col("s.continuation_nll_bits").alias("continuation_nll_bits"))

@@ -64,15 +64,17 @@ def parse_model_spec(spec: str, warehouse_root: str | Path | None = None, traine
                      ) -> ModelSpec:
     """Resolve one `model.names` entry (see the module docstring for the three forms).
 
-    `trained_name` (train_model.name) is reserved: when its folder does not exist yet the error says to train it.
+    `trained_name` (train_model.name) is reserved: `<trained_name>-<size>@step<N>` is a checkpoint of the trained
+    family, and when it does not exist the error says to train it.
     """
     spec = spec.strip()
     if not spec:
         raise ModelError("model.names contains an empty entry; expected e.g. EleutherAI/pythia-70m-deduped@step143000")
-    if warehouse_root is not None and "/" not in spec and "@" not in spec:
-        trained = models_dir(warehouse_root) / spec
-        if trained.is_dir():
-            return ModelSpec(spec, LOCAL_REVISION, str(trained), True)
+    if warehouse_root is not None and "/" not in spec:
+        name, _, revision = spec.partition("@")
+        saved = models_dir(warehouse_root) / name / revision if revision else models_dir(warehouse_root) / name
+        if (saved / "config.json").is_file():
+            return ModelSpec(name, revision or LOCAL_REVISION, str(saved), True)
     path = Path(spec).expanduser()
     if path.is_dir():
         return ModelSpec(spec, LOCAL_REVISION, str(path.absolute()), True)
@@ -81,10 +83,10 @@ def parse_model_spec(spec: str, warehouse_root: str | Path | None = None, traine
         name, revision = spec, "main"
     if not name or not revision:
         raise ModelError(f"model spec {spec!r} is malformed; expected <hub id>[@<revision>] or a local folder")
-    if warehouse_root is not None and spec == trained_name:
+    if warehouse_root is not None and (spec == trained_name or name.startswith(trained_name + "-")):
         hint = models_dir(warehouse_root) / name
-        raise ModelError(f"model {spec!r} is neither a local folder nor a trained model under {hint.parent}; "
-                         f"run `semmem train-model` (stage train_model) to create {hint}, or give a hub id such as "
+        raise ModelError(f"model {spec!r} is neither a local folder nor a trained checkpoint under {hint.parent}; "
+                         f"run `semmem train-model` (stage train_model) to create it, or give a hub id such as "
                          "EleutherAI/pythia-70m-deduped@step143000")
     return ModelSpec(name, revision, name, False)
 

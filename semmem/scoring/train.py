@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -76,12 +76,24 @@ def build_model(vocab_size: int, params: TrainParams, *, eod_id: int, pad_id: in
     return GPTNeoXForCausalLM(cfg)
 
 
+def total_steps(n_windows: int, params: TrainParams) -> int:
+    return max(1, math.ceil(n_windows / params.batch_size) * params.epochs)
+
+
+def checkpoint_steps(fractions: Iterable[float], total: int) -> list[int]:
+    """The optimizer steps at which the fractions of training end (ceil(f * total), distinct, sorted)."""
+    return sorted({max(1, min(total, math.ceil(f * total))) for f in fractions})
+
+
 def train_model(windows: np.ndarray, vocab_size: int, params: TrainParams, *, eod_id: int = 0, pad_id: int = 1,
-                threads: int | None = None) -> tuple[Any, dict[str, Any]]:
+                threads: int | None = None, device: Any = None,
+                on_checkpoint: tuple[list[int], Callable[[int, Any, dict[str, Any]], None]] | None = None
+                ) -> tuple[Any, dict[str, Any]]:
     """Train on windows [n, T] (next-token loss on every position); returns (model in eval mode, summary).
 
     AdamW, linear warmup over the first 5% of steps then cosine decay to 10%, gradient clipping at 1.0, no dropout and
-    no weight decay (we want memorization to be possible).
+    no weight decay (we want memorization to be possible). `on_checkpoint` = (steps, fn): fn(step, model, summary)
+    runs after each of those optimizer steps (the model in eval mode for the call), e.g. to save a checkpoint.
     """
     import torch
     import torch.nn.functional as F
@@ -93,12 +105,14 @@ def train_model(windows: np.ndarray, vocab_size: int, params: TrainParams, *, eo
     if int(windows.max()) >= vocab_size:
         raise ModelError(f"the stream holds token id {int(windows.max())} >= vocab size {vocab_size}; the "
                          "tokenizer the stream was made with does not match")
-    model = build_model(vocab_size, params, eod_id=eod_id, pad_id=pad_id)
+    device = device or torch.device("cpu")
+    model = build_model(vocab_size, params, eod_id=eod_id, pad_id=pad_id).to(device)
     model.train()
     data = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.int64))
     n = data.shape[0]
-    steps_per_epoch = math.ceil(n / params.batch_size)
-    total = max(1, steps_per_epoch * params.epochs)
+    total = total_steps(n, params)
+    saves, save = on_checkpoint if on_checkpoint is not None else ([], None)
+    step = 0
     warmup = max(1, total // 20)
     opt = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -112,7 +126,7 @@ def train_model(windows: np.ndarray, vocab_size: int, params: TrainParams, *, eo
         order = torch.randperm(n, generator=gen)
         epoch_loss = 0.0
         for s in range(0, n, params.batch_size):
-            batch = data[order[s:s + params.batch_size]]
+            batch = data[order[s:s + params.batch_size]].to(device)
             hidden = model.base_model(input_ids=batch[:, :-1]).last_hidden_state
             logits = head(hidden)  # [b, T-1, V]
             loss = F.cross_entropy(logits.reshape(-1, vocab_size), batch[:, 1:].reshape(-1))
@@ -122,6 +136,13 @@ def train_model(windows: np.ndarray, vocab_size: int, params: TrainParams, *, eo
             sched.step()
             opt.zero_grad(set_to_none=True)
             epoch_loss += float(loss.detach()) * len(batch)
+            step += 1
+            if save is not None and step in saves:
+                model.eval()
+                save(step, model, {"step": step, "steps": total, "windows_seen": min(n * params.epochs, step *
+                                   params.batch_size), "loss": float(loss.detach()),
+                                   "seconds": round(time.monotonic() - start, 1)})
+                model.train()
         losses.append(epoch_loss / n)
         log.info("train_model: epoch %d/%d loss %.4f (%.0f s)", epoch + 1, params.epochs, losses[-1],
                  time.monotonic() - start)
@@ -152,6 +173,9 @@ def save_trained(model: Any, out_dir: str | Path, *, summary: dict[str, Any], fp
                  tokenizer_file: str | Path | None = None, eod_token: str = "<|endoftext|>",
                  pad_token: str = "<|padding|>") -> Path:
     """save_pretrained the model (and the stream's tokenizer when given) into out_dir, replacing it atomically."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per checkpoint of a one-shard model is noise in the run's log
     with replacing_folder(out_dir) as tmp:
         model.save_pretrained(tmp)
         if tokenizer_file is not None and Path(tokenizer_file).is_file():

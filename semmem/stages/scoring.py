@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
+from functools import partial
 from pathlib import Path
 
-from semmem.errors import ConfigError
+from pyspark.sql import functions as F
+
+from semmem.catalog import table
+from semmem.errors import ConfigError, ModelError
 from semmem.ingest.tokenizer import saved_tokenizer_path
-from semmem.scoring.models import check_model_available, models_dir, parse_model_spec
+from semmem.scoring.models import ModelSpec, check_model_available, parse_model_spec
 from semmem.stages.registry import StageContext, stage
 
 log = logging.getLogger(__name__)
@@ -22,48 +25,80 @@ def _stream_identity(ctx: StageContext) -> str:
     return "none"
 
 
-@stage("train_model", inputs=("stream",), outputs=())
+def uses_family(names: list[str], family: str) -> bool:
+    """Does model.names name the trained family (the family itself, or one of its members)?"""
+    return any(n == family or n.split("@")[0].startswith(family + "-") for n in names)
+
+
+@stage("train_model", inputs=("stream",), outputs=("model_family",))
 def train_model_stage(ctx: StageContext) -> None:
-    """Train the tiny GPT-NeoX of train_model.* on the training stream; saved under <warehouse>/_semmem/models/<name>.
+    """Train the family of train_model.sizes on the stream, one Spark task per size, with checkpoints -> model_family.
 
-    Skipped when model.names does not mention train_model.name (nothing would use it), and when the saved model was
-    trained with the same parameters on the same stream version (train_model.force=true retrains).
+    Skipped when model.names does not use train_model.name, and per size when its saved checkpoints were trained with
+    the same settings on the same vocabulary and stream version (train_model.force=true retrains).
     """
-    import numpy as np
-
     from semmem.ingest.stream import read_stream
-    from semmem.scoring.train import TrainParams, fingerprint, is_up_to_date, save_trained, train_model, \
-        windows_from_rows
+    from semmem.progress import progress
+    from semmem.scoring import family as fam
 
-    tcfg = ctx.cfg.train_model
-    out_dir = models_dir(ctx.warehouse.root) / tcfg.name
-    if ctx.cfg.model.names and tcfg.name not in ctx.cfg.model.names:
-        log.info("train_model: skipped, model.names does not use %r", tcfg.name)
+    t, wh = ctx.cfg.train_model, ctx.warehouse
+    if ctx.cfg.model.names and not uses_family(ctx.cfg.model.names, t.name):
+        log.info("train_model: skipped, model.names does not use %r", t.name)
         return
-    params = TrainParams(hidden_size=tcfg.hidden_size, num_layers=tcfg.num_layers, num_heads=tcfg.num_heads,
-                         context_length=tcfg.context_length, epochs=tcfg.epochs, batch_size=tcfg.batch_size,
-                         learning_rate=tcfg.learning_rate, seed=tcfg.seed)
-    tok_path = saved_tokenizer_path(ctx.warehouse.root)
-    stream = read_stream(ctx.warehouse, ctx.cfg).select("row_id", "tokens")
-    if tcfg.max_rows is not None:
-        stream = stream.where(stream.row_id < tcfg.max_rows)
+    if not t.checkpoints or any(not 0.0 < f <= 1.0 for f in t.checkpoints):
+        raise ConfigError(f"train_model.checkpoints = {t.checkpoints}: give fractions of training in (0, 1]")
+    members = fam.Member.all_of(t, wh.root)
+    tok_path = saved_tokenizer_path(wh.root)
     vocab = _vocab_size(tok_path)
-    fp = fingerprint(params, vocab or -1, f"{_stream_identity(ctx)}:{tcfg.max_rows}")
-    if not tcfg.force and is_up_to_date(out_dir, fp):
-        log.info("train_model: %s is up to date (fingerprint %s)", out_dir, fp)
-        return
-    # The trainer is one process: the stream comes to the driver in row order, one Arrow batch at a time. Meant for
-    # samples (the bundled one is ~350 rows); cap big streams with train_model.max_rows.
-    rows = [np.asarray(r.tokens, dtype=np.int64) for r in stream.orderBy("row_id").toLocalIterator()]
-    windows = windows_from_rows(rows, params.context_length)
     if vocab is None:
-        vocab = int(windows.max()) + 1
-        log.warning("train_model: no saved tokenizer at %s; vocab size %d taken from the stream", tok_path, vocab)
-    model, summary = train_model(windows, vocab, params, eod_id=ctx.cfg.stream.eod_id, pad_id=1,
-                                 threads=os.cpu_count())
-    save_trained(model, out_dir, summary=summary, fp=fp, tokenizer_file=tok_path)
-    log.info("train_model: saved %s (%d windows, loss %s, %.0f s)", out_dir, summary["windows"],
-             [round(x, 3) for x in summary["epoch_loss"]], summary["seconds"])
+        raise ConfigError(f"train_model needs the tokenizer ingest saved ({tok_path}); run stage 'ingest' first")
+    stream_id = f"{_stream_identity(ctx)}:{t.max_tokens}"
+    todo = [m for m in members if t.force or
+            not fam.is_up_to_date(m, fam.member_fingerprint(m, vocab, stream_id, t.checkpoints))]
+    todo.sort(key=lambda m: -m.shape.flops_per_token(vocab))  # the largest starts first: the sweep ends sooner
+    for m in members:
+        if m not in todo:
+            log.info("train_model: %s is up to date", m.model)
+    if todo:
+        max_rows = max(1, t.max_tokens // ctx.cfg.stream.seq_length)
+        rows = read_stream(wh, ctx.cfg).where(F.col("row_id") < max_rows).select("row_id", "tokens")
+        log.info("train_model: %d size(s) in parallel (%s) on the first %d stream rows", len(todo),
+                 ", ".join(m.model for m in todo), max_rows)
+        with wh.scratch(rows) as scratch:
+            jobs = ctx.spark.createDataFrame(
+                ctx.spark.sparkContext.parallelize([(fam.member_json(m),) for m in todo], len(todo)), "member string")
+            body = partial(fam.train_members, files=[f.path for f in scratch.files], vocab_size=vocab,
+                           eod_id=ctx.cfg.stream.eod_id, pad_id=1, tokenizer_file=str(tok_path),
+                           checkpoints=t.checkpoints, stream_id=stream_id, device=t.device)
+            with progress(ctx.spark, "train_model"):
+                jobs.mapInPandas(body, table("model_family").spark_schema).collect()  # a few rows per size
+    rows = [r for m in members for r in (fam.saved_rows(m) or [])]
+    wh.write(ctx.spark.createDataFrame(rows, table("model_family").spark_schema), "model_family", mode="overwrite",
+             metadata={"stage": "train_model", "stream": stream_id, "vocab_size": vocab})
+    for m in members:
+        last = [r for r in rows if r["model"] == m.model][-1]
+        log.info("train_model: %s: %d parameters, %d checkpoints, final loss %.3f", m.model, last["num_parameters"],
+                 len([r for r in rows if r["model"] == m.model]), last["loss"])
+
+
+def model_specs(ctx: StageContext) -> list[ModelSpec]:
+    """model.names resolved; the family's name expands to every size and checkpoint train_model saved."""
+    from semmem.scoring import family as fam
+
+    t, root = ctx.cfg.train_model, ctx.warehouse.root
+    members = {m.model: m for m in fam.Member.all_of(t, root)}
+    specs: list[ModelSpec] = []
+    for name in ctx.cfg.model.names:
+        targets = list(members.values()) if name == t.name else [members[name]] if name in members else []
+        if not targets:
+            specs.append(parse_model_spec(name, root, t.name))
+        for m in targets:
+            saved = fam.checkpoint_folders(m.folder)
+            if not saved:
+                raise ModelError(f"model {name!r}: {m.model} has no checkpoint under {m.folder}; run stage "
+                                 "'train_model' (`semmem train-model`) first")
+            specs += [ModelSpec(m.model, f"step{step}", str(folder), True) for step, folder in saved]
+    return specs
 
 
 def _vocab_size(tok_path: Path) -> int | None:
@@ -87,7 +122,7 @@ def score_stage(ctx: StageContext) -> None:
         raise ConfigError("model.names is empty: list the models to score, e.g. "
                           "--set model.names=EleutherAI/pythia-70m-deduped@step143000, or "
                           f"model.names=[{cfg.train_model.name}] for the model stage train_model makes")
-    specs = [parse_model_spec(n, ctx.warehouse.root, cfg.train_model.name) for n in cfg.model.names]
+    specs = model_specs(ctx)
     sequences = ctx.warehouse.read("sequences").select("sequence_id", "tokens")
     for spec in specs:
         check_model_available(spec)  # on the driver: a clear error before any executor starts loading weights
@@ -97,3 +132,33 @@ def score_stage(ctx: StageContext) -> None:
         version = ctx.warehouse.write(scored, "memorization", mode="overwrite",
                                       partition={"model": spec.model, "revision": spec.revision})
         log.info("score: %s@%s -> memorization version %d", spec.model, spec.revision, version)
+
+
+@stage("capacity", inputs=(), outputs=("capacity",), default=False)
+def capacity_stage(ctx: StageContext) -> None:
+    """Bits a model stores of uniformly random data, per size and dataset size (Morris et al. 2025) -> capacity."""
+    from semmem.progress import progress
+    from semmem.scoring import capacity as cap
+    from semmem.taxonomy.report import capacity_figure, save_png
+
+    c = ctx.cfg.capacity
+    if not c.sizes or not c.dataset_sequences or not c.seeds or c.vocab_size < 2 or c.sequence_length < 2:
+        raise ConfigError("capacity needs sizes, dataset_sequences and seeds, vocab_size >= 2, sequence_length >= 2")
+    specs = cap.run_specs(c.sizes, c.dataset_sequences, c.seeds, c.vocab_size)
+    log.info("capacity: %d runs (%d sizes x %d dataset sizes x %d seeds), one Spark task each", len(specs),
+             len(c.sizes), len(c.dataset_sequences), len(c.seeds))
+    jobs = ctx.spark.createDataFrame(ctx.spark.sparkContext.parallelize([(s,) for s in specs], len(specs)),
+                                     "run string")
+    body = partial(cap.run_capacity, vocab=c.vocab_size, length=c.sequence_length, steps=c.steps,
+                   batch_size=c.batch_size, learning_rate=c.learning_rate, dtype=c.dtype, device=c.device)
+    with progress(ctx.spark, "capacity"):
+        rows = jobs.mapInPandas(body, table("capacity").spark_schema).toPandas()  # one row per run
+    wh = ctx.warehouse
+    wh.write(ctx.spark.createDataFrame(rows, table("capacity").spark_schema), "capacity", mode="overwrite",
+             metadata={"stage": "capacity", **{k: str(v) for k, v in vars(c).items()}})
+    for r in cap.plateau(rows).itertuples():
+        log.info("capacity: %s (%d parameters, %s): plateau %.0f bits at %d sequences = %.2f +- %.2f bits/parameter",
+                 r.model, r.params, r.dtype, r.plateau_bits, r.plateau_sequences, r.bits_per_param,
+                 r.bits_per_param_std)
+    page = save_png(capacity_figure(rows), wh.root / "report" / "capacity.png")
+    log.info("capacity: plot %s", page)

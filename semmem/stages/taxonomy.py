@@ -4,6 +4,7 @@ reconstruction / recollection, and fit and test the taxonomic model (spec ยง3, ย
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pandas as pd
 from pyspark.sql import DataFrame, Window
@@ -13,8 +14,8 @@ from semmem.catalog import table
 from semmem.errors import StageError
 from semmem.stages.registry import StageContext, stage
 from semmem.taxonomy import (
-    MODEL_FEATURES, duplicate_threshold_kl, feature_correlations, partition_candidates, search_partitions,
-    taxonomy_model, with_best_partition)
+    MODEL_FEATURES, duplicate_threshold_kl, feature_correlations, fitted_revisions, partition_candidates,
+    search_partitions, taxonomy_model, with_best_partition)
 from semmem.taxonomy.combine import FEATURE_TABLES, combine, deduplicate, labels
 from semmem.taxonomy.report import ReportData, write_report
 from semmem.taxonomy.stats import memorization_forecast
@@ -58,10 +59,39 @@ def combine_stage(ctx: StageContext) -> None:
     sequences = deduplicate(wh.read("sequences").select("sequence_id", "pile_set_name"), ["sequence_id"])
     if sequences.removed:
         log.warning("combine: %d duplicate sequence_id row(s) removed from sequences", sequences.removed)
-    out = combine(label_rows.df, sequences.df, features, cfg.taxonomy.duplicate_threshold)
+    reference = _reference_model(ctx, label_rows.df)
+    out = combine(label_rows.df, sequences.df, features, cfg.taxonomy.duplicate_threshold, reference)
     meta = {"stage": "combine", "duplicate_threshold": cfg.taxonomy.duplicate_threshold, "missing": missing,
+            "reference_model": "@".join(reference) if reference else None,
             "inputs": {n: wh.version(n) for n in ["sequences", *sources, *FEATURE_TABLES] if wh.exists(n)}}
     wh.write(out, "combined", mode="overwrite", metadata=meta)
+
+
+def _reference_model(ctx: StageContext, label_rows: DataFrame) -> tuple[str, str] | None:
+    """The (model, revision) memorized_bits is measured against (combine.reference_model), checked to be scored."""
+    ref, wh = ctx.cfg.combine.reference_model, ctx.warehouse
+    if ref is None:
+        return None
+    if ref == "auto":
+        if not wh.exists("model_family"):
+            return None
+        fam = wh.read("model_family")
+        row = fam.orderBy("num_parameters", F.col("step").desc(), "model").select("model", "revision").first()
+        if row is None:
+            return None
+        key = (row["model"], row["revision"])
+    else:
+        model, _, revision = ref.rpartition("@")
+        key = (model or ref, revision if model else "main")
+    scored = label_rows.where((F.col("model") == key[0]) & (F.col("revision") == key[1])).limit(1).count()
+    if not scored:
+        if ref == "auto":
+            log.warning("combine: reference model %s@%s is not scored: memorized_bits is NULL", *key)
+            return None
+        raise StageError(f"combine.reference_model = {ref!r} has no rows in memorization; score it (add it to "
+                         "model.names) or set combine.reference_model to a scored model@revision or null")
+    log.info("combine: memorized_bits measured against %s@%s", *key)
+    return key
 
 
 @stage("taxonomy", inputs=("combined",), outputs=TAXONOMY_TABLES)
@@ -69,12 +99,24 @@ def taxonomy_stage(ctx: StageContext) -> None:
     """The baseline and taxonomic models, partition search, correlations, KL curve and forecasts, per model."""
     wh, t = ctx.warehouse, ctx.cfg.taxonomy
     combined = wh.read("combined")
-    keys = [(r["model"], r["revision"]) for r in
-            combined.select("model", "revision").distinct().orderBy("model", "revision").collect()]  # one per model
+    keys = fitted_revisions([(r["model"], r["revision"]) for r in combined.select("model", "revision").distinct()
+                             .orderBy("model", "revision").collect()], t.revisions)  # one row per model@revision
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TAXONOMY_TABLES}
     for model, revision in keys:
         rows = _model_rows(combined, model, revision, t.max_rows, t.seed)
-        log.info("taxonomy: %s@%s: %d rows (%d memorized)", model, revision, len(rows), int(rows.is_memorized.sum()))
+        labels = rows.is_memorized.dropna().astype(bool)
+        memorized, other = int(labels.sum()), int((~labels).sum())
+        log.info("taxonomy: %s@%s: %d rows (%d memorized)", model, revision, len(rows), memorized)
+        frames["feature_correlations"].append(feature_correlations(rows, nl_threshold=t.nl_threshold,
+                                                                   code_threshold=t.code_threshold, seed=t.seed))
+        frames["duplicate_threshold_kl"].append(duplicate_threshold_kl(
+            rows, kl_max_duplicates=t.kl_max_duplicates, kl_bootstrap_rounds=t.kl_bootstrap_rounds,
+            kl_min_rows=t.kl_min_rows, seed=t.seed, ci_level=t.ci_level))
+        if min(memorized, other) < t.min_memorized:
+            log.warning("taxonomy: %s@%s: %d memorized and %d other rows, fewer than taxonomy.min_memorized = %d: "
+                        "no fitted model or partition search (correlations and the KL curve only)", model, revision,
+                        memorized, other, t.min_memorized)
+            continue
         result = taxonomy_model(rows, upstream_protocol=t.upstream_protocol, test_fraction=t.test_fraction,
                                 seed=t.seed, max_rows=t.max_rows, bootstrap_rounds=t.bootstrap_rounds,
                                 ci_level=t.ci_level, ece_bins=t.ece_bins)
@@ -90,11 +132,6 @@ def taxonomy_stage(ctx: StageContext) -> None:
         frames["taxonomy_metrics"].append(result.metrics)
         frames["taxonomy_weights"].append(result.weights)
         frames["taxonomy_search"].append(search)
-        frames["feature_correlations"].append(feature_correlations(rows, nl_threshold=t.nl_threshold,
-                                                                   code_threshold=t.code_threshold, seed=t.seed))
-        frames["duplicate_threshold_kl"].append(duplicate_threshold_kl(
-            rows, kl_max_duplicates=t.kl_max_duplicates, kl_bootstrap_rounds=t.kl_bootstrap_rounds,
-            kl_min_rows=t.kl_min_rows, seed=t.seed, ci_level=t.ci_level))
     frames["memorization_forecast"].append(memorization_forecast(combined))
     meta = {"stage": "taxonomy", "combined_version": wh.version("combined"), "models": [f"{m}@{r}" for m, r in keys],
             "upstream_protocol": t.upstream_protocol, "seed": t.seed}
@@ -137,7 +174,13 @@ def report_stage(ctx: StageContext) -> None:
         search=wh.read("taxonomy_search").toPandas(),  # 810 candidates per model
         kl=wh.read("duplicate_threshold_kl").toPandas(), forecast=wh.read("memorization_forecast").toPandas(),
         examples=_examples(combined, wh.read("sequences"), ctx.cfg.report.examples_per_category),
-        duplicate_threshold=t.duplicate_threshold, notes=_provenance(ctx))
+        duplicate_threshold=t.duplicate_threshold, notes=_provenance(ctx),
+        family=wh.read("model_family").toPandas() if wh.exists("model_family") else pd.DataFrame(),
+        capacity=wh.read("capacity").toPandas() if wh.exists("capacity") else pd.DataFrame())
+    fitted = set(zip(data.metrics["model"], data.metrics["revision"]))
+    memorized = data.categories.groupby(["model", "revision"])["memorized"].sum()
+    data = replace(data, unfitted=[f"{m}@{r} ({int(memorized[(m, r)])} memorized)" for m, r in
+                                   fitted_revisions(sorted(memorized.index), t.revisions) if (m, r) not in fitted])
     page = write_report(data, wh.root / "report")
     log.info("report: %s", page)
 

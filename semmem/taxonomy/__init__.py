@@ -26,7 +26,8 @@ out and listed (weights status `missing`).
 """
 
 from semmem.taxonomy.features import (
-    CATEGORIES, DISPLAY_NAMES, MODEL_FEATURES, UPSTREAM_NAMES, categorize, category_column, select_rows)
+    CATEGORIES, DISPLAY_NAMES, MODEL_FEATURES, UPSTREAM_NAMES, categorize, category_column, fitted_revisions,
+    select_rows)
 from semmem.taxonomy.model import Split, TaxonomyResult, prepare_split, taxonomy_model
 from semmem.taxonomy.search import (
     Partition, partition_candidates, search_partitions, with_best_partition)
@@ -36,6 +37,6 @@ from semmem.taxonomy.stats import (
 __all__ = [
     "CATEGORIES", "DISPLAY_NAMES", "MODEL_FEATURES", "UPSTREAM_NAMES", "Partition", "Split", "TaxonomyResult",
     "categorize", "category_column", "chatterjee_xi", "duplicate_threshold_kl", "feature_correlations",
-    "memorization_forecast", "partition_candidates", "prepare_split", "search_partitions", "select_rows",
+    "fitted_revisions", "memorization_forecast", "partition_candidates", "prepare_split", "search_partitions", "select_rows",
     "taxonomy_model", "with_best_partition",
 ]

@@ -21,7 +21,7 @@ FEATURE_TABLES: dict[str, str] = {
     "sequence_duplicates": "duplicates", "token_frequency_stats": "frequencies", "templating": "templating",
     "huffman": "huffman", "semantic_matches": "semantic", "textual_matches": "textual", "code_scores": "code"}
 LABEL_COLUMNS = ("memorization_score", "is_memorized", "matched_prefix", "prompt_perplexity",
-                 "generation_perplexity", "sequence_perplexity")
+                 "generation_perplexity", "sequence_perplexity", "continuation_nll_bits")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def labels(memorization: DataFrame | None, published: DataFrame | None) -> DataF
             "model", F.lit("published").alias("revision"), "sequence_id", score,
             (score >= 1.0).alias("is_memorized"), *[F.lit(None).cast(t).alias(c) for c, t in (
                 ("matched_prefix", "int"), ("prompt_perplexity", "double"), ("generation_perplexity", "double"),
-                ("sequence_perplexity", "double"))]))
+                ("sequence_perplexity", "double"), ("continuation_nll_bits", "double"))]))
     out = frames[0]
     for f in frames[1:]:
         out = out.unionByName(f)
@@ -69,13 +69,26 @@ def null_columns(name: str) -> list[Column]:
             and f.name in table("combined").columns]
 
 
+def memorized_bits(label_rows: DataFrame, reference: tuple[str, str] | None) -> DataFrame:
+    """label_rows + memorized_bits = max(0, NLL_ref - NLL_model) in bits over the continuation (Morris et al.'s
+    memorization of a sequence relative to a reference model), NULL without a reference or a score of it."""
+    if reference is None:
+        return label_rows.withColumn("memorized_bits", F.lit(None).cast("double"))
+    ref = (label_rows.where((F.col("model") == reference[0]) & (F.col("revision") == reference[1]))
+           .select("sequence_id", F.col("continuation_nll_bits").alias("_ref_bits")))
+    bits = F.greatest(F.lit(0.0), F.col("_ref_bits") - F.col("continuation_nll_bits"))
+    return label_rows.join(ref, "sequence_id", "left").withColumn("memorized_bits", bits).drop("_ref_bits")
+
+
 def combine(label_rows: DataFrame, sequences: DataFrame, features: dict[str, DataFrame | None],
-            duplicate_threshold: int) -> DataFrame:
-    """The combined rows: labels x sequences (pile_set_name) x each feature table (None: NULL columns), + category.
+            duplicate_threshold: int, reference: tuple[str, str] | None = None) -> DataFrame:
+    """The combined rows: labels x sequences (pile_set_name) x each feature table (None: NULL columns), + category,
+    + memorized_bits against the `reference` (model, revision).
 
     `features` maps each FEATURE_TABLES name to its deduplicated rows, restricted to the columns `combined` keeps."""
     combined_columns = set(table("combined").columns)
-    out = label_rows.join(sequences.select("sequence_id", "pile_set_name"), "sequence_id", "left")
+    out = memorized_bits(label_rows, reference).join(sequences.select("sequence_id", "pile_set_name"), "sequence_id",
+                                                     "left")
     for name in FEATURE_TABLES:
         df = features.get(name)
         if df is None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,3 +106,15 @@ def select_rows(df: pd.DataFrame, features: tuple[str, ...] = MODEL_FEATURES) ->
             dropped[col] = int(null.sum())
             keep &= ~null
     return df.loc[keep], RowSelection(tuple(present), missing, dropped, len(df))
+
+
+def fitted_revisions(keys: list[tuple[str, str]], revisions: str) -> list[tuple[str, str]]:
+    """The (model, revision) pairs the taxonomy fits: all, or per model its last step<N> checkpoint plus every
+    revision that is not a step (hub branches, "local", "published")."""
+    if revisions == "all":
+        return keys
+    last: dict[str, int] = {}
+    for model, rev in keys:
+        if re.fullmatch(r"step\d+", rev):
+            last[model] = max(last.get(model, -1), int(rev[4:]))
+    return [(m, r) for m, r in keys if not re.fullmatch(r"step\d+", r) or int(r[4:]) == last[m]]

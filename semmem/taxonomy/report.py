@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,7 +46,10 @@ class ReportData:
     forecast: pd.DataFrame  # memorization_forecast rows
     examples: pd.DataFrame  # model, revision, category, sequence_id, text, is_memorized, features...
     duplicate_threshold: int
+    family: pd.DataFrame = field(default_factory=pd.DataFrame)  # model_family rows (empty: no trained family)
+    capacity: pd.DataFrame = field(default_factory=pd.DataFrame)  # capacity rows (empty: stage capacity not run)
     notes: list[str] = field(default_factory=list)  # provenance lines (warehouse, table versions, config)
+    unfitted: list[str] = field(default_factory=list)  # model@revisions with too few memorized rows for a model
 
 
 def slug(model: str, revision: str) -> str:
@@ -97,7 +99,7 @@ def category_figure(cats: pd.DataFrame, model: str, revision: str):
     a.legend(frameon=False, fontsize=8)
     rate = np.where(c["sequences"] > 0, c["memorized"] / c["sequences"].replace(0, np.nan), np.nan) * 100
     lo, hi = wilson(c["memorized"], c["sequences"])
-    b.bar(x, rate, color=colors, yerr=[rate - lo * 100, hi * 100 - rate], capsize=4)
+    b.bar(x, rate, color=colors, yerr=np.clip([rate - lo * 100, hi * 100 - rate], 0, None), capsize=4)
     b.set(xticks=x, xticklabels=CATEGORY_ORDER, ylabel="memorized (% of the category)",
           title="Memorized rate per category (95% CI)", ylim=(0, 100))
     fig.suptitle(f"{model}@{revision}: the taxonomy", fontsize=10)
@@ -230,6 +232,80 @@ def forecast_figure(forecast: pd.DataFrame):
     return fig
 
 
+def family_figure(family: pd.DataFrame, memorized: pd.DataFrame, forecast: pd.DataFrame):
+    """The trained family: memorization emerging over training per size, and how well smaller models and earlier
+    checkpoints predict what the largest model memorizes by the end (Biderman et al. 2023)."""
+    plt = _plt()
+    fam = family.merge(memorized, on=["model", "revision"], how="left").fillna({"memorized": 0})
+    sizes = fam.groupby("model")["num_parameters"].max().sort_values()
+    target = fam[fam["model"] == sizes.index[-1]].sort_values("step").iloc[-1]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.6))
+    for model in sizes.index:
+        rows = fam[fam["model"] == model].sort_values("step")
+        a.plot(rows["fraction"] * 100, rows["memorized"], "o-", ms=4, label=f"{model} ({sizes[model] / 1e6:.2f}M)")
+    a.set(xlabel="training done (%)", ylabel="memorized sequences (count)", title="Memorization during training",
+          xlim=(0, 105))
+    a.legend(frameon=False, fontsize=8)
+    to_target = forecast[(forecast["model_b"] == target["model"]) & (forecast["revision_b"] == target["revision"])]
+    finals = fam.sort_values("step").groupby("model").tail(1)
+    by_size = finals.merge(to_target, left_on=["model", "revision"], right_on=["model_a", "revision_a"])
+    by_size = by_size.sort_values("num_parameters")
+    for stat, marker in (("precision", "o-"), ("recall", "s--")):
+        b.plot(by_size["num_parameters"], by_size[stat], marker, label=stat)
+    b.set_xscale("log")
+    b.set(xlabel="parameters (log scale)", ylabel="score (0-1)", ylim=(-0.03, 1.05),
+          title=f"Smaller models predicting {target['model']}")
+    b.legend(frameon=False, fontsize=8)
+    own = fam[fam["model"] == target["model"]].merge(to_target, left_on=["model", "revision"],
+                                                     right_on=["model_a", "revision_a"]).sort_values("step")
+    for stat, marker in (("precision", "o-"), ("recall", "s--")):
+        c.plot(own["fraction"] * 100, own[stat], marker, label=stat)
+    c.set(xlabel="training done by the predicting checkpoint (%)", ylabel="score (0-1)", ylim=(-0.03, 1.05),
+          xlim=(0, 105), title=f"{target['model']}'s checkpoints predicting its end")
+    c.legend(frameon=False, fontsize=8)
+    fig.suptitle(f"The trained family: what {target['model']}@{target['revision']} memorizes, forecast "
+                 "(precision = |A and B| / |A|, recall = |A and B| / |B|)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def capacity_figure(capacity: pd.DataFrame):
+    """Memorized bits vs dataset size per model (mean and range over seeds), each model's plateau marked."""
+    from semmem.scoring.capacity import plateau
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    plats = plateau(capacity)
+    for (model, dtype), g in capacity.groupby(["model", "dtype"]):
+        by_n = g.groupby("dataset_sequences")["memorized_bits"].agg(["mean", "min", "max"]).sort_index()
+        line = ax.plot(by_n.index, by_n["mean"], "o-", ms=4)[0]
+        ax.fill_between(by_n.index, by_n["min"], by_n["max"], color=line.get_color(), alpha=0.2)
+        p = plats[(plats["model"] == model) & (plats["dtype"] == dtype)].iloc[0]
+        ax.axhline(p.plateau_bits, color=line.get_color(), ls=":", lw=1)
+        line.set_label(f"{model} ({p.params:,} params, {dtype}): plateau {p.bits_per_param:.2f} "
+                       f"± {p.bits_per_param_std:.2f} bits/param")
+    entropy = capacity.groupby("dataset_sequences")["dataset_bits"].first().sort_index()
+    ax.plot(entropy.index, entropy, "--", color="grey", lw=1, label="the dataset's entropy (all of it stored)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(top=3 * capacity["memorized_bits"].max())
+    ax.set(xlabel="dataset size (random sequences, log scale)", ylabel="memorized bits (log scale)",
+           title="Capacity: bits stored of uniformly random data (dotted: plateau; Morris et al.: ~3.6 bits/param)")
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def save_png(fig, path: Path) -> Path:
+    """Write a figure as a PNG (creating its folder) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------------------- page
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#222;max-width:1180px;margin:0 auto;
@@ -247,14 +323,8 @@ max-width:560px;max-height:9.5em;overflow:auto;background:#f6f6f4;padding:4px 6p
 
 
 def _img(fig, folder: Path, name: str, alt: str) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    fig.clf()
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    data = buf.getvalue()
-    (folder / name).write_bytes(data)
+    """The figure as a PNG beside the page, and as an <img> embedding it."""
+    data = save_png(fig, folder / name).read_bytes()
     return (f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}" alt="{html.escape(alt)}" '
             f'title="{html.escape(name)}">')
 
@@ -388,7 +458,8 @@ def _weight_notes(weights: pd.DataFrame) -> str:
 def write_report(data: ReportData, folder: Path) -> Path:
     """Draw every figure into `folder` (PNGs) and write `folder`/index.html; returns the page's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    models = data.categories[["model", "revision"]].drop_duplicates().sort_values(["model", "revision"])
+    fitted = data.metrics if len(data.metrics) else data.categories  # the model@revisions the taxonomy fitted
+    models = fitted[["model", "revision"]].drop_duplicates().sort_values(["model", "revision"])
     keys = [(r.model, r.revision) for r in models.itertuples()]
     nav = " ".join(f'<a href="#{slug(m, r)}">{html.escape(m)}@{html.escape(r)}</a>' for m, r in keys)
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(data.title)}</title>"
@@ -400,19 +471,42 @@ def write_report(data: ReportData, folder: Path) -> Path:
              "<b>recollection</b> (the rest), and a logistic model per category predicting memorization from corpus "
              "statistics, near matches, perplexities and intrinsic properties.</p>",
              f"<nav>{nav}{' <a href=#forecast>forecasting</a>' if len(data.forecast) else ''}</nav>"]
+    if data.unfitted:
+        parts.append("<p class=note>No taxonomic model for " + ", ".join(html.escape(u) for u in data.unfitted) +
+                     ": fewer memorized (or non-memorized) sequences than taxonomy.min_memorized. They appear in "
+                     "the forecasts below.</p>")
     for model, revision in keys:
         parts.append(_model_section(data, model, revision, folder))
     parts.append('<h2 id="forecast">Forecasting memorization across models</h2>')
+    if len(data.family) and len(data.forecast):
+        memorized = data.categories.groupby(["model", "revision"], as_index=False)["memorized"].sum()
+        parts.append(_img(family_figure(data.family, memorized, data.forecast), folder, "family.png",
+                          "the trained family: memorization over training and forecasts"))
+        parts.append("<p class=note>The trained family (train_model.sizes) learns from the same stream in the same "
+                     "order; every checkpoint is scored. Biderman et al.'s finding to compare: high precision, low "
+                     "recall for small models and early checkpoints, recall rising as training proceeds.</p>")
     if len(data.forecast):
         parts.append(_img(forecast_figure(data.forecast), folder, "forecast.png", "forecast heatmap"))
-        parts.append(_table(data.forecast[["model_a", "revision_a", "model_b", "revision_b", "n_sequences",
-                                           "n_memorized_a", "n_memorized_b", "n_memorized_both", "precision",
-                                           "recall"]], left=["model_a", "revision_a", "model_b", "revision_b"]))
+        parts.append(f"<details><summary>every ordered pair ({len(data.forecast)})</summary>" + _table(
+            data.forecast[["model_a", "revision_a", "model_b", "revision_b", "n_sequences", "n_memorized_a",
+                           "n_memorized_b", "n_memorized_both", "precision", "recall"]],
+            left=["model_a", "revision_a", "model_b", "revision_b"]) + "</details>")
         parts.append("<p class=note>Biderman et al. (2023), Pythia: 70M predicting 12B, precision 0.956, recall "
                      "0.197; 12B's own checkpoints predicting its final state, recall 0.500 rising to 0.916.</p>")
     else:
         parts.append("<p>Only one model@revision was scored: score two or more (model.names, or the trained "
                      "family's checkpoints) to see how well one predicts another.</p>")
+    if len(data.capacity):
+        from semmem.scoring.capacity import plateau
+
+        parts.append('<h2 id="capacity">Capacity: bits per parameter</h2>')
+        parts.append(_img(capacity_figure(data.capacity), folder, "capacity.png", "capacity curves"))
+        parts.append(_table(plateau(data.capacity), left=["model", "dtype"]))
+        parts.append("<p class=note>Models trained on uniformly random sequences store what they reproduce, nothing "
+                     "else; Morris et al. (2025) measure about 3.6 bits per parameter (3.51 in bf16, 3.83 in fp32) "
+                     "for GPT-style models trained to convergence. memorized_bits floors each sequence's compression at 0; "
+                     "control_bits is the same count on as many random sequences the model never saw (its noise "
+                     "floor).</p>")
     parts.append("<h2>Provenance</h2><ul class=note>" + "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
                  + "</ul></body></html>")
     page = folder / "index.html"

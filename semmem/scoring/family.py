@@ -1,0 +1,147 @@
+"""A family of small GPT-NeoX models trained on the same stream, for controlled memorization experiments.
+
+Every size of `train_model.sizes` trains in its own Spark task (so a sweep uses every executor core, or one GPU per
+task), on the same windows in the same order (one seed), and saves checkpoints at `train_model.checkpoints`
+fractions of training: `<warehouse>/_semmem/models/<name>-<size>/step<N>`, each a `save_pretrained` folder that
+`score` loads as model `<name>-<size>`, revision `step<N>`. A member's folder is replaced as a whole when it is
+retrained, so no checkpoint of an older run survives beside the new ones; an up-to-date member (same shape, training
+settings, vocabulary and stream version) is not retrained.
+
+The training data is bounded: the stream's first rows up to `train_model.max_tokens` tokens, written once as scratch
+Parquet that every task reads itself (nothing of it passes through the driver).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from semmem.config import ModelShape, TrainModelConfig
+from semmem.errors import ModelError
+from semmem.scoring.models import models_dir, replacing_folder
+from semmem.scoring.train import (
+    TrainParams, checkpoint_steps, fingerprint, save_trained, total_steps, train_model, windows_from_rows)
+
+FAMILY_INFO = "semmem_family.json"
+FAMILY_COLUMNS = ("model", "revision", "size", "num_parameters", "hidden_size", "num_layers", "num_heads", "step",
+                  "steps", "fraction", "tokens_seen", "loss", "seconds")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One size of the family: its model name, shape, training parameters and folder."""
+
+    model: str
+    shape: ModelShape
+    params: TrainParams
+    folder: str
+
+    @staticmethod
+    def all_of(cfg: TrainModelConfig, warehouse_root: str | Path) -> list[Member]:
+        names = [s.name for s in cfg.sizes]
+        if not names or len(set(names)) != len(names) or not all(n.replace("_", "").isalnum() for n in names):
+            raise ModelError(f"train_model.sizes needs one or more shapes with distinct alphanumeric names, got "
+                             f"{names}")
+        root = models_dir(warehouse_root)
+        return [Member(f"{cfg.name}-{s.name}", s,
+                       TrainParams(hidden_size=s.hidden_size, num_layers=s.num_layers, num_heads=s.num_heads,
+                                   context_length=cfg.context_length, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                   learning_rate=cfg.learning_rate, seed=cfg.seed),
+                       str(root / f"{cfg.name}-{s.name}")) for s in cfg.sizes]
+
+
+def member_fingerprint(member: Member, vocab_size: int, stream_id: str, checkpoints: list[float]) -> str:
+    return fingerprint(member.params, vocab_size, f"{stream_id}:{sorted(checkpoints)}")
+
+
+def saved_rows(member: Member) -> list[dict[str, Any]] | None:
+    """The model_family rows a trained member recorded, or None when it has none."""
+    info = Path(member.folder) / FAMILY_INFO
+    if not info.is_file():
+        return None
+    return json.loads(info.read_text())["rows"]
+
+
+def is_up_to_date(member: Member, fp: str) -> bool:
+    info = Path(member.folder) / FAMILY_INFO
+    try:
+        return json.loads(info.read_text()).get("fingerprint") == fp
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def checkpoint_folders(folder: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the checkpoints saved in a member's folder, by step."""
+    found = []
+    for p in Path(folder).glob("step*"):
+        if p.is_dir() and p.name[4:].isdigit():
+            found.append((int(p.name[4:]), p))
+    return sorted(found)
+
+
+def read_windows(files: list[str], context_length: int) -> np.ndarray:
+    """The training windows of the scratch rows (row_id, tokens), in row order (the same in every task)."""
+    t = pa.concat_tables([pq.read_table(f, columns=["row_id", "tokens"]) for f in files])
+    t = t.sort_by("row_id")
+    tokens = t.column("tokens").combine_chunks()
+    offsets = tokens.offsets.to_numpy()
+    values = tokens.values.to_numpy()
+    return windows_from_rows((values[offsets[i]:offsets[i + 1]] for i in range(len(t))), context_length)
+
+
+def train_members(batches: Iterator[pd.DataFrame], *, files: list[str], vocab_size: int, eod_id: int, pad_id: int,
+                  tokenizer_file: str | None, checkpoints: list[float], stream_id: str, device: str
+                  ) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: each row names one member (JSON); train it here and yield its model_family rows."""
+    import torch
+
+    from semmem.scoring.models import pick_device
+    from semmem.spark import task_cpus
+
+    for batch in batches:
+        for spec in batch["member"]:
+            m = json.loads(spec)
+            member = Member(m["model"], ModelShape(**m["shape"]), TrainParams(**m["params"]), m["folder"])
+            torch.set_num_threads(task_cpus())
+            windows = read_windows(files, member.params.context_length)
+            fp = member_fingerprint(member, vocab_size, stream_id, checkpoints)
+            yield pd.DataFrame(_train_one(member, windows, vocab_size, eod_id=eod_id, pad_id=pad_id,
+                                          tokenizer_file=tokenizer_file, checkpoints=checkpoints, fp=fp,
+                                          device=pick_device(device)), columns=list(FAMILY_COLUMNS))
+
+
+def _train_one(member: Member, windows: np.ndarray, vocab_size: int, *, eod_id: int, pad_id: int,
+               tokenizer_file: str | None, checkpoints: list[float], fp: str, device: Any) -> list[dict[str, Any]]:
+    total = total_steps(len(windows), member.params)
+    steps = checkpoint_steps(checkpoints, total)
+    rows: list[dict[str, Any]] = []
+    with replacing_folder(member.folder) as tmp:
+        def save(step: int, model: Any, info: dict[str, Any]) -> None:
+            n_params = sum(p.numel() for p in model.parameters())
+            save_trained(model, tmp / f"step{step}", summary={**info, "params": asdict(member.params),
+                                                                "num_parameters": n_params}, fp=fp,
+                         tokenizer_file=tokenizer_file)
+            rows.append({"model": member.model, "revision": f"step{step}", "size": member.shape.name,
+                         "num_parameters": n_params, "hidden_size": member.shape.hidden_size,
+                         "num_layers": member.shape.num_layers, "num_heads": member.shape.num_heads, "step": step,
+                         "steps": total, "fraction": step / total,
+                         "tokens_seen": info["windows_seen"] * member.params.context_length, "loss": info["loss"],
+                         "seconds": info["seconds"]})
+
+        train_model(windows, vocab_size, member.params, eod_id=eod_id, pad_id=pad_id, device=device,
+                    on_checkpoint=(steps, save))
+        (tmp / FAMILY_INFO).write_text(json.dumps({"fingerprint": fp, "rows": rows}, indent=2))
+    return rows
+
+
+def member_json(member: Member) -> str:
+    return json.dumps({"model": member.model, "shape": asdict(member.shape), "params": asdict(member.params),
+                       "folder": member.folder})

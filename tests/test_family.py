@@ -1,0 +1,186 @@
+"""Controlled experiments: a trained family with checkpoints on a planted-duplicate stream (Spark tasks), scored and
+forecast against a hand count; memorized bits against a reference model; capacity on random data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from semmem.config import ModelShape, with_overrides
+from semmem.errors import ConfigError
+from semmem.ingest.tokenizer import saved_tokenizer_path
+from semmem.scoring import capacity as cap
+from semmem.scoring.models import models_dir
+from semmem.stages.registry import StageContext, run_stages
+from semmem.tables import Warehouse
+from semmem.taxonomy.stats import memorization_forecast
+from tests.corpus import small_tokenizer
+from tests.test_train_model import synthetic_stream
+
+FAMILY = ["model.names=[trained]", "train_model.epochs=8", "train_model.batch_size=16",
+          "train_model.checkpoints=[0.25, 1.0]",
+          "train_model.sizes=[{name: a, hidden_size: 16, num_layers: 1, num_heads: 2}, "
+          "{name: b, hidden_size: 64, num_layers: 2, num_heads: 4}]"]
+
+
+@pytest.fixture(scope="module")
+def family(spark, tmp_path_factory):
+    """A stream whose every third document opens with the same 96-token licence; its rows' first 64 tokens are the
+    sequences; the family of FAMILY trained and scored."""
+    from semmem.config import load_config
+    from tests.conftest import TEST_OVERRIDES
+
+    root = tmp_path_factory.mktemp("family") / "wh"
+    wh = Warehouse(spark, root)
+    rows, _, _ = synthetic_stream()
+    wh.write(spark.createDataFrame([(i, [int(t) for t in r]) for i, r in enumerate(rows)],
+                                   "row_id long, tokens array<int>"), "token_rows")
+    wh.write(spark.createDataFrame([(i, [int(t) for t in r[:64]], "", "", None) for i, r in enumerate(rows)],
+                                   "sequence_id long, tokens array<int>, text string, prompt_text string, "
+                                   "pile_set_name string"), "sequences")
+    saved_tokenizer_path(root).parent.mkdir(parents=True)
+    small_tokenizer(saved_tokenizer_path(root))
+    cfg = load_config(None, [*TEST_OVERRIDES, f"warehouse={root}", *FAMILY])
+    ctx = StageContext(spark, cfg, wh)
+    run_stages(ctx, ["train_model", "score"])
+    return ctx, rows
+
+
+def memorized_sets(ctx) -> dict[tuple[str, str], set[int]]:
+    out: dict[tuple[str, str], set[int]] = {}
+    for r in ctx.warehouse.read("memorization").collect():
+        out.setdefault((r.model, r.revision), set())
+        if r.is_memorized:
+            out[(r.model, r.revision)].add(r.sequence_id)
+    return out
+
+
+def test_family_checkpoints_and_table(family):
+    ctx, rows = family
+    fam = ctx.warehouse.read("model_family").toPandas().sort_values(["model", "step"])
+    windows = len(rows) * (rows.shape[1] // 64)
+    total = math.ceil(windows / 16) * 8
+    assert fam[["model", "revision", "step", "steps"]].values.tolist() == [
+        ["trained-a", f"step{math.ceil(total / 4)}", math.ceil(total / 4), total],
+        ["trained-a", f"step{total}", total, total],
+        ["trained-b", f"step{math.ceil(total / 4)}", math.ceil(total / 4), total],
+        ["trained-b", f"step{total}", total, total]]
+    a, b = fam.groupby("model")["num_parameters"].first()
+    assert b > 2 * a
+    for model in ("trained-a", "trained-b"):
+        saved = sorted(p.name for p in (models_dir(ctx.warehouse.root) / model).iterdir())
+        assert saved == sorted([f"step{math.ceil(total / 4)}", f"step{total}", "semmem_family.json"])
+    scored = ctx.warehouse.read("memorization").select("model", "revision").distinct().collect()
+    assert {(r.model, r.revision) for r in scored} == set(zip(fam.model, fam.revision))
+
+
+def test_bigger_and_longer_trained_memorize_a_superset_and_forecast_matches_a_hand_count(family):
+    ctx, rows = family
+    mem = memorized_sets(ctx)
+    steps = sorted({int(r[4:]) for _, r in mem})
+    big_final = mem[("trained-b", f"step{steps[-1]}")]
+    licence_rows = {i for i, r in enumerate(rows) if (r[:64] == rows[0][:64]).all()}
+    assert licence_rows and licence_rows <= big_final  # the planted duplicate is memorized by the end
+    for key, got in mem.items():
+        assert got <= big_final, key  # smaller and earlier models memorize a subset
+    fc = memorization_forecast(ctx.warehouse.read("memorization")).set_index(
+        ["model_a", "revision_a", "model_b", "revision_b"])
+    for (ma, ra), a in mem.items():
+        for (mb, rb), b in mem.items():
+            if (ma, ra) == (mb, rb):
+                continue
+            row = fc.loc[(ma, ra, mb, rb)]
+            assert (row.n_memorized_a, row.n_memorized_b, row.n_memorized_both) == (len(a), len(b), len(a & b))
+            if a:
+                assert row.precision == len(a & b) / len(a)
+            if b:
+                assert row.recall == len(a & b) / len(b)
+
+
+def test_checkpoints_score_deterministically(family):
+    ctx, _ = family
+    before = sorted(tuple(r) for r in ctx.warehouse.read("memorization").collect())
+    run_stages(ctx, ["score"])
+    assert sorted(tuple(r) for r in ctx.warehouse.read("memorization").collect()) == before
+
+
+def test_unchanged_family_is_not_retrained_and_a_changed_one_is(family, caplog):
+    ctx, _ = family
+    folder = models_dir(ctx.warehouse.root) / "trained-a"
+    mtime = (folder / "semmem_family.json").stat().st_mtime_ns
+    run_stages(ctx, ["train_model"])
+    assert (folder / "semmem_family.json").stat().st_mtime_ns == mtime
+    changed = StageContext(ctx.spark, with_overrides(ctx.cfg, ["train_model.checkpoints=[1.0]",
+                                                               "train_model.sizes=[{name: a, hidden_size: 16, "
+                                                               "num_layers: 1, num_heads: 2}]"]), ctx.warehouse)
+    run_stages(changed, ["train_model"])
+    assert len([p for p in folder.iterdir() if p.name.startswith("step")]) == 1  # no stale checkpoint left
+    fam = ctx.warehouse.read("model_family").toPandas()
+    assert fam.model.tolist() == ["trained-a"]
+    with pytest.raises(ConfigError, match="checkpoints"):
+        run_stages(StageContext(ctx.spark, with_overrides(ctx.cfg, ["train_model.checkpoints=[0]"]), ctx.warehouse),
+                   ["train_model"])
+    run_stages(ctx, ["train_model"])  # back to the fixture's family for the other tests
+
+
+def test_memorized_bits_against_the_smallest_final_model(family):
+    ctx, _ = family
+    run_stages(StageContext(ctx.spark, with_overrides(ctx.cfg, ["combine.allow_missing=true"]), ctx.warehouse),
+               ["combine"])
+    mem = ctx.warehouse.read("memorization").toPandas()
+    steps = sorted({int(r[4:]) for r in mem.revision})
+    ref = mem[(mem.model == "trained-a") & (mem.revision == f"step{steps[-1]}")].set_index("sequence_id")
+    got = ctx.warehouse.read("combined").toPandas()
+    assert ctx.warehouse.commit_metadata("combined")["reference_model"] == f"trained-a@step{steps[-1]}"
+    for r in got.itertuples():
+        mine = mem[(mem.model == r.model) & (mem.revision == r.revision) & (mem.sequence_id == r.sequence_id)]
+        want = max(0.0, ref.loc[r.sequence_id, "continuation_nll_bits"] - mine.continuation_nll_bits.iloc[0])
+        assert r.memorized_bits == pytest.approx(want, abs=1e-9)
+    lic = got[(got.model == "trained-b") & (got.revision == f"step{steps[-1]}")]
+    assert lic.memorized_bits.max() > 10  # the big model knows the licence far better than the small one
+
+
+# -------------------------------------------------------------------------------------------------------- capacity
+def test_capacity_nll_and_bits_against_a_hand_computation():
+    shape = ModelShape("t", 8, 1, 2)
+    data = cap.random_dataset(3, 5, 7, seed=1)
+    model = cap.build(shape, 7, 5, seed=1).eval()
+    nll = cap.token_nll_bits(model, data, 7)
+    with torch.no_grad():
+        for i, seq in enumerate(data):
+            inp = torch.tensor([[7, *seq[:-1]]])
+            logp = torch.log_softmax(model(input_ids=inp).logits[0].double(), dim=-1)
+            want = [-float(logp[t, seq[t]]) / math.log(2) for t in range(5)]
+            np.testing.assert_allclose(nll[i], want, rtol=1e-5)
+    # memorized bits: per sequence max(0, L log2 V - sum NLL)
+    hand = np.array([[1.0, 2.0, 3.0, 4.0, 5.0], [0.1, 0.1, 0.1, 0.1, 0.1], [9.0, 9.0, 9.0, 9.0, 9.0]])
+    cap_bits = 5 * math.log2(7)
+    assert cap_bits < 15  # the first sequence costs more than its entropy: it counts 0, not a negative
+    assert cap.memorized_bits(hand, 7) == pytest.approx(0.0 + (cap_bits - 0.5) + 0.0)
+    # per token: max(0, log2 V - NLL_t) summed; log2 7 = 2.807 > 1, 2 but < 3, 4, 5
+    per_tok = (math.log2(7) - 1) + (math.log2(7) - 2) + 5 * (math.log2(7) - 0.1)
+    assert cap.memorized_bits_per_token(hand, 7) == pytest.approx(per_tok)
+
+
+def test_capacity_stage(spark, base_cfg):
+    cfg = with_overrides(base_cfg, ["capacity.sizes=[{name: t, hidden_size: 8, num_layers: 1, num_heads: 2}]",
+                                    "capacity.dataset_sequences=[4, 16]", "capacity.seeds=[0, 1]",
+                                    "capacity.steps=30", "capacity.vocab_size=8", "capacity.sequence_length=6"])
+    wh = Warehouse(spark, cfg.warehouse)
+    run_stages(StageContext(spark, cfg, wh), ["capacity"])
+    got = wh.read("capacity").toPandas().sort_values(["dataset_sequences", "seed"])
+    assert got.dataset_sequences.tolist() == [4, 4, 16, 16] and got.seed.tolist() == [0, 1, 0, 1]
+    assert (got.dataset_bits == got.dataset_sequences * 6 * 3.0).all()
+    np.testing.assert_allclose(got.bits_per_param, got.memorized_bits / got.params)
+    again = cap.run_one(ModelShape("t", 8, 1, 2), 4, 0, vocab=8, length=6, steps=30, batch_size=128,
+                        learning_rate=1e-2, dtype="float32", device=torch.device("cpu"))
+    assert again["memorized_bits"] == pytest.approx(got.memorized_bits.iloc[0], rel=1e-4)
+    assert again["control_bits"] == pytest.approx(got.control_bits.iloc[0], rel=1e-4)  # float32 sums, thread counts differ
+    assert (got.memorized_bits_per_token >= 0).all() and (got.control_bits >= 0).all()
+    assert (wh.root / "report" / "capacity.png").is_file()
+    plat = cap.plateau(got)
+    assert plat.plateau_sequences.tolist()[0] in (4, 16) and isinstance(plat, pd.DataFrame)
