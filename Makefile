@@ -7,7 +7,7 @@ CONFIG ?= conf/local.yaml
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: help venv run test test-slow bench capacity sample tables clean
+.PHONY: help venv run test bench capacity sample tables clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,11 +21,8 @@ venv: $(VENV)/.installed  ## create .venv, install semmem pinned (torch: local C
 run: venv  ## run the whole pipeline on the bundled sample (CONFIG=conf/local.yaml)
 	$(BIN)/semmem run --config $(CONFIG)
 
-test: venv  ## run the test suite (fast tests; see test-slow)
+test: venv  ## run the test suite (CPU; the GPU tests too where CUDA is present)
 	$(BIN)/pytest -q
-
-test-slow: venv  ## run the tests marked slow
-	$(BIN)/pytest -q -m slow
 
 bench: venv  ## benchmarks: ratios against baselines measured in the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_scoring.py                 # CPU, the embedded default's shape
     .venv/bin/python bench/bench_scoring.py --quick         # smoke run
-    .venv/bin/python bench/bench_scoring.py --shape 1b --device cuda --dtype bfloat16   # GPU, with MFU
+    .venv/bin/python bench/bench_scoring.py --shape 1b --device cuda --dtype float16    # GPU, with MFU
 
 Models have random weights (timing only) and the GPT-NeoX shapes of Pythia. Rows are random tokens, except a
 fraction (--memorized, default 0.1) whose continuation is the model's own greedy output: full mode skips generation
@@ -83,25 +83,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="small")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                    help="default: float32 on CPU, bfloat16 on CUDA")
+                    help="default: float32 on CPU, float16 on CUDA (model.dtype auto)")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 64 on CPU, from free memory on CUDA")
     ap.add_argument("--batches", type=int, default=None, help="timed batches (plus one warm-up)")
     ap.add_argument("--memorized", type=float, default=0.1, help="fraction of rows the model has memorized")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 2 small timed batches")
     ap.add_argument("--warehouse", default=None,
-                    help="use this warehouse's trained model and its sequences table instead of random ones")
+                    help="use a trained family member of this warehouse and its sequences instead of random ones")
+    ap.add_argument("--member", default="trained-l", help="with --warehouse: the member (its last checkpoint)")
     ap.add_argument("--skip-generate", action="store_true", help="time flag/full only (generate is slow on big shapes)")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
     if device.type == "cpu":
         torch.set_num_threads(torch.get_num_threads())
     if args.warehouse:
-        from semmem.scoring.models import load_model, parse_model_spec
+        from semmem.scoring.family import checkpoint_folders
+        from semmem.scoring.models import load_model, models_dir, parse_model_spec
 
-        model = load_model(parse_model_spec("trained", args.warehouse), device=device, dtype=str(dtype).split(".")[-1])
-        args.shape = "trained"
+        saved = checkpoint_folders(models_dir(args.warehouse) / args.member)
+        if not saved:
+            raise SystemExit(f"no checkpoint of {args.member} under {models_dir(args.warehouse)}: run `make run` first")
+        spec = parse_model_spec(f"{args.member}@step{saved[-1][0]}", args.warehouse)
+        model = load_model(spec, device=device, dtype=str(dtype).split(".")[-1])
+        args.shape = args.member
     else:
         model = build(args.shape, device, dtype)
     bs = args.batch_size or (16 if args.quick else auto_batch_size(model, device, cpu_default=64))

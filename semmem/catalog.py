@@ -87,8 +87,10 @@ TABLES: dict[str, TableDef] = {
         _table("ingest_rejects", [("path", pa.string()), ("line", pa.int64()), ("reason", pa.string()),
                                   ("detail", pa.string())], ("path", "line"),
                "Input records skipped under ingest.on_bad_record=skip, with the reason."),
-        _table("stream_sources", [("path", pa.string()), ("num_rows", pa.int64()), ("seq_length", pa.int32())],
-               ("path",), "For megatron input: the .bin file used in place as the training stream."),
+        _table("stream_sources", [("path", pa.string()), ("num_rows", pa.int64()), ("seq_length", pa.int32()),
+                                  ("dtype", pa.string()), ("first_pointer", pa.int64()), ("bin_bytes", pa.int64())],
+               ("path",), "For megatron input: the .bin file used in place as the training stream, and its layout "
+                          "as validated against the .idx at ingest (later stages trust it; the .idx is not reread)."),
         _table("published_memorization", [("model", pa.string()), ("sequence_id", pa.int64()),
                                           ("memorization_score", pa.float64())], ("model", "sequence_id"),
                "Memorization scores that came with a sequences-parquet input (one column per model upstream)."),

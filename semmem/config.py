@@ -81,7 +81,7 @@ class TemplatingConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     names: list[str] = field(default_factory=list)  # "EleutherAI/pythia-1b-deduped@step143000" or local paths
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp16 on GPU (upstream), fp32 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

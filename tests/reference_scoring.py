@@ -12,19 +12,20 @@ import math
 import torch
 
 
-def generate_continuations(model, tokens: torch.Tensor) -> torch.Tensor:
-    """[B, 32] greedy continuations of tokens[:, :32] by model.generate (min_length=64 suppresses EOS)."""
+def generate_continuations(model, tokens: torch.Tensor, *, use_cache: bool = True) -> torch.Tensor:
+    """[B, 32] greedy continuations of tokens[:, :32] by model.generate (min_length=64 suppresses EOS); upstream
+    passes use_cache=False."""
     eos = model.config.eos_token_id
     prompt = tokens[:, :32]
     with torch.no_grad():
         out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_length=64, min_length=64,
-                             do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=eos)
+                             do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=eos, use_cache=use_cache)
     assert out.shape == (tokens.shape[0], 64)
     return out[:, 32:]
 
 
-def memorization_reference(model, tokens: torch.Tensor) -> list[dict]:
-    gen = generate_continuations(model, tokens)
+def memorization_reference(model, tokens: torch.Tensor, *, use_cache: bool = True) -> list[dict]:
+    gen = generate_continuations(model, tokens, use_cache=use_cache)
     rows = []
     for g, t in zip(gen.tolist(), tokens[:, 32:].tolist()):
         matches = [a == b for a, b in zip(g, t)]

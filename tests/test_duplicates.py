@@ -142,13 +142,15 @@ def _delta_stream(spark, base_cfg, rows):
 
 
 def _megatron_stream(spark, base_cfg, tmp_path, rows):
+    from semmem.catalog import table
+    from semmem.ingest.megatron import index_record, open_index, write_megatron
     from semmem.tables import Warehouse
-    from semmem.ingest.megatron import write_megatron
 
     write_megatron(tmp_path / "document", np.array(rows, np.int64))
     wh = Warehouse(spark, base_cfg.warehouse)
-    wh.write(spark.createDataFrame([(str(tmp_path / "document.bin"), len(rows), len(rows[0]))],
-                                   "path STRING, num_rows BIGINT, seq_length INT"), "stream_sources", mode="overwrite")
+    record = index_record(open_index(str(tmp_path / "document"), len(rows[0])))
+    wh.write(spark.createDataFrame([record], table("stream_sources").spark_schema), "stream_sources",
+             mode="overwrite")
     return wh
 
 

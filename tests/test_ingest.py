@@ -100,6 +100,14 @@ def test_megatron_rows_in_place(spark, base_cfg, tmp_path, tokenizer):
 
     stream = {r["row_id"]: r["tokens"] for r in read_stream(wh, base_cfg).collect()}
     assert stream == {i: rows[i].tolist() for i in range(37)}
+    # Later stages trust what ingest validated: the .idx is not read again ...
+    (tmp_path / "document.idx").unlink()
+    assert {r["row_id"]: r["tokens"] for r in read_stream(wh, base_cfg).collect()} == stream
+    # ... and a .bin that changed since is caught.
+    with open(tmp_path / "document.bin", "ab") as fh:
+        fh.write(b"\0\0")
+    with pytest.raises(InputError, match=r"document\.bin: 5922 bytes, but ingest recorded 5920: the file changed"):
+        read_stream(wh, base_cfg)
 
 
 def test_megatron_size_mismatch(spark, base_cfg, tmp_path, tokenizer):
@@ -208,3 +216,33 @@ def test_offline_tokenizer_fallback(spark, base_cfg, tmp_path, monkeypatch):
     saved = Tokenizer.from_file(str(saved_tokenizer_path(wh.root)))
     assert saved.get_vocab_size() == 400 and saved.id_to_token(0) == "<|endoftext|>"
     assert wh.read("sequences").count() == wh.read("token_rows").count() > 0
+
+
+@pytest.mark.parametrize("size", [1, 777, 4999, 5000, 6000])
+def test_size_cut_equals_a_full_sort(spark, size):
+    """The cut found by histogram passes keeps exactly the `size` rows a full sort by (key, row_id) keeps; small bins
+    and a small collect limit force several passes."""
+    from semmem.config import SampleConfig
+    from semmem.ingest.sequences import sample_key_bits, sample_predicate, size_cut
+
+    ids = spark.range(0, 5000, numPartitions=3).withColumnRenamed("id", "row_id")
+    pairs = sorted((r["k"], r["row_id"]) for r in ids.select("row_id", sample_key_bits(9).alias("k")).collect())
+    cut = size_cut(ids, size, 9, bins=8, collect_rows=50)
+    assert cut == (pairs[size - 1] if size < len(pairs) else None)
+    keep = sample_predicate(ids, SampleConfig(size=size, seed=9))
+    got = sorted(r[0] for r in (ids if keep is None else ids.where(keep)).collect())
+    assert got == sorted(r for _, r in pairs[:size])
+
+
+def test_megatron_sample_reads_the_chosen_rows(spark, base_cfg, tmp_path, tokenizer):
+    from semmem.ingest.sequences import sample_key_bits
+
+    rows = np.random.default_rng(1).integers(2, 600, size=(53, 70)).astype(np.uint16)
+    write_megatron(tmp_path / "document", rows)
+    wh = ingest(spark, base_cfg, "input.format=megatron", f"input.path=[{tmp_path / 'document'}]",
+                f"tokenizer.name={tokenizer}", "stream.seq_length=70", "ingest.megatron_rows_per_task=8",
+                "sample.size=11", "sample.seed=3")
+    keys = spark.range(53).withColumnRenamed("id", "row_id").select("row_id", sample_key_bits(3).alias("k"))
+    want = sorted(r for _, r in sorted((x["k"], x["row_id"]) for x in keys.collect())[:11])
+    seqs = {r["sequence_id"]: r["tokens"] for r in wh.read("sequences").collect()}
+    assert seqs == {i: rows[i, :64].tolist() for i in want}

@@ -270,3 +270,34 @@ def test_gpu_agrees_with_cpu(model, rows, dtype):
         rtol = 5e-2
     for k in ("prompt_perplexity", "generation_perplexity", "sequence_perplexity"):
         torch.testing.assert_close(gpu[k], cpu[k], rtol=rtol, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_fast_path_equals_generate_in_the_same_dtype(model, rows, dtype):
+    """On the GPU, in fp16 (the default) and bf16: the fast path against upstream's generate(use_cache=False) with
+    the same weights in the same dtype, row by row. The two compute the same argmaxes in different orders (one
+    teacher-forced pass + KV cache vs a full recompute per step), so a near-tie may flip: at most 5% of rows may
+    differ, and the agreement is printed."""
+    gpu_model = tiny_model()
+    gpu_model.load_state_dict(model.state_dict())
+    set_eos(gpu_model, model.config.eos_token_id)
+    gpu_model = gpu_model.to("cuda", dtype=dtype).eval()
+    ref = memorization_reference(gpu_model, rows.cuda(), use_cache=False)
+    out = score_tokens(gpu_model, rows.cuda(), mode="full")
+    got = [{"memorization_score": float(s), "is_memorized": bool(m), "matched_prefix": int(p)}
+           for s, m, p in zip(out["memorization_score"].cpu(), out["is_memorized"].cpu(), out["matched_prefix"].cpu())]
+    same = sum(g == r for g, r in zip(got, ref)) / len(ref)
+    print(f"{dtype}: {same:.4f} of {len(ref)} rows identical to generate(use_cache=False)")
+    assert same >= 0.95
+
+
+def test_auto_dtype_is_fp16_on_a_gpu_and_fp32_on_cpu():
+    from semmem.scoring.models import pick_dtype
+
+    assert pick_dtype("auto", torch.device("cuda", 0)) is torch.float16  # upstream's .half()
+    assert pick_dtype("auto", torch.device("cpu")) is torch.float32
+    assert pick_dtype("bfloat16", torch.device("cuda", 0)) is torch.bfloat16
+    with pytest.raises(ModelError, match="model.dtype = 'half'"):
+        pick_dtype("half", torch.device("cpu"))

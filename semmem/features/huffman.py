@@ -6,7 +6,8 @@
   same character counts: the sum of all merged weights of the Huffman tree, divided by len. It is exact (an integer
   over len) and independent of tie-breaking. A text with one distinct character gets 1.0: a prefix code needs at
   least one bit per symbol to be decodable (the Shannon column gives 0.0 there, as upstream).
-Empty or NULL text gives NULL in both columns (upstream gives NaN).
+Empty or NULL text gives NULL in both columns (upstream gives 0.0, `np.sum` of an empty array, the value of a text
+of one repeated character too: NULL keeps "no text" apart).
 
 Rows are processed inside Arrow batches (`mapInArrow`) over the evaluation sequences, never over the stream.
 """

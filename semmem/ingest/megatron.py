@@ -64,12 +64,28 @@ def open_index(path: str, seq_length: int) -> MegatronIndex:
     return MegatronIndex(str(bin_.absolute()), int(count), seq_length, dtype, int(pointers[0]) if count else 0)
 
 
+def index_record(index: MegatronIndex) -> dict:
+    """The stream_sources row of a validated index: what later stages need to read the .bin without the .idx."""
+    return {"path": index.bin_path, "num_rows": index.num_rows, "seq_length": index.seq_length,
+            "dtype": np.dtype(index.dtype).name, "first_pointer": index.first_pointer,
+            "bin_bytes": Path(index.bin_path).stat().st_size}
+
+
 def recorded_index(warehouse) -> MegatronIndex:  # noqa: ANN001 - Warehouse (import cycle)
-    """The validated index of the .bin a megatron ingest recorded in stream_sources (one small row)."""
+    """The index a megatron ingest validated and recorded in stream_sources (one small row). The .idx is not read
+    again (for Pythia it is 1.75 GB); the .bin's size is checked against the record, so a replaced file is caught."""
     src = warehouse.read("stream_sources").collect()  # one row per .bin file
     if len(src) != 1:
         raise InputError(f"stream_sources should name one .bin file, found {len(src)}")
-    return open_index(src[0]["path"], src[0]["seq_length"])
+    r = src[0]
+    try:
+        size = Path(r["path"]).stat().st_size
+    except OSError as e:
+        raise InputError(f"the training stream {r['path']} (recorded by ingest) cannot be read: {e}") from None
+    if size != r["bin_bytes"]:
+        raise InputError(f"{r['path']}: {size} bytes, but ingest recorded {r['bin_bytes']}: the file changed since; "
+                         "run stage 'ingest' again")
+    return MegatronIndex(r["path"], r["num_rows"], r["seq_length"], np.dtype(r["dtype"]).type, r["first_pointer"])
 
 
 def write_megatron(prefix: Path, rows: np.ndarray) -> None:

@@ -87,6 +87,30 @@ def megatron_stream(spark: SparkSession, index: MegatronIndex, rows_per_task: in
     return shards.mapInArrow(shard_batches, table("token_rows").spark_schema)
 
 
+def megatron_row_ids(spark: SparkSession, index: MegatronIndex, rows_per_task: int) -> DataFrame:
+    """The row ids of a megatron .bin (row_id BIGINT), one partition per row range: no token is read."""
+    parts = max(1, -(-index.num_rows // max(1, rows_per_task)))
+    return spark.range(0, index.num_rows, numPartitions=parts).withColumnRenamed("id", "row_id")
+
+
+def megatron_heads(row_ids: DataFrame, index: MegatronIndex, length: int) -> DataFrame:
+    """(row_id, tokens): the first `length` tokens of the given rows of a megatron .bin, read by memory map in the
+    tasks that hold the row ids (only those rows' pages are touched)."""
+    dtype, n, offset, path = np.dtype(index.dtype), index.seq_length, index.first_pointer, index.bin_path
+    width = min(length, n)
+
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(index.num_rows * n,))
+        for batch in batches:
+            rows = batch.column("row_id").to_numpy()
+            tokens = np.asarray(mm[(rows[:, None] * n + np.arange(width)).ravel()], dtype=np.int32)
+            offsets = pa.array(np.arange(len(rows) + 1, dtype=np.int32) * width)
+            yield pa.RecordBatch.from_arrays([batch.column("row_id"), pa.ListArray.from_arrays(offsets, tokens)],
+                                             names=["row_id", "tokens"])
+
+    return row_ids.select("row_id").mapInArrow(read, table("token_rows").spark_schema)
+
+
 def _shards_frame(spark: SparkSession, shards: list[StreamShard]) -> DataFrame:
     """Shard descriptors as a DataFrame (SHARD_SCHEMA), one partition per shard."""
     rows = [(s.kind, s.path, s.start, s.end, s.seq_length, s.dtype, s.offset) for s in shards]

@@ -11,15 +11,16 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 from pyspark import Accumulator, StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from tokenizers import Tokenizer
 
+from semmem.catalog import table
 from semmem.errors import ConfigError, InputError
 from semmem.ingest import megatron, pile, texts
-from semmem.ingest.sequences import WINDOW_LENGTH, sample_rows, to_sequences
-from semmem.ingest.stream import megatron_stream
+from semmem.ingest.sequences import WINDOW_LENGTH, sample_predicate, to_sequences
+from semmem.ingest.stream import megatron_heads, megatron_row_ids
 from semmem.ingest.tokenizer import check_eod, load_named, resolve_tokenizer, saved_tokenizer_path
 from semmem.progress import progress
 from semmem.stages.registry import StageContext, stage
@@ -125,9 +126,13 @@ def ingest_pile(ctx: StageContext) -> None:
         with progress(spark, "ingest: write token_rows"):
             wh.write(rows.select("row_id", "tokens"), "token_rows", mode="overwrite")
         _drop(ctx, "stream_sources")
+        stored = wh.read("token_rows")
+        keep = _sample(ctx, stored.select("row_id"))
+        windows = stored.select("row_id", F.slice("tokens", 1, WINDOW_LENGTH).alias("tokens"))
         names = fragments.where(F.col("offset") == 0).select("row_id", "pile_set_name")
-        stream = wh.read("token_rows").join(names, "row_id", "left")
-        _write_sequences(ctx, stream, tok_json)
+        if keep is not None:  # both sides cut to the sample before the join: no shuffle of the whole stream
+            windows, names = windows.where(keep), names.where(keep)
+        _write_sequences(ctx, windows.join(names, "row_id", "left"), tok_json)
     finally:
         docs.unpersist()
 
@@ -168,8 +173,14 @@ def _handle_rejects(ctx: StageContext, docs: DataFrame, shards: list[str], n_rej
     ctx.warehouse.write(rejects.drop("shard_id"), "ingest_rejects", mode="overwrite")
 
 
-def _write_sequences(ctx: StageContext, stream: DataFrame, tok_json: str) -> None:
-    sampled = sample_rows(stream, ctx.cfg.sample)
+def _sample(ctx: StageContext, row_ids: DataFrame) -> Column | None:
+    """The sample.* filter on row_id (None: every row), found from the row ids alone."""
+    with progress(ctx.spark, "ingest: sample cut"):
+        return sample_predicate(row_ids, ctx.cfg.sample)
+
+
+def _write_sequences(ctx: StageContext, sampled: DataFrame, tok_json: str) -> None:
+    """Write `sequences` from the sampled rows (row_id, tokens of at least 64, pile_set_name), many tasks."""
     with progress(ctx.spark, "ingest: write sequences"):
         ctx.warehouse.write(to_sequences(sampled, tok_json), "sequences", mode="overwrite")
 
@@ -186,10 +197,12 @@ def ingest_megatron(ctx: StageContext) -> None:
         raise InputError(f"megatron input needs the tokenizer it was made with; {cfg.tokenizer.name!r} cannot be "
                          "loaded offline (set tokenizer.name to a local tokenizer.json or a cached HF id)")
     tok_json = _save_tokenizer(ctx, tok)
-    src = ctx.spark.createDataFrame([(index.bin_path, index.num_rows, index.seq_length)],
-                                    "path string, num_rows long, seq_length int")
-    stream = megatron_stream(ctx.spark, index, cfg.ingest.megatron_rows_per_task)
-    _write_sequences(ctx, stream.withColumn("pile_set_name", F.lit(None).cast("string")), tok_json)
+    src = ctx.spark.createDataFrame([megatron.index_record(index)], table("stream_sources").spark_schema)
+    row_ids = megatron_row_ids(ctx.spark, index, cfg.ingest.megatron_rows_per_task)
+    keep = _sample(ctx, row_ids)
+    chosen = row_ids if keep is None else row_ids.where(keep)  # only the sampled rows' first 64 tokens are read
+    heads = megatron_heads(chosen, index, WINDOW_LENGTH)
+    _write_sequences(ctx, heads.withColumn("pile_set_name", F.lit(None).cast("string")), tok_json)
     ctx.warehouse.write(src, "stream_sources", mode="overwrite")
     _drop(ctx, "token_rows")
 
