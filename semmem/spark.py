@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from semmem.config import Config
 
@@ -63,3 +63,9 @@ def task_cpus() -> int:
 
     ctx = TaskContext.get()
     return max(1, int(ctx.cpus())) if ctx is not None else max(1, os.cpu_count() or 1)
+
+
+def one_task_each(spark: SparkSession, rows: list[tuple], schema: str) -> DataFrame:
+    """`rows` as a DataFrame with one partition per row: each unit of work listed on the driver (a shard, a grid
+    block, a model to train) becomes its own Spark task."""
+    return spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, len(rows))), schema)

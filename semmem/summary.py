@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from semmem.scoring.models import checkpoint_step
 from semmem.sql import run_sql
 from semmem.tables import is_delta_table
 from semmem.taxonomy.features import fitted_revisions
@@ -91,5 +92,5 @@ def _num(v: float | None) -> str:
 def _revision_order(key: tuple[str, str]) -> tuple:
     """Models by name; their step<N> revisions by N, other revisions first."""
     model, revision = key
-    step = int(revision[4:]) if revision.startswith("step") and revision[4:].isdigit() else -1
-    return model, step, revision
+    step = checkpoint_step(revision)
+    return model, -1 if step is None else step, revision

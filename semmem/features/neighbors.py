@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 
 from semmem.catalog import threshold_column
 from semmem.errors import InputError
+from semmem.spark import one_task_each
 from semmem.tables import DataFile
 
 GRID_SCHEMA = "q_block INT, r_block INT, q_files ARRAY<STRING>, r_files ARRAY<STRING>"
@@ -98,7 +99,7 @@ def plan_blocks(files: Sequence[DataFile], block_rows: int) -> list[list[str]]:
 def grid_frame(spark: SparkSession, q_blocks: list[list[str]], r_blocks: list[list[str]]) -> DataFrame:
     """One row (GRID_SCHEMA) and one partition per (query block, reference block)."""
     rows = [(i, j, q, r) for i, q in enumerate(q_blocks) for j, r in enumerate(r_blocks)]
-    return spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, len(rows))), GRID_SCHEMA)
+    return one_task_each(spark, rows, GRID_SCHEMA)
 
 
 @functools.lru_cache(maxsize=2)

@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from semmem.catalog import table
 from semmem.config import Config
 from semmem.ingest.megatron import MegatronIndex, recorded_index
+from semmem.spark import one_task_each
 from semmem.tables import Warehouse
 
 SHARD_SCHEMA = "kind STRING, path STRING, start BIGINT, end BIGINT, seq_length INT, dtype STRING, offset BIGINT"
@@ -114,7 +115,7 @@ def megatron_heads(row_ids: DataFrame, index: MegatronIndex, length: int) -> Dat
 def _shards_frame(spark: SparkSession, shards: list[StreamShard]) -> DataFrame:
     """Shard descriptors as a DataFrame (SHARD_SCHEMA), one partition per shard."""
     rows = [(s.kind, s.path, s.start, s.end, s.seq_length, s.dtype, s.offset) for s in shards]
-    return spark.createDataFrame(spark.sparkContext.parallelize(rows, max(1, len(rows))), SHARD_SCHEMA)
+    return one_task_each(spark, rows, SHARD_SCHEMA)
 
 
 def iter_stream_batches(shard: StreamShard, columns: Sequence[str] = ("row_id", "tokens"),

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from semmem.config import ModelShape
+from semmem.scoring.train import TrainParams, build_model, warmup_cosine
 
 CAPACITY_COLUMNS = ("model", "params", "dtype", "seed", "dataset_sequences", "dataset_bits", "memorized_bits",
                     "bits_per_param", "memorized_bits_per_token", "control_bits", "final_loss")
@@ -34,16 +35,10 @@ def random_dataset(n: int, length: int, vocab: int, seed: int, *, control: bool 
 
 
 def build(shape: ModelShape, vocab: int, length: int, seed: int) -> Any:
-    """A GPT-NeoX for vocab + 1 tokens (the extra one is BOS), context length + 1."""
-    import torch
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    cfg = GPTNeoXConfig(vocab_size=vocab + 1, hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
-                        num_attention_heads=shape.num_heads, intermediate_size=4 * shape.hidden_size,
-                        max_position_embeddings=length + 1, bos_token_id=vocab, eos_token_id=vocab,
-                        tie_word_embeddings=False, attn_implementation="sdpa")
-    torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(cfg)
+    """The family's GPT-NeoX (`build_model`) for vocab + 1 tokens (the extra one is BOS), context length + 1."""
+    params = TrainParams(hidden_size=shape.hidden_size, num_layers=shape.num_layers, num_heads=shape.num_heads,
+                         context_length=length + 1, seed=seed)
+    return build_model(vocab + 1, params, eod_id=vocab, pad_id=vocab)
 
 
 def token_nll_bits(model: Any, data: np.ndarray, vocab: int, batch_size: int = 256) -> np.ndarray:
@@ -87,10 +82,7 @@ def train(model: Any, data: np.ndarray, vocab: int, *, steps: int, batch_size: i
     bos = torch.full((len(data), 1), vocab, dtype=x_all.dtype, device=device)
     inputs = torch.cat([bos, x_all[:, :-1]], dim=1)
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (s - warmup)
-                                                                                             / max(1, steps - warmup))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, 0.05))
     gen = torch.Generator().manual_seed(seed)
     loss = torch.tensor(0.0)
     for _ in range(steps):

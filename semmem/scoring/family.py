@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from semmem.config import ModelShape, TrainModelConfig
 from semmem.errors import ModelError
-from semmem.scoring.models import models_dir, replacing_folder
+from semmem.scoring.models import checkpoint_step, models_dir, replacing_folder
 from semmem.scoring.train import (
     TrainParams, checkpoint_steps, fingerprint, save_trained, total_steps, train_model, windows_from_rows)
 
@@ -80,11 +80,8 @@ def is_up_to_date(member: Member, fp: str) -> bool:
 
 def checkpoint_folders(folder: str | Path) -> list[tuple[int, Path]]:
     """(step, folder) of the checkpoints saved in a member's folder, by step."""
-    found = []
-    for p in Path(folder).glob("step*"):
-        if p.is_dir() and p.name[4:].isdigit():
-            found.append((int(p.name[4:]), p))
-    return sorted(found)
+    return sorted((checkpoint_step(p.name), p) for p in Path(folder).glob("step*")
+                  if p.is_dir() and checkpoint_step(p.name) is not None)
 
 
 def read_windows(files: list[str], context_length: int) -> np.ndarray:

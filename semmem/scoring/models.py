@@ -157,6 +157,11 @@ def pick_device(device: str = "auto") -> Any:
     return torch.device("cuda", index)
 
 
+def checkpoint_step(revision: str) -> int | None:
+    """N of a revision named step<N> (a Pythia or trained-family checkpoint); None for any other revision."""
+    return int(revision[4:]) if revision.startswith("step") and revision[4:].isdigit() else None
+
+
 def pick_dtype(dtype: str, device: Any) -> Any:
     """auto: float16 on a GPU (upstream scores Pythia with `.half()`: bfloat16 flips near-tie argmaxes more often, and
     those labels drive the taxonomy), float32 on CPU."""

@@ -65,8 +65,7 @@ def build_model(vocab_size: int, params: TrainParams, *, eod_id: int, pad_id: in
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     if params.hidden_size % params.num_heads:
-        raise ModelError(f"train_model.hidden_size ({params.hidden_size}) must be a multiple of "
-                         f"train_model.num_heads ({params.num_heads})")
+        raise ModelError(f"hidden_size ({params.hidden_size}) must be a multiple of num_heads ({params.num_heads})")
     cfg = GPTNeoXConfig(
         vocab_size=vocab_size, hidden_size=params.hidden_size, num_hidden_layers=params.num_layers,
         num_attention_heads=params.num_heads, intermediate_size=4 * params.hidden_size,
@@ -74,6 +73,13 @@ def build_model(vocab_size: int, params: TrainParams, *, eod_id: int, pad_id: in
         pad_token_id=pad_id, tie_word_embeddings=False, attn_implementation="sdpa")
     torch.manual_seed(params.seed)
     return GPTNeoXForCausalLM(cfg)
+
+
+def warmup_cosine(total: int, floor: float) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warmup over the first 5% of `total` steps, then cosine decay to `floor`."""
+    warmup = max(1, total // 20)
+    return lambda s: ((s + 1) / warmup if s < warmup else
+                      floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
 
 
 def total_steps(n_windows: int, params: TrainParams) -> int:
@@ -113,11 +119,8 @@ def train_model(windows: np.ndarray, vocab_size: int, params: TrainParams, *, eo
     total = total_steps(n, params)
     saves, save = on_checkpoint if on_checkpoint is not None else ([], None)
     step = 0
-    warmup = max(1, total // 20)
     opt = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, 0.1))
     gen = torch.Generator().manual_seed(params.seed)
     head = model.get_output_embeddings()
     losses = []

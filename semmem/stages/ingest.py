@@ -23,6 +23,7 @@ from semmem.ingest.sequences import WINDOW_LENGTH, sample_predicate, to_sequence
 from semmem.ingest.stream import megatron_heads, megatron_row_ids
 from semmem.ingest.tokenizer import check_eod, load_named, resolve_tokenizer, saved_tokenizer_path
 from semmem.progress import progress
+from semmem.spark import one_task_each
 from semmem.stages.registry import StageContext, stage
 
 log = logging.getLogger("semmem")
@@ -87,8 +88,7 @@ def _shard_rows(ctx: StageContext, what: str, reader: Callable[..., Iterator[pa.
     tok, source = resolve_tokenizer(cfg.tokenizer, _training_texts(shards, cfg.tokenizer.train_docs))
     log.info("ingest: tokenizer: %s", source)
     tok_json = _save_tokenizer(ctx, tok)
-    files = spark.createDataFrame(spark.sparkContext.parallelize(list(enumerate(shards)), len(shards)),
-                                  "shard_id int, path string")
+    files = one_task_each(spark, list(enumerate(shards)), "shard_id int, path string")
     counter = spark.sparkContext.accumulator(0)
     rows = files.mapInArrow(partial(reader, tokenizer_json=tok_json, batch_size=cfg.tokenizer.batch_size,
                                     counter=counter, **reader_args), from_arrow_schema(schema))

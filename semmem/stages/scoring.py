@@ -12,6 +12,7 @@ from semmem.catalog import table
 from semmem.errors import ConfigError, ModelError
 from semmem.ingest.tokenizer import saved_tokenizer_path
 from semmem.scoring.models import ModelSpec, check_model_available, parse_model_spec
+from semmem.spark import one_task_each
 from semmem.stages.registry import StageContext, stage
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,7 @@ def train_model_stage(ctx: StageContext) -> None:
         log.info("train_model: %d size(s) in parallel (%s) on the first %d stream rows", len(todo),
                  ", ".join(m.model for m in todo), max_rows)
         with wh.scratch(rows) as scratch:
-            jobs = ctx.spark.createDataFrame(
-                ctx.spark.sparkContext.parallelize([(fam.member_json(m),) for m in todo], len(todo)), "member string")
+            jobs = one_task_each(ctx.spark, [(fam.member_json(m),) for m in todo], "member string")
             body = partial(fam.train_members, files=[f.path for f in scratch.files], vocab_size=vocab,
                            eod_id=ctx.cfg.stream.eod_id, pad_id=1, tokenizer_file=str(tok_path),
                            checkpoints=t.checkpoints, stream_id=stream_id, device=t.device)
@@ -147,8 +147,7 @@ def capacity_stage(ctx: StageContext) -> None:
     specs = cap.run_specs(c.sizes, c.dataset_sequences, c.seeds, c.vocab_size)
     log.info("capacity: %d runs (%d sizes x %d dataset sizes x %d seeds), one Spark task each", len(specs),
              len(c.sizes), len(c.dataset_sequences), len(c.seeds))
-    jobs = ctx.spark.createDataFrame(ctx.spark.sparkContext.parallelize([(s,) for s in specs], len(specs)),
-                                     "run string")
+    jobs = one_task_each(ctx.spark, [(s,) for s in specs], "run string")
     body = partial(cap.run_capacity, vocab=c.vocab_size, length=c.sequence_length, steps=c.steps,
                    batch_size=c.batch_size, learning_rate=c.learning_rate, dtype=c.dtype, device=c.device)
     with progress(ctx.spark, "capacity"):

@@ -4,7 +4,6 @@ reconstruction / recollection, and fit and test the taxonomic model (spec ยง3, ย
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import pandas as pd
 from pyspark.sql import DataFrame, Window
@@ -175,12 +174,9 @@ def report_stage(ctx: StageContext) -> None:
         kl=wh.read("duplicate_threshold_kl").toPandas(), forecast=wh.read("memorization_forecast").toPandas(),
         examples=_examples(combined, wh.read("sequences"), ctx.cfg.report.examples_per_category),
         duplicate_threshold=t.duplicate_threshold, notes=_provenance(ctx),
+        models=fitted_revisions(sorted(set(zip(cats["model"], cats["revision"]))), t.revisions),
         family=wh.read("model_family").toPandas() if wh.exists("model_family") else pd.DataFrame(),
         capacity=wh.read("capacity").toPandas() if wh.exists("capacity") else pd.DataFrame())
-    fitted = set(zip(data.metrics["model"], data.metrics["revision"]))
-    memorized = data.categories.groupby(["model", "revision"])["memorized"].sum()
-    data = replace(data, unfitted=[f"{m}@{r} ({int(memorized[(m, r)])} memorized)" for m, r in
-                                   fitted_revisions(sorted(memorized.index), t.revisions) if (m, r) not in fitted])
     page = write_report(data, wh.root / "report")
     log.info("report: %s", page)
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +20,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from semmem.errors import ConfigError
+from semmem.scoring.models import checkpoint_step
 
 CATEGORIES = ("recitation", "reconstruction", "recollection")
 LABEL = "is_memorized"
@@ -113,8 +113,9 @@ def fitted_revisions(keys: list[tuple[str, str]], revisions: str) -> list[tuple[
     revision that is not a step (hub branches, "local", "published")."""
     if revisions == "all":
         return keys
+    steps = {key: checkpoint_step(key[1]) for key in keys}
     last: dict[str, int] = {}
-    for model, rev in keys:
-        if re.fullmatch(r"step\d+", rev):
-            last[model] = max(last.get(model, -1), int(rev[4:]))
-    return [(m, r) for m, r in keys if not re.fullmatch(r"step\d+", r) or int(r[4:]) == last[m]]
+    for (model, _), step in steps.items():
+        if step is not None:
+            last[model] = max(last.get(model, -1), step)
+    return [key for key in keys if steps[key] is None or steps[key] == last[key[0]]]

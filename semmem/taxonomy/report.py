@@ -49,7 +49,8 @@ class ReportData:
     family: pd.DataFrame = field(default_factory=pd.DataFrame)  # model_family rows (empty: no trained family)
     capacity: pd.DataFrame = field(default_factory=pd.DataFrame)  # capacity rows (empty: stage capacity not run)
     notes: list[str] = field(default_factory=list)  # provenance lines (warehouse, table versions, config)
-    unfitted: list[str] = field(default_factory=list)  # model@revisions with too few memorized rows for a model
+    # the model@revisions the taxonomy covered (taxonomy.revisions), one section each; empty: every one of categories
+    models: list[tuple[str, str]] = field(default_factory=list)
 
 
 def slug(model: str, revision: str) -> str:
@@ -458,9 +459,10 @@ def _weight_notes(weights: pd.DataFrame) -> str:
 def write_report(data: ReportData, folder: Path) -> Path:
     """Draw every figure into `folder` (PNGs) and write `folder`/index.html; returns the page's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    fitted = data.metrics if len(data.metrics) else data.categories  # the model@revisions the taxonomy fitted
-    models = fitted[["model", "revision"]].drop_duplicates().sort_values(["model", "revision"])
-    keys = [(r.model, r.revision) for r in models.itertuples()]
+    memorized = data.categories.groupby(["model", "revision"])["memorized"].sum()
+    keys = sorted(data.models or memorized.index)
+    fitted = set(zip(data.metrics["model"], data.metrics["revision"])) if len(data.metrics) else set()
+    unfitted = [f"{m}@{r} ({int(memorized[(m, r)])} memorized)" for m, r in keys if (m, r) not in fitted]
     nav = " ".join(f'<a href="#{slug(m, r)}">{html.escape(m)}@{html.escape(r)}</a>' for m, r in keys)
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(data.title)}</title>"
              f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>",
@@ -471,10 +473,10 @@ def write_report(data: ReportData, folder: Path) -> Path:
              "<b>recollection</b> (the rest), and a logistic model per category predicting memorization from corpus "
              "statistics, near matches, perplexities and intrinsic properties.</p>",
              f"<nav>{nav}{' <a href=#forecast>forecasting</a>' if len(data.forecast) else ''}</nav>"]
-    if data.unfitted:
-        parts.append("<p class=note>No taxonomic model for " + ", ".join(html.escape(u) for u in data.unfitted) +
-                     ": fewer memorized (or non-memorized) sequences than taxonomy.min_memorized. They appear in "
-                     "the forecasts below.</p>")
+    if unfitted:
+        parts.append("<p class=note>No taxonomic model for " + ", ".join(html.escape(u) for u in unfitted) +
+                     ": fewer memorized (or non-memorized) sequences than taxonomy.min_memorized. Their sections "
+                     "show the categories, correlations and KL curve; they appear in the forecasts below.</p>")
     for model, revision in keys:
         parts.append(_model_section(data, model, revision, folder))
     parts.append('<h2 id="forecast">Forecasting memorization across models</h2>')
