@@ -7,22 +7,29 @@ CONFIG ?= conf/local.yaml
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: help venv run test bench capacity sample tables clean
+.PHONY: help venv jars run test test-delta bench capacity sample tables clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml constraints-cpu.txt tools/install-venv.sh
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt tools/install-venv.sh tools/fetch-jars.sh
 	PYTHON=$(PYTHON) tools/install-venv.sh $(VENV) dev
 	touch $@
 
-venv: $(VENV)/.installed  ## create .venv, install semmem pinned (torch: local CPU wheel, else PyPI torch==2.13.0)
+venv: $(VENV)/.installed  ## create .venv, install semmem pinned (torch: local CPU wheel, else PyPI torch==2.13.0), Delta jars
+
+jars:  ## fetch the Delta jars from Maven Central into .jars/ (delta-rs is used where that fails)
+	tools/fetch-jars.sh .jars
 
 run: venv  ## run the whole pipeline on the bundled sample (CONFIG=conf/local.yaml)
 	$(BIN)/semmem run --config $(CONFIG)
 
 test: venv  ## run the test suite (CPU; the GPU tests too where CUDA is present)
 	$(BIN)/pytest -q
+
+test-delta: venv  ## the delta-spark backend tests, in a session with the Delta jars of .jars/ (skipped without them)
+	@if ls .jars/delta-spark_*.jar >/dev/null 2>&1; then SEMMEM_TEST_DELTA_JARS=$(abspath .jars) $(BIN)/pytest -q -m delta_spark tests/test_delta_spark.py; \
+	else echo "test-delta: skipped: no Delta jar in .jars/ (Maven Central unreachable at install?); run make jars"; fi
 
 bench: venv  ## benchmarks: ratios against baselines measured in the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

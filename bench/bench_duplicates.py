@@ -38,8 +38,9 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semmem.features.duplicates import (  # noqa: E402
-    QueryIndex, WindowHasher, query_hashes, scan_batches, scan_block, sequence_duplicates, window_candidates)
-from semmem.ingest.megatron import write_megatron  # noqa: E402
+    QueryIndex, ScanPlan, WindowHasher, pass_index, query_hashes, scan_batches, scan_block, window_candidates)
+from semmem.catalog import table  # noqa: E402
+from semmem.ingest.megatron import index_record, open_index, write_megatron  # noqa: E402
 from semmem.ingest.stream import shard_batches  # noqa: E402
 
 L = 2049
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from semmem.config import load_config
     from semmem.ingest.stream import read_stream, stream_shards
     from semmem.spark import build_session
+    from semmem.stages.corpus import duplicate_counts
     from semmem.tables import Warehouse
 
     rows_big = -(-args.tokens // L)
@@ -215,22 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     for name, src in [("big", "stream.parquet"), ("small", "stream_small.parquet")]:
         whs[name].write(spark.read.parquet(str(work / src)), "token_rows")
     whs["megatron"] = Warehouse(spark, work / "wh_megatron")
-    whs["megatron"].write(spark.createDataFrame([(str(work / "document.bin"), rows_big, L)],
-                                                "path STRING, num_rows BIGINT, seq_length INT"), "stream_sources")
+    whs["megatron"].write(spark.createDataFrame([index_record(open_index(str(work / "document"), L))],
+                                                table("stream_sources").spark_schema), "stream_sources")
 
     def frames(spark):
         w = {k: Warehouse(spark, v.root) for k, v in whs.items()}
         return w, spark.read.parquet(str(work / "sequences.parquet"))
 
-    # Memory: a fresh Python worker per task (worker.reuse=false), so each task's ru_maxrss is its own peak.
+    # Memory: a fresh Python worker per task (worker.reuse=false), so each task's ru_maxrss is its own peak. The
+    # query hashes in one file, one pass, as the stage writes them to scratch.
     w, seqs = frames(spark)
-    distinct = query_hashes(seqs, hasher).select("h").distinct().toArrow().column("h").to_numpy()
-    index = QueryIndex.build(distinct.astype(np.int64).view(np.uint64))
-    bc = spark.sparkContext.broadcast(index)
+    keys = work / "keys" / "pass=0" / "keys.parquet"
+    keys.parent.mkdir(parents=True)
+    pq.write_table(query_hashes(seqs, hasher).select("h").distinct().toArrow(), keys)
+    plan = ScanPlan(((str(keys),),))
 
     def peak(shards):
         def measure(it):
-            n = sum(b.num_rows for b in scan_batches(shard_batches(it, ["tokens"]), hasher, bc.value, rpb))
+            index = pass_index(plan.passes[0], plan.bits_per_query)
+            n = sum(b.num_rows for b in scan_batches(shard_batches(it, ["tokens"]), hasher, index, rpb))
             yield pa.RecordBatch.from_pydict({"rss_kb": [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss],
                                               "n": [n]})
         return shards.df.mapInArrow(measure, "rss_kb BIGINT, n BIGINT").agg(F.max("rss_kb"), F.count("*")).first()
@@ -251,25 +256,27 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter() - start
 
     t = time.perf_counter()
-    distinct = query_hashes(seqs, hasher).select("h").distinct().toArrow().column("h").to_numpy()
-    index = QueryIndex.build(distinct.astype(np.int64).view(np.uint64))
+    index = QueryIndex.build(pq.read_table(keys).column("h").to_numpy().view(np.uint64))
     t_query = time.perf_counter() - t
-    timed(window_candidates(stream_shards(w["small"], cfg, rpt), hasher, index, rpb))  # warm-up: workers, broadcast
+    timed(window_candidates(stream_shards(w["small"], cfg, rpt), hasher, plan, rpb))  # warm-up: workers, index
     windows = rows_big * (L - WIN + 1)
     shards = stream_shards(w["big"], cfg, rpt)
-    t_scan = timed(window_candidates(shards, hasher, index, rpb))
-    t_mega = timed(window_candidates(stream_shards(w["megatron"], cfg, rpt), hasher, index, rpb))
+    t_scan = timed(window_candidates(shards, hasher, plan, rpb))
+    t_mega = timed(window_candidates(stream_shards(w["megatron"], cfg, rpt), hasher, plan, rpb))
     via_spark = read_stream(w["big"], cfg)
     noop = via_spark.select("tokens").mapInArrow(lambda it: (b.slice(0, 0) for b in it), "tokens ARRAY<INT>")
     timed(noop)
     t_pass = timed(noop)
-    t_jvm = timed(window_candidates(via_spark, hasher, index, rpb))
-    kw = {"hash_base": cfg.duplicates.hash_base, "hash_modulus": cfg.duplicates.hash_modulus, "rows_per_batch": rpb}
-    t_e2e = timed(sequence_duplicates(seqs, shards, **kw))
-    result = sequence_duplicates(seqs.where(F.col("sequence_id") < 10**12), shards, **kw)
-    spark_counts = {r[0]: r[1] for r in result.collect()}  # the real (non-decoy) sequences only
-    mega_counts = {r[0]: r[1] for r in sequence_duplicates(
-        seqs.where(F.col("sequence_id") < 10**12), stream_shards(w["megatron"], cfg, rpt), **kw).collect()}
+    t_jvm = timed(window_candidates(via_spark, hasher, plan, rpb))
+    start = time.perf_counter()
+    with duplicate_counts(w["big"], seqs, shards, cfg.duplicates) as out:
+        out.write.format("noop").mode("overwrite").save()
+    t_e2e = time.perf_counter() - start
+    real = seqs.where(F.col("sequence_id") < 10**12)  # the real (non-decoy) sequences only
+    with duplicate_counts(w["big"], real, shards, cfg.duplicates) as out:
+        spark_counts = {r[0]: r[1] for r in out.collect()}
+    with duplicate_counts(w["megatron"], real, stream_shards(w["megatron"], cfg, rpt), cfg.duplicates) as out:
+        mega_counts = {r[0]: r[1] for r in out.collect()}
     assert mega_counts == spark_counts, "Delta and megatron streams disagree"
 
     # (b) naive Spark on a prefix: explode windows, hash, groupBy, count, join the query hashes
@@ -309,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rate = {name: w_ / t_ / cores for name, w_, t_, cores in rows_out}
     print(f"\nquery hashing + index build: {t_query:.1f} s for {args.queries} sequences "
-          f"(index: {index.hashes.nbytes / 2**20:.1f} MiB hashes + {index.table.nbytes / 2**20:.1f} MiB bit table); "
+          f"(index: {index.mixed.nbytes / 2**20:.1f} MiB hashes + {index.table.nbytes / 2**20:.1f} MiB bit table); "
           f"{shards.num_shards} scan tasks, hash modulus 2^{np.log2(float(hasher.modulus)):.0f}")
     print(f"\n{'implementation':48s} {'windows':>10s} {'seconds':>8s} {'cores':>5s} {'M win/s/core':>13s} "
           f"{'scan / this':>11s}")
@@ -323,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  stream {tokens / 1e6:7.1f}M tokens, {tasks:3d} tasks: {mib:7.1f} MiB")
     pythia = 146_432_000 * (L - WIN + 1)
     hours = {k: pythia / (rate[k] * 100) / 3600 for k in (head, rows_out[1][0])}
-    fixed = max(0.0, t_e2e - t_scan)  # query hashing, broadcast, aggregation, verification join: O(queries)
+    fixed = max(0.0, t_e2e - t_scan)  # query hashing, scratch, aggregation, verification join: O(queries)
     print(f"\nfull Pythia stream ({pythia / 1e9:.0f}G windows) on 100 cores: scan {hours[head]:.3f} h from token_rows, "
           f"{hours[rows_out[1][0]]:.3f} h from the .bin; end to end = scan + {fixed:.0f} s of query-side work "
           f"for {args.queries} sequences in this run (it scales with the sample, not the stream)")

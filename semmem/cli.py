@@ -52,7 +52,7 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None) -> list[str]:
     names = stages if stages is not None else cfg.stages
     resolve(names)  # unknown stage names fail before Spark starts
     spark = build_session(cfg)
-    warehouse = Warehouse(spark, cfg.warehouse)
+    warehouse = Warehouse(spark, cfg.warehouse, backend=cfg.warehouse_backend)
     _record_run(cfg, names)
     log.info("warehouse %s (%s backend)", warehouse.root, warehouse.backend)
     return run_stages(StageContext(spark, cfg, warehouse), names)

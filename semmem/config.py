@@ -24,6 +24,10 @@ class SparkConfig:
     master: str = "local[*]"  # ignored when spark-submit already set a master
     app_name: str = "semmem"
     conf: dict[str, str] = field(default_factory=dict)
+    # A folder of Delta Lake jars (`make jars` fills .jars/) put on a local session's classpath with Delta's SQL
+    # extension: tables are then written with format("delta"). Empty: delta-rs writes them. Under spark-submit, pass
+    # the jars with --packages / --jars instead (see README "Running on a cluster").
+    delta_jars: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class DuplicatesConfig:
     rows_per_batch: int = 64  # stream rows hashed together in one numpy call (64: the block stays in cache)
     direct_read: bool = True  # scan tasks read the stream files themselves (pyarrow / mmap); false: through Spark
     rows_per_task: int = 65536  # stream rows per scan task when direct_read (about 134M windows of 2,049-token rows)
+    memory_budget_mb: float = 2048  # query-index memory per executor, shared by its concurrent tasks; more queries
+    # than fit -> several passes over the stream (each ~40 bytes per query at 64 filter bits)
+    filter_bits_per_query: int = 64  # bit-table size: fewer bits, less memory, more windows to the bucket lookup
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,8 @@ class TaxonomyConfig:
 @dataclass(frozen=True)
 class Config:
     warehouse: str = "warehouse"
+    # who writes the Delta tables: auto = delta-spark when the session has the Delta jar, else delta-rs
+    warehouse_backend: Literal["auto", "delta-spark", "delta-rs"] = "auto"
     stages: list[str] = field(default_factory=list)  # empty: every registered stage, in dependency order
     spark: SparkConfig = field(default_factory=SparkConfig)
     input: InputConfig = field(default_factory=InputConfig)

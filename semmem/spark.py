@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
 from semmem.config import Config
+from semmem.errors import ConfigError
 
 # Settings every semmem session needs; conf/*.yaml `spark.conf` entries win over them.
 BASE_CONF: dict[str, str] = {
@@ -29,13 +32,27 @@ def build_session(cfg: Config) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(cfg.spark.app_name)
+    conf = dict(BASE_CONF)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
         builder = builder.master(cfg.spark.master)
-    for key, value in {**BASE_CONF, **cfg.spark.conf}.items():
+        if cfg.spark.delta_jars:
+            conf.update(delta_conf(cfg.spark.delta_jars))
+    for key, value in {**conf, **cfg.spark.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def delta_conf(folder: str) -> dict[str, str]:
+    """Session settings that put the Delta jars of `folder` on the classpath with Delta's extension and catalog."""
+    jars = sorted(Path(folder).absolute().glob("delta-*.jar"))
+    if not any(j.name.startswith("delta-spark_") for j in jars):
+        raise ConfigError(f"spark.delta_jars={folder}: no delta-spark jar there; run `make jars` (needs Maven "
+                          "Central), or leave spark.delta_jars empty to write the tables with delta-rs")
+    return {"spark.jars": ",".join(str(j) for j in jars),
+            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
 
 
 def delta_jar_available(spark: SparkSession) -> bool:
@@ -54,6 +71,18 @@ def delta_jar_available(spark: SparkSession) -> bool:
 
 def default_parallelism(spark: SparkSession) -> int:
     return max(1, spark.sparkContext.defaultParallelism)
+
+
+def tasks_per_executor(spark: SparkSession) -> int:
+    """How many tasks an executor runs at once: all local cores in local mode, else spark.executor.cores /
+    spark.task.cpus (1 when spark.executor.cores is unset: set it where executors take several cores)."""
+    conf = spark.sparkContext.getConf()
+    cpus = max(1, int(conf.get("spark.task.cpus", "1")))
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", spark.sparkContext.master)
+    if local:
+        cores = (os.cpu_count() or 1) if local.group(1) == "*" else int(local.group(1) or 1)
+        return max(1, cores // cpus)
+    return max(1, int(conf.get("spark.executor.cores", "1")) // cpus)
 
 
 def task_cpus() -> int:

@@ -113,6 +113,9 @@ class Warehouse:
         self.root.mkdir(parents=True, exist_ok=True)
         if backend == "auto":
             backend = "delta-spark" if delta_jar_available(spark) else "delta-rs"
+        elif backend == "delta-spark" and not delta_jar_available(spark):
+            raise TableError("warehouse_backend=delta-spark, but the session has no Delta jar and extension: set "
+                             "spark.delta_jars (after `make jars`), or pass them to spark-submit")
         self.backend = backend
 
     def path(self, name: str) -> Path:
@@ -161,14 +164,18 @@ class Warehouse:
         return json.loads(info.get("userMetadata") or "{}")
 
     @contextmanager
-    def scratch(self, df: DataFrame, *, max_rows_per_file: int | None = None) -> Iterator[Scratch]:
+    def scratch(self, df: DataFrame, *, max_rows_per_file: int | None = None,
+                partition_by: str | None = None) -> Iterator[Scratch]:
         """Write `df` as plain Parquet files under <warehouse>/_semmem/scratch, for numpy tasks to read directly
-        (paths with row counts, sorted) and for Spark; removed when the block ends, even on failure."""
+        (paths with row counts, sorted; folders <column>=<value> under `partition_by`) and for Spark; removed when
+        the block ends, even on failure."""
         folder = self.root.joinpath(*SCRATCH_DIR) / uuid.uuid4().hex
         try:
             writer = df.write.mode("errorifexists")
             if max_rows_per_file:
                 writer = writer.option("maxRecordsPerFile", max_rows_per_file)
+            if partition_by:
+                writer = writer.partitionBy(partition_by)
             writer.parquet(str(folder))
             files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
             yield Scratch([DataFile(str(p), pq.read_metadata(p).num_rows) for p in files],
@@ -246,7 +253,6 @@ class Warehouse:
         if partition is not None:
             writer = writer.option("replaceWhere", _partition_sql(partition))
         writer.save(str(self.path(tdef.name)))
-        self.spark.sql(f"CREATE TABLE IF NOT EXISTS {tdef.name} USING delta LOCATION '{self.path(tdef.name)}'")
         return self.version(tdef.name)
 
     def _write_delta_rs(self, df: DataFrame, tdef: TableDef, mode: WriteMode,

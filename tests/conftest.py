@@ -19,6 +19,8 @@ TEST_OVERRIDES = [
     "spark.conf.spark.default.parallelism=4",
     "spark.conf.spark.task.maxFailures=1",
     "spark.conf.spark.driver.memory=4g",
+    # tests/test_delta_spark.py runs in its own pytest process whose session has the Delta jars
+    *([f"spark.delta_jars={os.environ['SEMMEM_TEST_DELTA_JARS']}"] if os.environ.get("SEMMEM_TEST_DELTA_JARS") else []),
 ]
 
 

@@ -8,7 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from semmem.features.duplicates import QueryIndex, WindowHasher, query_hashes, sequence_duplicates, window_candidates
+from semmem.config import DuplicatesConfig
+from semmem.errors import ConfigError
+from semmem.features.duplicates import (QueryIndex, ScanPlan, WindowHasher, plan_passes, query_hashes,
+                                        window_candidates)
+from semmem.stages.corpus import duplicate_counts
+from semmem.tables import Warehouse
 from tests import reference as ref
 
 
@@ -20,6 +25,17 @@ def _frames(spark, rows, sequences):
 
 def _as_dict(df):
     return {r["sequence_id"]: r["sequence_duplicates"] for r in df.collect()}
+
+
+def _counts(wh, seqs, stream, **settings):
+    """sequence_duplicates as the stage computes it (query hashes in warehouse scratch), as a dict."""
+    with duplicate_counts(wh, seqs, stream, DuplicatesConfig(**settings)) as out:
+        return _as_dict(out)
+
+
+@pytest.fixture
+def wh(spark, base_cfg):
+    return Warehouse(spark, base_cfg.warehouse)
 
 
 def test_hash_matches_polynomial_definition():
@@ -49,7 +65,7 @@ def test_query_index_skewed_buckets_fall_back_to_binary_search():
 
     inv = pow(int(_MIX), -1, 1 << 64)  # hashes whose mixed values share their top bits: one crowded bucket
     queries = np.array([m * inv % (1 << 64) for m in range(1, 200)], np.uint64)
-    idx = QueryIndex.build(queries)
+    idx = QueryIndex.build(queries, bits_per_query=4096)  # a big table: the survivors really reach the buckets
     assert idx.max_bucket > 16
     hay = np.concatenate([queries[::3], np.arange(1000, dtype=np.uint64), queries + np.uint64(1)])
     got = np.zeros(len(hay), bool)
@@ -57,45 +73,88 @@ def test_query_index_skewed_buckets_fall_back_to_binary_search():
     np.testing.assert_array_equal(got, np.isin(hay, queries))
 
 
-def test_duplicates_match_reference(spark):
+def test_duplicates_match_reference(spark, wh):
     rows, sequences = ref.make_stream(seed=0)
     want = ref.duplicates(rows, sequences)
     assert want[3] == 160 - 32 + 1  # the repeated-token row matches at every offset, last one included
     assert want[1] == want[4] >= 2 and want[1000] == 0
     assert min(v for k, v in want.items() if k != 1000) >= 1
     stream, seqs = _frames(spark, rows, sequences)
-    assert _as_dict(sequence_duplicates(seqs, stream)) == want
+    assert _counts(wh, seqs, stream) == want
 
 
-def test_tiny_modulus_collisions_are_verified_away(spark):
+def test_tiny_modulus_collisions_are_verified_away(spark, wh, tmp_path):
     rows, sequences = ref.make_stream(seed=1)
     want = ref.duplicates(rows, sequences)
     stream, seqs = _frames(spark, rows, sequences)
     hasher = WindowHasher(60013, 7)  # 7 buckets: almost every window collides with some query
-    q = query_hashes(seqs, hasher).toArrow().column("h").to_numpy()
-    index = QueryIndex.build(q.view(np.uint64))
-    candidates = window_candidates(stream, hasher, index).agg(F.sum("n")).first()[0]
+    q = query_hashes(seqs, hasher).select("h").toArrow()
+    pq.write_table(q, tmp_path / "keys.parquet")
+    plan = ScanPlan(((str(tmp_path / "keys.parquet"),),))
+    candidates = window_candidates(stream, hasher, plan).agg(F.sum("n")).first()[0]
     assert candidates > 10 * sum(want.values())  # collisions did happen ...
-    got = _as_dict(sequence_duplicates(seqs, stream, hash_modulus=7, rows_per_batch=5))
+    got = _counts(wh, seqs, stream, hash_modulus=7, rows_per_batch=5)
     assert got == want  # ... and verification removed every one
 
 
+@pytest.mark.parametrize("budget_bytes,passes", [(2**31, 1), (1000, 3), (600, 8)])
+def test_passes_split_the_queries_and_keep_exact_counts(spark, wh, budget_bytes, passes, caplog):
+    # A budget too small for every query index at once: the queries are split into disjoint passes over the stream
+    # (13 queries; an index of one takes 233 bytes; two tasks per executor here).
+    rows, sequences = ref.make_stream(seed=6)
+    want = ref.duplicates(rows, sequences)
+    stream, seqs = _frames(spark, rows, sequences)
+    budget_mb = budget_bytes / 2**20
+    per_task = round(budget_mb * 2**20) // 2  # local[2]
+    assert plan_passes(len(sequences), per_task) == passes
+    with caplog.at_level("INFO", logger="semmem.stages.corpus"):
+        assert _counts(wh, seqs, stream, memory_budget_mb=budget_mb, hash_modulus=1009) == want
+    assert f"{passes} pass(es) over the stream" in caplog.text
+
+
+def test_plan_passes_fit_the_budget():
+    for n in [1, 1000, 10**6, 146_432_000]:
+        for budget in [2**20, 2**26, 2**30, 2**33]:
+            if QueryIndex.nbytes(1) > budget:
+                continue
+            p = plan_passes(n, budget)
+            assert QueryIndex.nbytes(-(-n * 11 // (10 * p))) <= budget  # each pass fits, with 10% headroom ...
+            assert p == 1 or QueryIndex.nbytes(-(-n * 11 // (10 * (p - 1)))) > budget  # ... and no fewer would
+    with pytest.raises(ConfigError, match="memory_budget_mb"):
+        plan_passes(10, 100)
+
+
+def test_query_index_memory_is_what_nbytes_says():
+    import tracemalloc
+
+    rng = np.random.default_rng(7)
+    for n in [1, 1000, 70_000, 300_000]:
+        hashes = rng.integers(0, 1 << 63, n).astype(np.uint64)
+        tracemalloc.start()  # numpy reports its buffers to tracemalloc
+        idx = QueryIndex.build(hashes)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak + hashes.nbytes <= QueryIndex.nbytes(n) + 2**16  # the input is counted; + Python objects
+        assert idx.held_bytes() == 8 * n + (1 << (idx.bits - 3)) + 8 * ((1 << idx.bucket_bits) + 1)
+        assert idx.max_bucket <= 16
+
+
 @pytest.mark.parametrize("partitions,rows_per_batch", [(1, 1), (7, 3), (3, 256)])
-def test_partitioning_does_not_change_counts(spark, partitions, rows_per_batch):
+def test_partitioning_does_not_change_counts(spark, wh, partitions, rows_per_batch):
     # local[1] vs local[*] is emulated within the one test session: 1 vs 7 stream partitions, 1-row vs large blocks.
     rows, sequences = ref.make_stream(seed=2)
     want = ref.duplicates(rows, sequences)
     stream, seqs = _frames(spark, rows, sequences)
-    got = sequence_duplicates(seqs.repartition(partitions), stream.repartition(partitions),
-                              hash_modulus=1009, rows_per_batch=rows_per_batch)
-    assert _as_dict(got) == want
+    got = _counts(wh, seqs.repartition(partitions), stream.repartition(partitions), hash_modulus=1009,
+                  rows_per_batch=rows_per_batch)
+    assert got == want
 
 
-def test_sequence_shorter_than_64_gets_null(spark):
+def test_sequence_shorter_than_64_gets_null(spark, wh):
     rows, sequences = ref.make_stream(seed=3, n_rows=30)
     sequences = {0: sequences[0], 1: sequences[1][:40]}
     stream, seqs = _frames(spark, rows, sequences)
-    got = _as_dict(sequence_duplicates(seqs, stream))
+    got = _counts(wh, seqs, stream)
     assert got == {0: ref.duplicates(rows, {0: sequences[0]})[0], 1: None}
 
 
@@ -128,8 +187,6 @@ def _delta_stream(spark, base_cfg, rows):
     several row groups each). The decoy files stay on disk and must not be read."""
     from deltalake import WriterProperties, write_deltalake
 
-    from semmem.tables import Warehouse
-
     wh = Warehouse(spark, base_cfg.warehouse)
     decoys = [[7] * 160 for _ in range(30)]  # would add 129 matches per row to sequence 3 if read
     wh.write(spark.createDataFrame(list(enumerate(decoys)), "row_id BIGINT, tokens ARRAY<INT>"), "token_rows",
@@ -144,7 +201,6 @@ def _delta_stream(spark, base_cfg, rows):
 def _megatron_stream(spark, base_cfg, tmp_path, rows):
     from semmem.catalog import table
     from semmem.ingest.megatron import index_record, open_index, write_megatron
-    from semmem.tables import Warehouse
 
     write_megatron(tmp_path / "document", np.array(rows, np.int64))
     wh = Warehouse(spark, base_cfg.warehouse)
@@ -185,13 +241,12 @@ def test_direct_read_matches_reference(spark, base_cfg, tmp_path, source, rows_p
     assert _shard_rows(shards) == {r["row_id"]: r["tokens"] for r in read_stream(wh, base_cfg).collect()} == \
         dict(enumerate(rows))
     _, seqs = _frames(spark, rows[:1], sequences)
-    assert _as_dict(sequence_duplicates(seqs, shards, rows_per_batch=rows_per_batch)) == want
-    assert _as_dict(sequence_duplicates(seqs, shards, hash_modulus=7, rows_per_batch=rows_per_batch)) == want
+    assert _counts(wh, seqs, shards, rows_per_batch=rows_per_batch) == want
+    assert _counts(wh, seqs, shards, hash_modulus=7, rows_per_batch=rows_per_batch, memory_budget_mb=1000 / 2**20) == want
 
 
 def test_snapshot_files_of_missing_table_is_a_table_error(spark, base_cfg):
     from semmem.errors import TableError
-    from semmem.tables import Warehouse
 
     with pytest.raises(TableError, match="does not exist"):
         Warehouse(spark, base_cfg.warehouse).snapshot_files("token_rows")

@@ -2,33 +2,41 @@
 
 The count is exact and the stream is never collected. Three steps:
 
-1. **Query hashes.** Hash the continuation (tokens[32:64]) of every evaluation sequence. Only the distinct hashes
-   are collected on the driver and broadcast: O(number of sequences) memory, independent of the stream size.
-2. **Scan.** `mapInArrow` over the stream hashes every 32-token window of every row at offsets 0..len-32 inclusive
-   (upstream skips the last offset, an off-by-one we do not replicate), windows crossing EOD included. The hash is
+1. **Query hashes.** Hash the continuation (tokens[32:64]) of every evaluation sequence. The distinct hashes are
+   written as Parquet files (by the stage, into warehouse scratch), split into `passes` disjoint sets sized so that
+   one set's index fits the memory budget of a task (`plan_passes`). Nothing goes through the driver: each scan task
+   reads the files of its pass and builds the index once per Python worker.
+2. **Scan.** One scan of the stream per pass (all passes in one Spark job): `mapInArrow` over the stream hashes
+   every 32-token window of every row at offsets 0..len-32 inclusive (upstream skips the last offset, an off-by-one
+   we do not replicate), windows crossing EOD included. The hash is
    polynomial, H = sum_k t[o+k]·B^k, evaluated mod 2^64 for all windows of a block of rows at once from prefix sums
    (B odd, so B^-o exists mod 2^64: H(o) = (P[o+32] - P[o])·B^-o), then reduced mod `hash_modulus` (default 2^64:
-   no reduction). A bit table (64 bits per query, 16 MiB at most) rejects almost every window in one gather;
-   survivors are looked up in buckets of the query hashes. Matching windows are aggregated per Arrow batch as
+   no reduction). A bit table (`bits_per_query` bits per query of the pass) rejects almost every window in one
+   gather; survivors are looked up in buckets of the query hashes. Matching windows are aggregated per Arrow batch as
    (hash, window tokens, count). The stream reaches the scan either as DataFrame rows (Spark's Arrow transfer) or,
    in the `duplicates` stage, as shards that each task reads itself (semmem.ingest.stream.stream_shards: pyarrow
    over the token_rows snapshot's Parquet files, or a memory map of the megatron .bin), which skips the JVM hop.
 3. **Verify.** Candidates are summed by (hash, window) and equi-joined to the queries on the hash *and* the exact
    token array, so hash collisions never inflate a count. Sequences that share a continuation each get the full count.
 
-Memory per task depends on the query set (hash array + bit table) and on the batch size, not on the stream.
+Memory per task depends on one pass's query set (`QueryIndex.nbytes`) and on the batch size, never on the stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from semmem.errors import ConfigError
 
 if TYPE_CHECKING:
     from semmem.ingest.stream import StreamShards
@@ -36,7 +44,7 @@ if TYPE_CHECKING:
 WINDOW = 32  # continuation length in tokens
 CONTINUATION_START = 32  # the continuation is tokens[32:64]
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci multiplier: spreads small moduli over the filter's index bits
-_MAX_TABLE_BITS = 27  # a 16 MiB bit table at most: a bigger one is slower to probe than the extra bucket lookups
+_CHUNK = 1 << 16  # hashes per step of the index build's loops
 _QUERY_SCHEMA = "sequence_id BIGINT, h BIGINT, cont ARRAY<INT>"
 _CANDIDATE_SCHEMA = "h BIGINT, window ARRAY<INT>, n BIGINT"
 
@@ -52,9 +60,9 @@ class WindowHasher:
 
     def __post_init__(self) -> None:
         if self.base % 2 == 0:
-            raise ValueError(f"duplicates.hash_base must be odd (invertible mod 2^64), got {self.base}")
+            raise ConfigError(f"duplicates.hash_base must be odd (invertible mod 2^64), got {self.base}")
         if not 2 <= self.modulus <= 1 << 64:
-            raise ValueError(f"duplicates.hash_modulus must be in [2, 2^64], got {self.modulus}")
+            raise ConfigError(f"duplicates.hash_modulus must be in [2, 2^64], got {self.modulus}")
 
     def _powers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         inv = pow(self.base, -1, 1 << 64)
@@ -99,15 +107,15 @@ def _cached_powers(hasher: WindowHasher, n: int) -> tuple[np.ndarray, np.ndarray
 # ------------------------------------------------------------------------------------------------------ query index
 @dataclass(frozen=True)
 class QueryIndex:
-    """The distinct query hashes, plus a bit table (one probe per window) that rejects almost every non-candidate.
+    """Distinct query hashes behind a bit table (one probe per window) that rejects almost every non-candidate.
 
-    Hashes are also kept mixed (m = h·MIX mod 2^64, a bijection since MIX is odd) and sorted. The bit table is indexed
+    Hashes are kept mixed (m = h·MIX mod 2^64, a bijection since MIX is odd) and sorted. The bit table is indexed
     by the top `bits` bits of m; the rare survivors are looked up in the bucket of the sorted mixed hashes that their
     top `bucket_bits` bits select (`mixed[starts[k]:starts[k+1]]`, at most `max_bucket` entries): one or two cache
     misses instead of a binary search. A skewed set (e.g. under a tiny test modulus) falls back to a binary search.
+    Windows of other passes are simply non-queries here: the table and buckets reject them like any other.
     """
 
-    hashes: np.ndarray  # sorted unique uint64 query hashes
     table: np.ndarray  # uint8 bit table of 2^bits bits
     bits: int
     mixed: np.ndarray  # sorted h·MIX of the unique hashes
@@ -115,25 +123,53 @@ class QueryIndex:
     bucket_bits: int
     max_bucket: int
 
+    @staticmethod
+    def _sizes(n: int, bits_per_query: int) -> tuple[int, int]:
+        """(table bits, bucket bits) for n distinct hashes: buckets hold about one to two hashes each."""
+        bits = int(max(10, np.ceil(np.log2(max(1, n) * bits_per_query))))
+        return bits, int(min(bits, max(1, np.floor(np.log2(max(1, n))))))
+
+    @classmethod
+    def nbytes(cls, n: int, bits_per_query: int = 64) -> int:
+        """Peak bytes of `build` on n distinct hashes, the caller's input array included: input and sorted copy
+        (16n), a duplicate mask (n), the bit table, the bucket offsets, and the temporaries of chunked loops."""
+        bits, bucket_bits = cls._sizes(n, bits_per_query)
+        buckets = 1 << bucket_bits
+        return 17 * n + (1 << (bits - 3)) + 8 * (buckets + 1) + 32 * min(n, _CHUNK) + 16 * min(buckets, _CHUNK)
+
+    def held_bytes(self) -> int:
+        """Bytes this index holds while it is probed."""
+        return self.table.nbytes + self.mixed.nbytes + self.starts.nbytes
+
     @classmethod
     def build(cls, hashes: np.ndarray, bits_per_query: int = 64) -> QueryIndex:
-        h = np.unique(np.asarray(hashes, dtype=np.uint64))
-        bits = int(min(_MAX_TABLE_BITS, max(10, np.ceil(np.log2(max(1, len(h)) * bits_per_query)))))
+        mixed = np.asarray(hashes, dtype=np.uint64) * _MIX
+        mixed.sort()
+        if len(mixed) > 1:
+            dup = mixed[1:] == mixed[:-1]
+            if dup.any():
+                mixed = mixed[np.concatenate([[True], ~dup])]
+            del dup
+        n = len(mixed)
+        bits, bucket_bits = cls._sizes(n, bits_per_query)
         table = np.zeros(1 << (bits - 3), np.uint8)
-        idx = _slot(h, bits)
-        np.bitwise_or.at(table, (idx >> np.uint64(3)).astype(np.int64),
-                         np.left_shift(np.uint8(1), (idx & np.uint64(7)).astype(np.uint8)))
-        mixed = np.sort(h * _MIX)
-        bucket_bits = int(min(bits, max(1, np.ceil(np.log2(max(1, len(h)))))))
-        starts = np.searchsorted(mixed >> np.uint64(64 - bucket_bits),
-                                 np.arange((1 << bucket_bits) + 1, dtype=np.uint64)).astype(np.int64)
-        max_bucket = int(np.diff(starts).max()) if len(h) else 0
-        return cls(h, table, bits, mixed, starts, bucket_bits, max_bucket)
+        for lo in range(0, n, _CHUNK):  # chunked: the temporaries stay small
+            idx = mixed[lo:lo + _CHUNK] >> np.uint64(64 - bits)
+            np.bitwise_or.at(table, (idx >> np.uint64(3)).astype(np.int64),
+                             np.left_shift(np.uint8(1), (idx & np.uint64(7)).astype(np.uint8)))
+        buckets = 1 << bucket_bits
+        starts = np.empty(buckets + 1, np.int64)
+        for lo in range(0, buckets, _CHUNK):  # bucket k starts at the first hash >= k << (64 - bucket_bits)
+            firsts = np.arange(lo, min(buckets, lo + _CHUNK), dtype=np.uint64) << np.uint64(64 - bucket_bits)
+            starts[lo:lo + len(firsts)] = np.searchsorted(mixed, firsts)
+        starts[buckets] = n
+        max_bucket = max(int(np.diff(starts[lo:lo + _CHUNK + 1]).max()) for lo in range(0, buckets, _CHUNK))
+        return cls(table, bits, mixed, starts, bucket_bits, max_bucket)
 
     def candidates(self, h: np.ndarray) -> np.ndarray:
         """Flat indices into `h` whose value is one of the query hashes (exact on hashes)."""
         flat = h.reshape(-1)
-        if len(self.hashes) == 0 or flat.size == 0:
+        if len(self.mixed) == 0 or flat.size == 0:
             return np.empty(0, np.int64)
         m = flat * _MIX
         slot = m >> np.uint64(64 - self.bits)
@@ -165,8 +201,61 @@ class QueryIndex:
         return found
 
 
-def _slot(h: np.ndarray, bits: int) -> np.ndarray:
-    return (h * _MIX) >> np.uint64(64 - bits)
+# ------------------------------------------------------------------------------------------------------ scan passes
+@dataclass(frozen=True)
+class ScanPlan:
+    """The query hashes as `passes` disjoint sets, each a tuple of Parquet files (column h) its scan tasks read."""
+
+    passes: tuple[tuple[str, ...], ...]
+    bits_per_query: int = 64
+
+    @classmethod
+    def from_files(cls, paths: Sequence[str], passes: int, bits_per_query: int = 64) -> ScanPlan:
+        """Files of `query_keys(..., passes)` written partitioned by `pass` (folders pass=<p>)."""
+        groups: list[list[str]] = [[] for _ in range(passes)]
+        for path in sorted(paths):
+            found = re.search(r"(?:^|/)pass=(\d+)/", path)
+            if found is None or int(found.group(1)) >= passes:
+                raise ValueError(f"{path} is not in a pass=<0..{passes - 1}> folder")
+            groups[int(found.group(1))].append(path)
+        return cls(tuple(tuple(g) for g in groups), bits_per_query)
+
+
+def plan_passes(n_queries: int, budget_bytes: int, bits_per_query: int = 64) -> int:
+    """The fewest passes over the stream for which one pass's query index fits `budget_bytes` (query hashes split
+    evenly, with 10% headroom for uneven splits)."""
+    if QueryIndex.nbytes(1, bits_per_query) > budget_bytes:
+        raise ConfigError(f"duplicates.memory_budget_mb leaves {budget_bytes / 2**20:.2f} MiB per task, less than an "
+                         "index of one query; raise it")
+    passes = 1
+    while QueryIndex.nbytes(-(-n_queries * 11 // (10 * passes)), bits_per_query) > budget_bytes:
+        passes += 1
+    return passes
+
+
+def query_keys(queries: DataFrame, passes: int) -> DataFrame:
+    """(h, pass): the distinct query hashes of `query_hashes`, each assigned to one of `passes` scan passes."""
+    return queries.select("h").distinct().withColumn("pass", F.pmod(F.xxhash64("h"), F.lit(passes)).cast("int"))
+
+
+_LOADED: dict[tuple[tuple[str, ...], int], QueryIndex] = {}
+
+
+def pass_index(files: tuple[str, ...], bits_per_query: int) -> QueryIndex:
+    """The query index of one pass, built from its files once per Python worker; the previous pass's index is
+    dropped first, so a worker never holds two."""
+    key = (files, bits_per_query)
+    if key not in _LOADED:
+        _LOADED.clear()
+        flat = np.empty(sum(pq.read_metadata(f).num_rows for f in files), np.int64)
+        at = 0
+        for f in files:  # one file's column at a time next to the array
+            h = pq.read_table(f, columns=["h"]).column("h").to_numpy()
+            flat[at:at + len(h)] = h
+            at += len(h)
+            del h
+        _LOADED[key] = QueryIndex.build(flat.view(np.uint64), bits_per_query)
+    return _LOADED[key]
 
 
 # ------------------------------------------------------------------------------------------------------ batch scans
@@ -263,45 +352,43 @@ def query_hashes(sequences: DataFrame, hasher: WindowHasher) -> DataFrame:
     return sequences.select("sequence_id", "tokens").mapInArrow(lambda it: query_batches(it, hasher), _QUERY_SCHEMA)
 
 
-def window_candidates(stream: DataFrame | StreamShards, hasher: WindowHasher, index: QueryIndex,
+def window_candidates(stream: DataFrame | StreamShards, hasher: WindowHasher, plan: ScanPlan,
                       rows_per_batch: int = 64) -> DataFrame:
     """(h, window, n): occurrences of stream windows whose hash is a query hash, partially aggregated.
 
     `stream` is a DataFrame with a `tokens` column (rows reach Python through Spark's Arrow transfer), or
     `StreamShards` (semmem.ingest.stream.stream_shards): each task then reads its shard of the stream itself, with
-    pyarrow or a memory map, and scans it in the same process.
+    pyarrow or a memory map, and scans it in the same process. The stream is scanned once per pass of `plan`; the
+    passes are one union, so one Spark job runs them all (tasks in pass order).
     """
     from semmem.ingest.stream import StreamShards, shard_batches
 
-    if isinstance(stream, StreamShards):
-        bc = stream.df.sparkSession.sparkContext.broadcast(index)
+    source = stream.df if isinstance(stream, StreamShards) else stream.select("tokens")
+    read = (lambda it: shard_batches(it, ["tokens"])) if isinstance(stream, StreamShards) else (lambda it: it)
+    bits = plan.bits_per_query
 
-        def scan_shards(it: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            return scan_batches(shard_batches(it, ["tokens"]), hasher, bc.value, rows_per_batch)
+    def scan_pass(files: tuple[str, ...]):
+        def scan(it: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            return scan_batches(read(it), hasher, pass_index(files, bits), rows_per_batch)
+        return scan
 
-        return stream.df.mapInArrow(scan_shards, _CANDIDATE_SCHEMA)
-    bc = stream.sparkSession.sparkContext.broadcast(index)
-
-    def scan(it: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return scan_batches(it, hasher, bc.value, rows_per_batch)
-
-    return stream.select("tokens").mapInArrow(scan, _CANDIDATE_SCHEMA)
+    frames = [source.mapInArrow(scan_pass(files), _CANDIDATE_SCHEMA) for files in plan.passes if files]
+    if not frames:
+        return source.sparkSession.createDataFrame([], _CANDIDATE_SCHEMA)
+    return functools.reduce(DataFrame.unionAll, frames)
 
 
-def sequence_duplicates(sequences: DataFrame, stream: DataFrame | StreamShards, *, hash_base: int = 60013,
-                        hash_modulus: int = 1 << 64, rows_per_batch: int = 64) -> DataFrame:
+def sequence_duplicates(sequences: DataFrame, stream: DataFrame | StreamShards, plan: ScanPlan, *,
+                        hash_base: int = 60013, hash_modulus: int = 1 << 64, rows_per_batch: int = 64) -> DataFrame:
     """(sequence_id, sequence_duplicates): exact occurrences of each continuation 32-gram in the stream.
 
+    `plan`: the files of `query_keys(query_hashes(sequences, hasher), passes)` (see `ScanPlan.from_files`);
     `stream`: a (.., tokens) DataFrame, or StreamShards read inside the scan tasks (see `window_candidates`).
-
-    Collects only the distinct continuation hashes of `sequences` (scales with the sample, not the corpus).
     Sequences shorter than 64 tokens get NULL; a continuation absent from the stream gets 0.
     """
     hasher = WindowHasher(hash_base, hash_modulus)
     queries = query_hashes(sequences, hasher)
-    distinct = queries.select("h").distinct().toArrow().column("h").to_numpy()
-    index = QueryIndex.build(distinct.astype(np.int64).view(np.uint64))
-    counts = (window_candidates(stream, hasher, index, rows_per_batch)
+    counts = (window_candidates(stream, hasher, plan, rows_per_batch)
               .groupBy("h", "window").agg(F.sum("n").alias("n")))
     q = queries.alias("q")
     c = counts.alias("c")

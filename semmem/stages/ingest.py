@@ -79,9 +79,12 @@ def _drop(ctx: StageContext, name: str) -> None:
 
 
 def _shard_rows(ctx: StageContext, what: str, reader: Callable[..., Iterator[pa.RecordBatch]], schema: pa.Schema,
-                **reader_args: object) -> tuple[list[str], str, DataFrame, Accumulator]:
-    """The start both jsonl formats share: the shards of input.path, the tokenizer (resolved, trained if allowed, and
-    saved), and the rows `reader` makes of each shard in its own task, persisted; with the reader's line counter."""
+                **reader_args: object) -> tuple[list[str], DataFrame, str, DataFrame, Accumulator]:
+    """The start both jsonl formats share: the shards of input.path (a list, and a (shard_id, path) frame), the
+    tokenizer (resolved, trained if allowed, and saved), and the rows `reader` makes of each shard in its own task,
+    with the reader's line counter. The rows are read twice (per-shard totals, then the cut), so they are kept on the
+    executors' local disks in between: executor memory stays flat whatever the corpus size, and tokenizing again
+    would cost more than the disk."""
     cfg, spark = ctx.cfg, ctx.spark
     shards = pile.find_shards(cfg.input.path)
     log.info("ingest: %d %s", len(shards), what)
@@ -92,12 +95,12 @@ def _shard_rows(ctx: StageContext, what: str, reader: Callable[..., Iterator[pa.
     counter = spark.sparkContext.accumulator(0)
     rows = files.mapInArrow(partial(reader, tokenizer_json=tok_json, batch_size=cfg.tokenizer.batch_size,
                                     counter=counter, **reader_args), from_arrow_schema(schema))
-    return shards, tok_json, rows.persist(StorageLevel.MEMORY_AND_DISK), counter
+    return shards, files, tok_json, rows.persist(StorageLevel.DISK_ONLY), counter
 
 
 def ingest_pile(ctx: StageContext) -> None:
     cfg, spark, wh = ctx.cfg, ctx.spark, ctx.warehouse
-    shards, tok_json, docs, n_docs = _shard_rows(ctx, "shard(s) of Pile jsonl", pile.tokenize_shards,
+    shards, files, tok_json, docs, n_docs = _shard_rows(ctx, "shard(s) of Pile jsonl", pile.tokenize_shards,
                                                  pile.DOC_SCHEMA, eod_id=cfg.stream.eod_id)
     try:
         with progress(spark, "ingest: tokenize", rows=n_docs, unit="documents"):
@@ -107,7 +110,7 @@ def ingest_pile(ctx: StageContext) -> None:
                 F.count("reject_reason").alias("rejects"),
             ).collect()  # one row per shard
         counts = {r["shard_id"]: r for r in per_shard}
-        _handle_rejects(ctx, docs, shards, sum(r["rejects"] for r in per_shard))
+        _handle_rejects(ctx, docs, files, sum(r["rejects"] for r in per_shard))
 
         seq_length = cfg.stream.seq_length
         tokens_per_shard = np.array([counts[i]["tokens"] or 0 for i in range(len(shards))], dtype=np.int64)
@@ -153,11 +156,11 @@ def assemble_rows(fragments: DataFrame, seq_length: int) -> DataFrame:
     return whole.unionByName(pieces)
 
 
-def _handle_rejects(ctx: StageContext, docs: DataFrame, shards: list[str], n_rejects: int) -> None:
-    """Fatal problems and (under on_bad_record=fail) bad records stop the job before any table is written."""
-    paths = F.element_at(F.array(*[F.lit(s) for s in shards]), F.col("shard_id") + 1)
-    rejects = (docs.where(F.col("reject_reason").isNotNull())
-               .select(paths.alias("path"), "line", F.col("reject_reason").alias("reason"),
+def _handle_rejects(ctx: StageContext, docs: DataFrame, files: DataFrame, n_rejects: int) -> None:
+    """Fatal problems and (under on_bad_record=fail) bad records stop the job before any table is written. Shard
+    paths come from the (shard_id, path) frame by a join, never as literals in the plan."""
+    rejects = (docs.where(F.col("reject_reason").isNotNull()).join(files, "shard_id")
+               .select("path", "line", F.col("reject_reason").alias("reason"),
                        F.col("reject_detail").alias("detail"), "shard_id"))
     if n_rejects:
         fatal = rejects.where(F.col("reason").isin(*pile.FATAL_REASONS)).orderBy("shard_id").limit(1).collect()
@@ -244,13 +247,13 @@ def ingest_sequences_parquet(ctx: StageContext) -> None:
 def ingest_texts(ctx: StageContext) -> None:
     """User texts, one evaluation sequence per JSON line (semmem.ingest.texts); no training stream."""
     spark, wh = ctx.spark, ctx.warehouse
-    shards, _, rows, n_lines = _shard_rows(ctx, "file(s) of texts", texts.read_texts, texts.TEXT_SCHEMA)
+    shards, files, _, rows, n_lines = _shard_rows(ctx, "file(s) of texts", texts.read_texts, texts.TEXT_SCHEMA)
     try:
         with progress(spark, "ingest: read texts", rows=n_lines, unit="lines"):
             per_shard = rows.groupBy("shard_id").agg(
                 F.count(F.when(F.col("reject_reason").isNull(), 1)).alias("good"),
                 F.count("reject_reason").alias("rejects"), F.count("id").alias("with_id")).collect()
-        _handle_rejects(ctx, rows, shards, sum(r["rejects"] for r in per_shard))
+        _handle_rejects(ctx, rows, files, sum(r["rejects"] for r in per_shard))
         good = {r["shard_id"]: r["good"] for r in per_shard}
         n_good, n_ids = sum(good.values()), sum(r["with_id"] for r in per_shard)
         if n_good == 0:
