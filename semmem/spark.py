@@ -85,16 +85,20 @@ def tasks_per_executor(spark: SparkSession) -> int:
     return max(1, int(conf.get("spark.executor.cores", "1")) // cpus)
 
 
+def executor_gpus(spark: SparkSession) -> float:
+    """GPUs each executor has (spark.executor.resource.gpu.amount; 0 when unset)."""
+    return float(spark.sparkContext.getConf().get("spark.executor.resource.gpu.amount", "0") or 0)
+
+
 def gpu_task_profile(spark: SparkSession):
     """A TaskResourceProfile asking one GPU per task (and the executor's cores per GPU), when executors have GPUs
     (spark.executor.resource.gpu.amount > 0); None otherwise. Stages run under it only where a model needs it."""
-    conf = spark.sparkContext.getConf()
-    gpus = float(conf.get("spark.executor.resource.gpu.amount", "0") or 0)
+    gpus = executor_gpus(spark)
     if gpus <= 0:
         return None
     from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
 
-    cpus = max(1, int(int(conf.get("spark.executor.cores", "1")) // gpus))
+    cpus = max(1, int(int(spark.sparkContext.getConf().get("spark.executor.cores", "1")) // gpus))
     return ResourceProfileBuilder().require(TaskResourceRequests().cpus(cpus).resource("gpu", 1.0)).build
 
 
@@ -103,7 +107,7 @@ def gpu_slots(spark: SparkSession) -> int:
     sc = spark.sparkContext
     executors = max(sc._jsc.sc().getExecutorIds().size(),  # noqa: SLF001 - registered executors
                     int(sc.getConf().get("spark.executor.instances", "0") or 0), 1)
-    return max(1, int(executors * float(sc.getConf().get("spark.executor.resource.gpu.amount", "1"))))
+    return max(1, int(executors * executor_gpus(spark)))
 
 
 def model_tasks(df: DataFrame, partitions: int | None = None) -> DataFrame:

@@ -118,3 +118,24 @@ def test_list_tables(spark, tmp_path):
     wh.write(_rows(spark, 2), "token_rows", mode="append")
     [info] = list_tables(tmp_path)
     assert (info.name, info.version, info.num_rows, info.num_files >= 2) == ("token_rows", 1, 10, True)
+
+
+def test_delta_spark_backend_without_the_jar_is_a_clear_error(spark, tmp_path):
+    # the main test session has no Delta jar: asking for the delta-spark writer says what to do, writes nothing
+    with pytest.raises(TableError, match="no Delta jar and extension: set spark.delta_jars"):
+        Warehouse(spark, tmp_path / "wh", backend="delta-spark")
+    assert not list((tmp_path / "wh").glob("*/_delta_log"))
+
+
+def test_delta_jars_folder_without_the_jar_is_a_config_error(tmp_path):
+    from semmem.errors import ConfigError
+    from semmem.spark import delta_conf
+
+    (tmp_path / "delta-storage-4.4.0.jar").write_bytes(b"")
+    with pytest.raises(ConfigError, match="no delta-spark jar there; run `make jars`"):
+        delta_conf(str(tmp_path))
+    (tmp_path / "delta-spark_2.13-4.4.0.jar").write_bytes(b"")
+    conf = delta_conf(str(tmp_path))
+    assert conf["spark.jars"].split(",") == [str(tmp_path / "delta-spark_2.13-4.4.0.jar"),
+                                             str(tmp_path / "delta-storage-4.4.0.jar")]
+    assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"

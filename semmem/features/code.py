@@ -25,8 +25,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from semmem.errors import ConfigError, InputError, ModelError
-from semmem.spark import model_tasks
 from semmem.scoring.models import models_dir, replacing_folder
+from semmem.spark import model_tasks
 
 if TYPE_CHECKING:  # scikit-learn is imported lazily: the driver of the code stage needs only the DataFrame plan
     from sklearn.pipeline import Pipeline
