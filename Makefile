@@ -7,19 +7,19 @@ CONFIG ?= conf/local.yaml
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: help venv jars run test test-delta cluster-test bench capacity sample tables clean
+.PHONY: help venv jars run test test-delta cluster-test s3-test bench capacity sample tables clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt tools/install-venv.sh tools/fetch-jars.sh
 	PYTHON=$(PYTHON) tools/install-venv.sh $(VENV) dev
 	touch $@
 
-venv: $(VENV)/.installed  ## create .venv, install semmem pinned (torch: local CPU wheel, else PyPI torch==2.13.0), Delta jars
+venv: $(VENV)/.installed  ## create .venv, install semmem pinned (torch: local CPU wheel, else PyPI torch==2.13.0), jars
 
-jars:  ## fetch the Delta jars from Maven Central into .jars/ (delta-rs is used where that fails)
-	tools/fetch-jars.sh .jars
+jars:  ## fetch the Delta jars (.jars/) and hadoop-aws (.jars/s3) from Maven Central (delta-rs / no S3 without)
+	tools/fetch-jars.sh .jars $(BIN)/python
 
 run: venv  ## run the whole pipeline on the bundled sample (CONFIG=conf/local.yaml)
 	$(BIN)/semmem run --config $(CONFIG)
@@ -33,6 +33,9 @@ test-delta: venv  ## the delta-spark backend tests, in a session with the Delta 
 
 cluster-test: venv  ## the pipeline under spark-submit on a standalone cluster on 127.0.0.1, one worker killed (~17 min)
 	$(BIN)/pytest -q -m cluster tests/test_cluster.py
+
+s3-test: venv  ## warehouse and corpora on an S3 server on 127.0.0.1 (moto), both Delta backends, vs local runs
+	$(BIN)/pytest -q -m s3 tests/test_s3.py
 
 bench: venv  ## benchmarks: ratios against baselines measured in the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -99,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(torch.get_num_threads())
     if args.warehouse:
+        from semmem import storage
         from semmem.scoring.family import checkpoint_folders
         from semmem.scoring.models import load_model, models_dir, parse_model_spec
 
-        saved = checkpoint_folders(models_dir(args.warehouse) / args.member)
+        saved = checkpoint_folders(storage.join(models_dir(args.warehouse), args.member))
         if not saved:
             raise SystemExit(f"no checkpoint of {args.member} under {models_dir(args.warehouse)}: run `make run` first")
         spec = parse_model_spec(f"{args.member}@step{saved[-1][0]}", args.warehouse)

@@ -18,8 +18,8 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
+from semmem import storage
 from semmem.config import Config, load_config
 from semmem.errors import SemmemError
 
@@ -60,10 +60,9 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None) -> list[str]:
 
 def _record_run(cfg: Config, stages: list[str]) -> None:
     """Keep the resolved config beside the tables it produced."""
-    runs = Path(cfg.warehouse) / "_semmem" / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    (runs / f"{stamp}.json").write_text(json.dumps({"stages": stages, "config": cfg.to_dict()}, indent=2))
+    storage.write_text(storage.join(cfg.warehouse, "_semmem", "runs", f"{stamp}.json"),
+                       json.dumps({"stages": stages, "config": cfg.to_dict()}, indent=2))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -91,7 +90,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     text = summary_text(args.warehouse)
     if not text:
-        print(f"semmem: no table combined in {Path(args.warehouse).absolute()}: run stages combine, taxonomy and "
+        print(f"semmem: no table combined in {storage.normalize(args.warehouse)}: run stages combine, taxonomy and "
               "report (they are in the default run)")
         return 1
     print(text.lstrip("\n"))
@@ -116,7 +115,7 @@ def _print_code_metrics(cfg: Config) -> None:
     from semmem.features.code import METRICS_FILE, UPSTREAM_F1, UPSTREAM_MODEL, read_metrics, trained_classifier_dir
 
     folder = trained_classifier_dir(cfg.warehouse)
-    if cfg.code.model not in ("auto", "trained") or not (folder / METRICS_FILE).is_file():
+    if cfg.code.model not in ("auto", "trained") or not storage.is_file(storage.join(folder, METRICS_FILE)):
         print(f"\nsemmem: no code classifier trained (code.model = {cfg.code.model!r} does not use one)")
         return
     m = read_metrics(folder)
@@ -155,7 +154,7 @@ def _print_tables(warehouse: str) -> None:
     from semmem.tables import list_tables
 
     infos = list_tables(warehouse)
-    print(f"tables in {Path(warehouse).absolute()}:")
+    print(f"tables in {storage.normalize(warehouse)}:")
     width = max([len(i.name) for i in infos] + [5])
     print(f"  {'table':<{width}}  version  {'rows':>12}  files")
     for i in infos:

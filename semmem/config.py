@@ -31,6 +31,19 @@ class SparkConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """Where an S3 warehouse or corpus (s3://bucket/path) lives. Credentials never go here: AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY (or a profile, an instance role) on the driver and the executors."""
+
+    endpoint_url: str = ""  # an S3-compatible server (MinIO, Ceph, moto), e.g. http://127.0.0.1:9000; empty: AWS
+    region: str = ""  # empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
+    # A folder with the hadoop-aws jar and the AWS SDK bundle (`make jars` fills .jars/s3) that a local session puts
+    # on its classpath when the warehouse or the input is on S3. Under spark-submit: --packages
+    # org.apache.hadoop:hadoop-aws:<pyspark's Hadoop version> instead.
+    s3_jars: str = ".jars/s3"
+
+
+@dataclass(frozen=True)
 class InputConfig:
     # texts-jsonl: one evaluation sequence per line ({"text": ..., "id": ...}), no training stream
     format: Literal["pile-jsonl", "megatron", "sequences-parquet", "texts-jsonl"] = "pile-jsonl"
@@ -266,6 +279,7 @@ class Config:
     warehouse_backend: Literal["auto", "delta-spark", "delta-rs"] = "auto"
     stages: list[str] = field(default_factory=list)  # empty: every registered stage, in dependency order
     spark: SparkConfig = field(default_factory=SparkConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     input: InputConfig = field(default_factory=InputConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)

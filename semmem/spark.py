@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
+from semmem import storage
 from semmem.config import Config
 from semmem.errors import ConfigError
 
@@ -31,17 +32,67 @@ def build_session(cfg: Config) -> SparkSession:
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    storage.configure(cfg.storage.endpoint_url, cfg.storage.region)
     builder = SparkSession.builder.appName(cfg.spark.app_name)
-    conf = dict(BASE_CONF)
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
+    conf = {**BASE_CONF, **storage.spark_conf()}
+    jars: list[str] = []
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # launched by spark-submit: the classpath is set already
+    if not submitted:
         builder = builder.master(cfg.spark.master)
         if cfg.spark.delta_jars:
-            conf.update(delta_conf(cfg.spark.delta_jars))
+            delta = delta_conf(cfg.spark.delta_jars)
+            jars += delta.pop("spark.jars").split(",")
+            conf.update(delta)
+        if uses_object_store(cfg):
+            jars += s3_jars(cfg.storage.s3_jars)
+    if jars:
+        conf["spark.jars"] = ",".join(jars)
     for key, value in {**conf, **cfg.spark.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if uses_object_store(cfg) and not _has_class(spark, "org.apache.hadoop.fs.s3a.S3AFileSystem"):
+        raise ConfigError("the warehouse or the input is on S3, but this Spark session has no hadoop-aws jar: pass "
+                          f"--packages org.apache.hadoop:hadoop-aws:{hadoop_version()} to spark-submit (or --jars with "
+                          "the jars of `make jars` in .jars/s3)")
     return spark
+
+
+def hadoop_version() -> str:
+    """The Hadoop client version pyspark ships (hadoop-aws must match it)."""
+    import pyspark
+
+    jars = sorted((Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar"))
+    return jars[0].name.removeprefix("hadoop-client-api-").removesuffix(".jar") if jars else "<Hadoop version>"
+
+
+def uses_object_store(cfg: Config) -> bool:
+    """True when the warehouse or an input path is an S3 URI."""
+    return any(storage.is_remote(p) for p in [cfg.warehouse, *cfg.input.path])
+
+
+def s3_jars(folder: str) -> list[str]:
+    """The hadoop-aws jar and its AWS SDK from `folder` (relative: to the working directory, else to the semmem
+    checkout, where `make jars` puts them), or a ConfigError that says how to get them."""
+    candidates = [Path(folder)]
+    if not Path(folder).is_absolute():
+        candidates.append(Path(__file__).resolve().parents[1] / folder)
+    for where in candidates:
+        jars = sorted(where.glob("*.jar"))
+        if any(j.name.startswith("hadoop-aws-") for j in jars):
+            return [str(j.absolute()) for j in jars]
+    raise ConfigError(f"the warehouse or the input is on S3, but storage.s3_jars={folder} holds no hadoop-aws jar: "
+                      "run `make jars` (needs Maven Central), or set storage.s3_jars to a folder with "
+                      f"hadoop-aws-{hadoop_version()}.jar and the AWS SDK bundle it depends on")
+
+
+def _has_class(spark: SparkSession, name: str) -> bool:
+    try:
+        jvm = spark.sparkContext._jvm  # noqa: SLF001 - the only way to probe the classpath
+        jvm.java.lang.Class.forName(name, True, jvm.Thread.currentThread().getContextClassLoader())
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        return False
 
 
 def delta_conf(folder: str) -> dict[str, str]:
@@ -58,15 +109,7 @@ def delta_conf(folder: str) -> dict[str, str]:
 def delta_jar_available(spark: SparkSession) -> bool:
     """True when delta-spark's classes are on the classpath and its session extension is configured."""
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
-    if "io.delta.sql.DeltaSparkSessionExtension" not in extensions:
-        return False
-    try:
-        jvm = spark.sparkContext._jvm  # noqa: SLF001 - the only way to probe the classpath
-        loader = jvm.Thread.currentThread().getContextClassLoader()
-        jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", True, loader)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "not available"
-        return False
+    return "io.delta.sql.DeltaSparkSessionExtension" in extensions and _has_class(spark, "io.delta.tables.DeltaTable")
 
 
 def default_parallelism(spark: SparkSession) -> int:

@@ -9,10 +9,10 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from deltalake import DeltaTable, QueryBuilder
+from deltalake import QueryBuilder
 
 from semmem.errors import SemmemError
-from semmem.tables import list_tables
+from semmem.tables import delta_table, list_tables
 
 Engine = Literal["auto", "datafusion", "spark"]
 
@@ -35,7 +35,7 @@ def run_sql(warehouse: str | Path, query: str, *, engine: Engine = "auto") -> pa
 def _datafusion(infos: list, query: str) -> pa.Table:
     qb = QueryBuilder()
     for info in infos:
-        qb.register(info.name, DeltaTable(info.path))
+        qb.register(info.name, delta_table(info.path))
     try:
         return pa.table(qb.execute(query).read_all())
     except Exception as e:  # noqa: BLE001 - DataFusion raises plain exceptions for SQL errors

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError
@@ -31,6 +30,7 @@ from deltalake.transaction import AddAction, CommitProperties, create_table_with
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from semmem import storage
 from semmem.catalog import TableDef, table
 from semmem.errors import TableError
 from semmem.spark import delta_jar_available
@@ -67,36 +67,43 @@ class DataFile:
     num_rows: int | None
 
 
-def table_path(warehouse: str | Path, name: str) -> Path:
-    return Path(warehouse).absolute() / name
+def table_path(warehouse: str | Path, name: str) -> str:
+    return storage.join(warehouse, name)
 
 
 def is_delta_table(path: str | Path) -> bool:
-    return (Path(path) / "_delta_log").is_dir()
+    return storage.is_dir(storage.join(path, "_delta_log"))
+
+
+def delta_table(path: str | Path) -> DeltaTable:
+    """delta-rs's handle of the table at `path` (a folder or an S3 URI)."""
+    location = storage.normalize(path)
+    return DeltaTable(location, storage_options=storage.delta_options(location))
 
 
 def open_delta(warehouse: str | Path, name: str) -> DeltaTable:
     """The delta-rs handle of a catalog table, or a TableError that says which stage produces it."""
     table(name)
-    path = table_path(warehouse, name)
     try:
-        return DeltaTable(str(path))
+        return delta_table(table_path(warehouse, name))
     except TableNotFoundError:
-        raise TableError(f"table {name!r} does not exist in warehouse {Path(warehouse).absolute()} "
+        raise TableError(f"table {name!r} does not exist in warehouse {storage.normalize(warehouse)} "
                          f"(run the stage that writes it, e.g. `semmem run --stages ...`)") from None
 
 
 def list_tables(warehouse: str | Path) -> list[TableInfo]:
     """Every Delta table under `warehouse`, with its current version and row count (from the log, no scan)."""
-    root = Path(warehouse)
-    if not root.is_dir():
-        raise TableError(f"warehouse {root.absolute()} does not exist")
+    if not storage.is_dir(warehouse):
+        raise TableError(f"warehouse {storage.normalize(warehouse)} does not exist")
     infos = []
-    for path in sorted(p for p in root.iterdir() if is_delta_table(p)):
-        dt = DeltaTable(str(path))
+    for name in storage.list_dir(warehouse):
+        path = table_path(warehouse, name)
+        if not is_delta_table(path):
+            continue
+        dt = delta_table(path)
         adds = pa.table(dt.get_add_actions(flatten=True))
         rows = adds.column("num_records").to_pylist() if "num_records" in adds.column_names else []
-        infos.append(TableInfo(path.name, str(path), dt.version(), int(sum(r or 0 for r in rows)), adds.num_rows))
+        infos.append(TableInfo(name, path, dt.version(), int(sum(r or 0 for r in rows)), adds.num_rows))
     return infos
 
 
@@ -106,11 +113,8 @@ class Warehouse:
     def __init__(self, spark: SparkSession, root: str | Path,
                  backend: Literal["auto", "delta-spark", "delta-rs"] = "auto") -> None:
         self.spark = spark
-        if "://" in str(root) and not str(root).startswith("file://"):
-            raise TableError(f"warehouse {root}: object-store URIs are not supported yet; use a filesystem path "
-                             "that the driver and every executor see (local disk, NFS, a mounted bucket)")
-        self.root = Path(str(root).removeprefix("file://")).absolute()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = storage.normalize(root)  # an absolute path, or s3://bucket/key
+        storage.make_dirs(self.root)
         if backend == "auto":
             backend = "delta-spark" if delta_jar_available(spark) else "delta-rs"
         elif backend == "delta-spark" and not delta_jar_available(spark):
@@ -118,8 +122,12 @@ class Warehouse:
                              "spark.delta_jars (after `make jars`), or pass them to spark-submit")
         self.backend = backend
 
-    def path(self, name: str) -> Path:
+    def path(self, name: str) -> str:
         return table_path(self.root, name)
+
+    def side_path(self, *parts: str) -> str:
+        """A file or folder beside the tables, under <warehouse>/_semmem (tokenizer, models, runs) or as named."""
+        return storage.join(self.root, *parts)
 
     def exists(self, name: str) -> bool:
         table(name)
@@ -143,10 +151,8 @@ class Warehouse:
                              "cannot be read directly; read it through Spark (Warehouse.read)")
         files = []
         for add in pa.table(dt.get_add_actions(flatten=True)).to_pylist():
-            uri = _absolute_uri(dt, add["path"])
-            path = unquote(urlparse(uri).path) if uri.startswith("file://") else uri
             rows = add.get("num_records")
-            files.append(DataFile(path, None if rows is None else int(rows)))
+            files.append(DataFile(_file_location(self.path(name), add["path"]), None if rows is None else int(rows)))
         return sorted(files, key=lambda f: f.path)
 
     # ------------------------------------------------------------------ read
@@ -155,8 +161,8 @@ class Warehouse:
         dt = open_delta(self.root, name)
         tdef = table(name).with_columns_of(dt.schema().to_arrow().names)
         if self.backend == "delta-spark":
-            return _conform(self.spark.read.format("delta").load(str(self.path(name))), tdef)
-        return self._read_files(dt, tdef)
+            return _conform(self.spark.read.format("delta").load(self.path(name)), tdef)
+        return self._read_files(dt, tdef, self.path(name))
 
     def commit_metadata(self, name: str) -> dict:
         """What the writer of the current version of `name` recorded with `write(..., metadata=...)` ({} if none)."""
@@ -169,21 +175,21 @@ class Warehouse:
         """Write `df` as plain Parquet files under <warehouse>/_semmem/scratch, for numpy tasks to read directly
         (paths with row counts, sorted; folders <column>=<value> under `partition_by`) and for Spark; removed when
         the block ends, even on failure."""
-        folder = self.root.joinpath(*SCRATCH_DIR) / uuid.uuid4().hex
+        folder = self.side_path(*SCRATCH_DIR, uuid.uuid4().hex)
         try:
             writer = df.write.mode("errorifexists")
             if max_rows_per_file:
                 writer = writer.option("maxRecordsPerFile", max_rows_per_file)
             if partition_by:
                 writer = writer.partitionBy(partition_by)
-            writer.parquet(str(folder))
-            files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
-            yield Scratch([DataFile(str(p), pq.read_metadata(p).num_rows) for p in files],
-                          self.spark.read.schema(df.schema).parquet(str(folder)))
+            writer.parquet(folder)
+            files = [f for f, _ in storage.find_files(folder, (".parquet",))]
+            yield Scratch([DataFile(f, storage.parquet_file(f).metadata.num_rows) for f in files],
+                          self.spark.read.schema(df.schema).parquet(folder))
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            storage.delete_dir(folder)
 
-    def _read_files(self, dt: DeltaTable, tdef: TableDef) -> DataFrame:
+    def _read_files(self, dt: DeltaTable, tdef: TableDef, root: str) -> DataFrame:
         data_fields = [f for f in tdef.spark_schema.fields if f.name not in tdef.partition_by]
         from pyspark.sql.types import StructType
 
@@ -197,7 +203,7 @@ class Warehouse:
         groups: dict[tuple[str | None, ...], list[str]] = {}
         for add in adds:
             values = tuple(add.get(f"partition.{c}") for c in tdef.partition_by)
-            groups.setdefault(values, []).append(_absolute_uri(dt, add["path"]))
+            groups.setdefault(values, []).append(_file_location(root, add["path"]))
         frames = []
         for values, uris in sorted(groups.items(), key=lambda kv: str(kv[0])):
             df = self.spark.read.schema(data_schema).parquet(*uris)
@@ -252,19 +258,18 @@ class Warehouse:
             writer = writer.partitionBy(*tdef.partition_by)
         if partition is not None:
             writer = writer.option("replaceWhere", _partition_sql(partition))
-        writer.save(str(self.path(tdef.name)))
+        writer.save(self.path(tdef.name))
         return self.version(tdef.name)
 
     def _write_delta_rs(self, df: DataFrame, tdef: TableDef, mode: WriteMode,
                         partition: dict[str, str] | None, user_metadata: str | None) -> int:
         root = self.path(tdef.name)
-        batch = f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-        staging = root / batch
+        staging = storage.join(root, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
         try:
             writer = df.write.mode("errorifexists")
             if tdef.partition_by:
                 writer = writer.partitionBy(*tdef.partition_by)
-            writer.parquet(str(staging))
+            writer.parquet(staging)
             adds = _add_actions(root, staging, tdef)
             if partition is not None:
                 stray = {tuple(a.partition_values.items()) for a in adds} - {tuple(partition.items())}
@@ -273,18 +278,19 @@ class Warehouse:
             schema = DeltaSchema.from_arrow(tdef.schema)
             props = CommitProperties(custom_metadata={"userMetadata": user_metadata}) if user_metadata else None
             if not is_delta_table(root):
-                create_table_with_add_actions(str(root), schema, adds, mode="error",
-                                              partition_by=list(tdef.partition_by) or None, commit_properties=props)
+                create_table_with_add_actions(root, schema, adds, mode="error",
+                                              partition_by=list(tdef.partition_by) or None, commit_properties=props,
+                                              storage_options=storage.delta_options(root))
             else:
-                dt = DeltaTable(str(root))
+                dt = delta_table(root)
                 filters = [(k, "=", v) for k, v in partition.items()] if partition is not None else None
                 dt.create_write_transaction(adds, mode="append" if mode == "append" else "overwrite",
                                             schema=schema, partition_by=list(tdef.partition_by) or None,
                                             partition_filters=filters, commit_properties=props)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # the previous version stays as it was
+            storage.delete_dir(staging)  # the previous version stays as it was
             raise
-        return DeltaTable(str(root)).version()
+        return delta_table(root).version()
 
 
 def _conform(df: DataFrame, tdef: TableDef) -> DataFrame:
@@ -306,17 +312,17 @@ def _partition_sql(partition: dict[str, str]) -> str:
     return " AND ".join(f"{k} = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in partition.items())
 
 
-def _add_actions(root: Path, staging: Path, tdef: TableDef) -> list[AddAction]:
-    files = sorted(p for p in staging.rglob("*.parquet") if not p.name.startswith((".", "_")))
+def _add_actions(root: str, staging: str, tdef: TableDef) -> list[AddAction]:
+    files = storage.find_files(staging, (".parquet",))
 
-    def action(path: Path) -> AddAction:
-        rel = path.relative_to(root).as_posix()
-        meta = pq.read_metadata(path)
-        stat = path.stat()
-        values = _hive_partition_values(path.relative_to(staging).parent.parts)
+    def action(item: tuple[str, pafs.FileInfo]) -> AddAction:
+        location, info = item
+        rel = PurePosixPath(location[len(root) + 1:])
+        meta = storage.parquet_file(location).metadata
+        values = _hive_partition_values(rel.relative_to(rel.parts[0]).parent.parts)
         if set(values) != set(tdef.partition_by):
-            raise TableError(f"file {path} has partition values {values}, expected keys {tdef.partition_by}")
-        return AddAction(rel, stat.st_size, values, int(stat.st_mtime * 1000), True,
+            raise TableError(f"file {location} has partition values {values}, expected keys {tdef.partition_by}")
+        return AddAction(rel.as_posix(), int(info.size), values, int((info.mtime_ns or 0) // 1_000_000), True,
                          f'{{"numRecords": {meta.num_rows}}}')
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -331,9 +337,11 @@ def _hive_partition_values(parts: Iterable[str]) -> dict[str, str | None]:
     return values
 
 
-def _absolute_uri(dt: DeltaTable, rel: str) -> str:
-    """The file a log path names: log paths are URL-encoded and relative to the table root."""
-    rel = unquote(rel)
-    if urlparse(rel).scheme:
-        return rel
-    return dt.table_uri.rstrip("/") + "/" + rel
+def _file_location(table_root: str, log_path: str) -> str:
+    """The file a log path names, as a storage location (a local path or an s3:// URI): log paths are URL-encoded
+    and relative to the table root, or absolute URIs."""
+    path = unquote(log_path)
+    parsed = urlparse(path)
+    if parsed.scheme == "file":
+        return parsed.path
+    return path if parsed.scheme else storage.join(table_root, path)

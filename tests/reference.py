@@ -194,11 +194,13 @@ def make_stream(seed: int = 0, n_rows: int = 40, length: int = 160, vocab: int =
 
 # ---------------------------------------------------------------------------------------------------- §2.4, §2.5
 def cosine_matrix(vectors: Sequence[Sequence[float]]) -> list[list[float]]:
-    """All-pairs inner products in float64 (the vectors are unit norm: cosines)."""
+    """All-pairs inner products in float64 (the vectors are unit norm: cosines), each pair summed the same way, so
+    equal vectors give equal cosines (a BLAS matrix product sums tiles in an order that depends on where a pair sits
+    in the matrix, and on the machine: its ties would not be ties)."""
     import numpy as np
 
     v = np.asarray(vectors, dtype=np.float64)
-    return (v @ v.T).tolist()
+    return [(v * row).sum(axis=1).tolist() for row in v]
 
 
 def semantic_counts(cos: list[list[float]], threshold: float) -> list[int]:

@@ -20,21 +20,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyspark
 import pytest
-from deltalake import DeltaTable
 
-from semmem.catalog import TABLES
-from semmem.tables import list_tables
+from tests.warehouses import assert_same_warehouse
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[1]
 SPARK_HOME = Path(pyspark.__file__).parent
 JARS = sorted((ROOT / ".jars").glob("delta-*.jar"))
 PYTHON = sys.executable
-WALL_CLOCK = {("model_family", "seconds")}  # how long training took: the only column two runs may not share
 
 
 def _free_port() -> int:
@@ -154,19 +149,6 @@ def _submit(cluster: StandaloneCluster, warehouse: Path, on_line) -> tuple[int, 
     return proc.wait(), "".join(lines)
 
 
-def _sorted(t: pa.Table, key: tuple[str, ...]) -> pa.Table:
-    keys = [k for k in key if k in t.column_names]
-    return t.sort_by([(k, "ascending") for k in keys]) if keys else t
-
-
-def _table(path: str, name: str) -> pa.Table:
-    dt = DeltaTable(path)
-    t = dt.to_pyarrow_table()
-    logged = sum(a["num_records"] for a in pa.table(dt.get_add_actions(flatten=True)).to_pylist())
-    assert logged == t.num_rows, f"{name}: the log counts {logged} rows, the files hold {t.num_rows}"
-    return _sorted(t.select(sorted(t.column_names)), TABLES[name].key)
-
-
 def test_pipeline_on_a_standalone_cluster_survives_a_killed_worker(cluster, tmp_path):
     local_wh, cluster_wh = tmp_path / "wh_local", tmp_path / "wh_cluster"
     local = subprocess.run([str(Path(PYTHON).parent / "semmem"), "run", *_common(local_wh),
@@ -190,24 +172,8 @@ def test_pipeline_on_a_standalone_cluster_survives_a_killed_worker(cluster, tmp_
     assert re.search(r"Lost executor|ExecutorLostFailure|executor \d+ exited|Executor lost", out + cluster.log(
         "master")), "the killed worker's executor was not seen to be lost"
 
-    names = sorted(i.name for i in list_tables(local_wh))
-    assert names == sorted(i.name for i in list_tables(cluster_wh))
+    names = assert_same_warehouse(str(local_wh), str(cluster_wh))
     assert {"sequences", "sequence_duplicates", "memorization", "embeddings", "combined"} <= set(names)
-    for name in names:
-        want = _table(str(local_wh / name), name)
-        got = _table(str(cluster_wh / name), name)
-        assert got.schema == want.schema, name
-        assert got.num_rows == want.num_rows, name
-        for column in want.column_names:
-            if (name, column) in WALL_CLOCK:
-                continue
-            a, b = want.column(column), got.column(column)
-            if pa.types.is_floating(a.type):  # equal, or both NULL, or both NaN, or within 1e-9 relative
-                x, y = a.to_numpy(zero_copy_only=False), b.to_numpy(zero_copy_only=False)
-                same = (x == y) | (np.isnan(x) & np.isnan(y)) | (np.abs(x - y) <= 1e-9 * (1 + np.abs(x)))
-                assert bool(np.all(same)), f"{name}.{column} differs"
-            else:
-                assert a.equals(b), f"{name}.{column} differs"
 
 
 def test_only_model_stages_ask_for_a_gpu_per_task(tmp_path):

@@ -161,19 +161,19 @@ def human_file(path: Path) -> Path:
 def test_stages_train_from_pile_set_name_and_write_code_scores(spark, base_cfg, tmp_path):
     wh = Warehouse(spark, base_cfg.warehouse)
     rows = sequences_table(spark, wh, 120, seed=21)
-    saved_tokenizer_path(wh.root).parent.mkdir(parents=True)
-    small_tokenizer(saved_tokenizer_path(wh.root))
+    Path(saved_tokenizer_path(wh.root)).parent.mkdir(parents=True)
+    small_tokenizer(Path(saved_tokenizer_path(wh.root)))
     human = human_file(tmp_path / "human.jsonl")
     cfg = with_overrides(base_cfg, ["code.model=trained", f"code_classifier.eval_labels={human}"])
     ctx = StageContext(spark, cfg, wh)
     train_code_classifier(ctx)
-    folder = cf.trained_classifier_dir(wh.root)
+    folder = Path(cf.trained_classifier_dir(wh.root))
     metrics = cf.read_metrics(folder)
     labelled = [r for r in rows if r[2] is not None]
     assert metrics["rows"]["code"] == sum(r[2] == "Github" for r in labelled)
     assert metrics["rows"]["code"] + metrics["rows"]["natural_language"] == len(labelled)
     # the human texts, cut to 64 tokens of the warehouse tokenizer by hand, scored by the saved classifier
-    tok = Tokenizer.from_file(str(saved_tokenizer_path(wh.root)))
+    tok = Tokenizer.from_file(saved_tokenizer_path(wh.root))
     h = [json.loads(line) for line in human.read_text().splitlines()][:-1]
     windows = [tok.decode(tok.encode(x["text"], add_special_tokens=False).ids[:64], skip_special_tokens=False)
                for x in h]
@@ -201,7 +201,7 @@ def test_code_stage_with_a_transformer_folder(spark, base_cfg, tiny_bert):
     rows = sequences_table(spark, wh, 40, seed=22)
     ctx = StageContext(spark, with_overrides(base_cfg, [f"code.model={tiny_bert}"]), wh)
     train_code_classifier(ctx)  # a transformer named: nothing to train
-    assert not cf.trained_classifier_dir(wh.root).exists()
+    assert not Path(cf.trained_classifier_dir(wh.root)).exists()
     code(ctx)  # through predict_batch_udf
     ref = softmax_reference(tiny_bert, [r[1] for r in rows])
     got = {r.sequence_id: (r.nl_score, r.is_code) for r in wh.read("code_scores").collect()}

@@ -4,6 +4,7 @@ forecast against a hand count; memorized bits against a reference model; capacit
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,8 +43,8 @@ def family(spark, tmp_path_factory):
     wh.write(spark.createDataFrame([(i, [int(t) for t in r[:64]], "", "", None) for i, r in enumerate(rows)],
                                    "sequence_id long, tokens array<int>, text string, prompt_text string, "
                                    "pile_set_name string"), "sequences")
-    saved_tokenizer_path(root).parent.mkdir(parents=True)
-    small_tokenizer(saved_tokenizer_path(root))
+    Path(saved_tokenizer_path(root)).parent.mkdir(parents=True)
+    small_tokenizer(Path(saved_tokenizer_path(root)))
     cfg = load_config(None, [*TEST_OVERRIDES, f"warehouse={root}", *FAMILY])
     ctx = StageContext(spark, cfg, wh)
     run_stages(ctx, ["train_model", "score"])
@@ -72,7 +73,7 @@ def test_family_checkpoints_and_table(family):
     a, b = fam.groupby("model")["num_parameters"].first()
     assert b > 2 * a
     for model in ("trained-a", "trained-b"):
-        saved = sorted(p.name for p in (models_dir(ctx.warehouse.root) / model).iterdir())
+        saved = sorted(p.name for p in (Path(models_dir(ctx.warehouse.root)) / model).iterdir())
         assert saved == sorted([f"step{math.ceil(total / 4)}", f"step{total}", "semmem_family.json"])
     scored = ctx.warehouse.read("memorization").select("model", "revision").distinct().collect()
     assert {(r.model, r.revision) for r in scored} == set(zip(fam.model, fam.revision))
@@ -110,7 +111,7 @@ def test_checkpoints_score_deterministically(family):
 
 def test_unchanged_family_is_not_retrained_and_a_changed_one_is(family, caplog):
     ctx, _ = family
-    folder = models_dir(ctx.warehouse.root) / "trained-a"
+    folder = Path(models_dir(ctx.warehouse.root)) / "trained-a"
     mtime = (folder / "semmem_family.json").stat().st_mtime_ns
     run_stages(ctx, ["train_model"])
     assert (folder / "semmem_family.json").stat().st_mtime_ns == mtime
@@ -181,6 +182,6 @@ def test_capacity_stage(spark, base_cfg):
     assert again["memorized_bits"] == pytest.approx(got.memorized_bits.iloc[0], rel=1e-4)
     assert again["control_bits"] == pytest.approx(got.control_bits.iloc[0], rel=1e-4)  # float32 sums, thread counts differ
     assert (got.memorized_bits_per_token >= 0).all() and (got.control_bits >= 0).all()
-    assert (wh.root / "report" / "capacity.png").is_file()
+    assert (Path(wh.root) / "report" / "capacity.png").is_file()
     plat = cap.plateau(got)
     assert plat.plateau_sequences.tolist()[0] in (4, 16) and isinstance(plat, pd.DataFrame)

@@ -4,6 +4,7 @@ writes one partition per model@revision. Tiny random GPT-NeoX models built from 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,7 +170,7 @@ def test_model_spec_forms(tmp_path):
     local.mkdir()
     s = parse_model_spec(str(local))
     assert (s.model, s.revision, s.source, s.is_local) == (str(local), "local", str(local), True)
-    checkpoint = models_dir(tmp_path / "wh") / "trained-s" / "step10"
+    checkpoint = Path(models_dir(tmp_path / "wh")) / "trained-s" / "step10"
     checkpoint.mkdir(parents=True)
     (checkpoint / "config.json").write_text("{}")
     s = parse_model_spec("trained-s@step10", tmp_path / "wh")
@@ -214,7 +215,7 @@ def test_score_stage_matches_reference_and_overwrites_one_partition(spark, base_
     path_a = tmp_path / "model_a"
     model.save_pretrained(path_a)
     other = tiny_model(seed=5, eos=model.config.eos_token_id)
-    other.save_pretrained(models_dir(wh.root) / "mine")
+    other.save_pretrained(Path(models_dir(wh.root)) / "mine")
     cfg = with_overrides(base_cfg, [f"model.names=[{path_a}, mine]", "score.batch_size=8"])
     score_stage(StageContext(spark, cfg, wh))
 

@@ -89,7 +89,7 @@ def test_failed_write_keeps_previous_version(spark, tmp_path):
         wh.write(boom, "token_rows", mode="overwrite")
     assert wh.version("token_rows") == 0
     assert wh.read("token_rows").count() == 6
-    leftovers = [p for p in wh.path("token_rows").iterdir() if p.name.startswith("_semmem_write_")]
+    leftovers = [p for p in Path(wh.path("token_rows")).iterdir() if p.name.startswith("_semmem_write_")]
     assert len(leftovers) == 1  # only the committed write's folder remains
 
 

@@ -174,7 +174,7 @@ def test_summary_reads_the_tables(answered):
     assert f"big@step100: 1,500 sequences, {n_big:,} memorized" in text
     for c in ("recitation", "reconstruction", "recollection", "baseline", "taxonomic", "F1", "PR-AUC"):
         assert c in text
-    assert str(ctx.warehouse.root / "report" / "index.html") in text
+    assert str(Path(ctx.warehouse.root) / "report" / "index.html") in text
 
 
 def test_summary_command(answered, capsys):
@@ -183,12 +183,12 @@ def test_summary_command(answered, capsys):
     ctx, _ = answered
     assert main(["summary", "--warehouse", str(ctx.warehouse.root)]) == 0
     assert capsys.readouterr().out.startswith("What the model memorized")
-    assert main(["summary", "--warehouse", str(ctx.warehouse.root / "nothing")]) == 1
+    assert main(["summary", "--warehouse", str(Path(ctx.warehouse.root) / "nothing")]) == 1
 
 
 def test_report_files(answered):
     ctx, _ = answered
-    folder = ctx.warehouse.root / "report"
+    folder = Path(ctx.warehouse.root) / "report"
     page = (folder / "index.html").read_text()
     pngs = sorted(p.name for p in folder.glob("*.png"))
     for kind in ("categories", "metrics", "weights", "correlations", "kl"):
@@ -204,7 +204,7 @@ def test_report_renders_in_headless_chromium(answered, tmp_path):
     from playwright.sync_api import sync_playwright
 
     ctx, _ = answered
-    page_path = ctx.warehouse.root / "report" / "index.html"
+    page_path = Path(ctx.warehouse.root) / "report" / "index.html"
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -255,4 +255,4 @@ def test_too_few_memorized_rows_get_no_fit(spark, tmp_path, caplog):
     assert wh.read("feature_correlations").count() > 0
     assert "rare@step5: 400 sequences, 4 memorized" in summary_text(wh.root)
     assert "no taxonomic model" in summary_text(wh.root)
-    assert "No taxonomic model for rare@step5 (4 memorized)" in (wh.root / "report" / "index.html").read_text()
+    assert "No taxonomic model for rare@step5 (4 memorized)" in (Path(wh.root) / "report" / "index.html").read_text()

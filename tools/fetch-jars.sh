@@ -1,35 +1,68 @@
 #!/usr/bin/env bash
-# Fetch the Delta Lake jars from Maven Central into a project-local cache (`make jars`; `make venv` calls it).
-# io.delta:delta-spark_2.13 and io.delta:delta-storage at the version pyproject.toml pins for delta-spark, by Maven
-# (dependency:copy; the rest of delta-spark's dependency tree is already in pyspark). Never fails the install: where
-# Maven Central cannot be reached, semmem writes its tables with delta-rs and says so.
-# Usage: tools/fetch-jars.sh [DIR]   (default .jars)
+# Fetch jars from Maven Central into a project-local cache (`make jars`; `make venv` calls it):
+# - DIR: io.delta:delta-spark_2.13 and io.delta:delta-storage at the version pyproject.toml pins for delta-spark
+#   (the rest of delta-spark's dependency tree is already in pyspark);
+# - DIR/s3: org.apache.hadoop:hadoop-aws at pyspark's Hadoop version, with its runtime dependencies (the AWS SDK
+#   bundle, ~690 MB): Spark's S3A filesystem, for warehouses and corpora on S3.
+# Never fails the install: where Maven Central cannot be reached, semmem writes its tables with delta-rs and says so,
+# and S3 locations need the jars passed to spark-submit instead.
+# Usage: tools/fetch-jars.sh [DIR [PYTHON]]   (default .jars, .venv/bin/python)
 set -uo pipefail
 dir=${1:-.jars}
+python=${2:-.venv/bin/python}
 version=$(sed -n 's/.*"delta-spark==\([0-9.]*\)".*/\1/p' pyproject.toml | head -1)
 if [ -z "$version" ]; then echo "fetch-jars: no delta-spark pin in pyproject.toml" >&2; exit 1; fi
-want=("io.delta:delta-spark_2.13:$version" "io.delta:delta-storage:$version")
-have=1
-for a in "${want[@]}"; do
-  IFS=: read -r _ artifact v <<<"$a"
-  [ -f "$dir/$artifact-$v.jar" ] || have=0
-done
-if [ "$have" = 1 ]; then
-  echo "install: Delta jars $version in $dir: the delta-spark backend is available (--set spark.delta_jars=$dir)"
-  exit 0
-fi
+hadoop=$("$python" -c 'from semmem.spark import hadoop_version; print(hadoop_version())' 2>/dev/null)
+
+have_delta() { [ -f "$dir/delta-spark_2.13-$version.jar" ] && [ -f "$dir/delta-storage-$version.jar" ]; }
+have_s3() { [ -n "$hadoop" ] && [ -f "$dir/s3/hadoop-aws-$hadoop.jar" ] && ls "$dir"/s3/bundle-*.jar >/dev/null 2>&1; }
+
 if ! command -v mvn >/dev/null 2>&1; then
-  echo "install: no Maven here, so no Delta jar: tables are written by delta-rs (delta-spark tests will be skipped)"
+  have_delta || echo "install: no Maven here, so no Delta jar: tables are written by delta-rs (delta-spark tests will be skipped)"
+  have_s3 || echo "install: no Maven here, so no hadoop-aws jar: S3 warehouses need it passed to spark-submit (S3 tests will be skipped)"
+  have_delta && have_s3 && echo "install: Delta and hadoop-aws jars in $dir"
   exit 0
 fi
 mkdir -p "$dir"
-for a in "${want[@]}"; do
-  if ! mvn -q -B -U dependency:copy -Dartifact="$a" -DoutputDirectory="$dir" >"$dir/fetch.log" 2>&1; then
-    echo "install: could not fetch $a from Maven Central (log: $dir/fetch.log): tables are written by delta-rs" \
-         "(delta-spark tests will be skipped)"
-    rm -f "$dir"/*.jar
-    exit 0
+
+if have_delta; then
+  echo "install: Delta jars $version in $dir: the delta-spark backend is available (--set spark.delta_jars=$dir)"
+else
+  ok=1
+  for a in "io.delta:delta-spark_2.13:$version" "io.delta:delta-storage:$version"; do
+    if ! mvn -q -B -U dependency:copy -Dartifact="$a" -DoutputDirectory="$dir" >"$dir/fetch.log" 2>&1; then
+      echo "install: could not fetch $a from Maven Central (log: $dir/fetch.log): tables are written by delta-rs" \
+           "(delta-spark tests will be skipped)"
+      rm -f "$dir"/delta-*.jar
+      ok=0
+      break
+    fi
+  done
+  [ "$ok" = 1 ] && rm -f "$dir/fetch.log" && \
+    echo "install: Delta jars $version fetched into $dir: the delta-spark backend is available (--set spark.delta_jars=$dir)"
+fi
+
+if [ -z "$hadoop" ]; then
+  echo "install: cannot tell pyspark's Hadoop version (is semmem installed in $python?): no hadoop-aws jar"
+elif have_s3; then
+  echo "install: hadoop-aws $hadoop jars in $dir/s3: S3 warehouses and corpora (s3://) work in local sessions"
+else
+  pom=$(mktemp -d)
+  cat >"$pom/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+  <groupId>semmem</groupId><artifactId>s3-jars</artifactId><version>1</version>
+  <dependencies><dependency><groupId>org.apache.hadoop</groupId><artifactId>hadoop-aws</artifactId>
+    <version>$hadoop</version></dependency></dependencies></project>
+EOF
+  if mvn -q -B -U -f "$pom/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+       -DoutputDirectory="$(cd "$dir" && pwd)/s3" >"$dir/fetch-s3.log" 2>&1 && have_s3; then
+    rm -f "$dir/fetch-s3.log"
+    echo "install: hadoop-aws $hadoop jars fetched into $dir/s3: S3 warehouses and corpora (s3://) work in local sessions"
+  else
+    rm -rf "$dir/s3"
+    echo "install: could not fetch org.apache.hadoop:hadoop-aws:$hadoop from Maven Central (log: $dir/fetch-s3.log):" \
+         "S3 locations need the jars passed to spark-submit (S3 tests will be skipped)"
   fi
-done
-rm -f "$dir/fetch.log"
-echo "install: Delta jars $version fetched into $dir: the delta-spark backend is available (--set spark.delta_jars=$dir)"
+  rm -rf "$pom"
+fi
+exit 0

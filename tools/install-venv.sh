@@ -16,4 +16,4 @@ else
   "${pip[@]}" -e ".[$extras]"
 fi
 "$venv/bin/python" -c 'import torch; print(f"install: torch {torch.__version__}")'
-tools/fetch-jars.sh .jars
+tools/fetch-jars.sh .jars "$venv/bin/python"

@@ -25,7 +25,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from semmem.errors import ConfigError, InputError, ModelError
-from semmem.scoring.models import models_dir, replacing_folder
+from semmem import storage
+from semmem.scoring.models import models_dir
 from semmem.spark import model_tasks
 
 if TYPE_CHECKING:  # scikit-learn is imported lazily: the driver of the code stage needs only the DataFrame plan
@@ -94,7 +95,7 @@ def check_classes(labels: Sequence[int], source: str) -> None:
                          "(code_classifier.code_sets)")
 
 
-def window_texts(texts: Sequence[str], tokenizer_file: str | Path) -> list[str]:
+def window_texts(texts: Sequence[str], tokenizer_json: str) -> list[str]:
     """Each text cut to its first 64 tokens and decoded, as texts-jsonl ingest builds `text`: what the pipeline
     would score for it."""
     from tokenizers import Tokenizer
@@ -102,7 +103,7 @@ def window_texts(texts: Sequence[str], tokenizer_file: str | Path) -> list[str]:
     from semmem.ingest.texts import window_of
     from semmem.ingest.tokenizer import decode_batch, encode_batch
 
-    tok = Tokenizer.from_file(str(tokenizer_file))
+    tok = Tokenizer.from_str(tokenizer_json)
     own = [window_of(ids, 0)[1] for ids in encode_batch(tok, list(texts))]  # own tokens: the padding is not decoded
     return decode_batch(tok, own)
 
@@ -246,8 +247,8 @@ def train_classifier(texts: Sequence[str], labels: Sequence[int], *, holdout_fra
 
 
 # ------------------------------------------------------------------------------------------------ saved classifier
-def trained_classifier_dir(warehouse_root: str | Path) -> Path:
-    return models_dir(warehouse_root) / TRAINED_NAME
+def trained_classifier_dir(warehouse_root: str | Path) -> str:
+    return storage.join(models_dir(warehouse_root), TRAINED_NAME)
 
 
 def fingerprint(parts: dict[str, Any]) -> str:
@@ -257,35 +258,33 @@ def fingerprint(parts: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def is_up_to_date(folder: str | Path, fp: str) -> bool:
-    folder = Path(folder)
+def is_up_to_date(folder: str, fp: str) -> bool:
     try:
-        return (folder / CLASSIFIER_FILE).is_file() and read_metrics(folder).get("fingerprint") == fp
+        return storage.is_file(storage.join(folder, CLASSIFIER_FILE)) and read_metrics(folder).get("fingerprint") == fp
     except (OSError, json.JSONDecodeError):
         return False
 
 
-def save_classifier(trained: TrainedClassifier, folder: str | Path, *, fp: str, extra: dict[str, Any]) -> Path:
-    """joblib the pipeline and write metrics.json (with the fingerprint) into `folder`, replacing it atomically."""
+def save_classifier(trained: TrainedClassifier, folder: str, *, fp: str, extra: dict[str, Any]) -> str:
+    """joblib the pipeline and write metrics.json (with the fingerprint) into `folder`, replacing it whole."""
     import joblib
 
-    with replacing_folder(folder) as tmp:
+    with storage.replacing_folder(folder, marker=CLASSIFIER_FILE) as tmp:
         joblib.dump(trained.pipeline, tmp / CLASSIFIER_FILE, compress=3)
         (tmp / METRICS_FILE).write_text(json.dumps({**trained.metrics, **extra, "fingerprint": fp}, indent=2,
                                                    sort_keys=True))
-    return Path(folder).absolute()
+    return storage.normalize(folder)
 
 
+def read_metrics(folder: str) -> dict[str, Any]:
+    return json.loads(storage.read_text(storage.join(folder, METRICS_FILE)))
 
-def read_metrics(folder: str | Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / METRICS_FILE).read_text())
 
-
-def load_classifier(folder: str | Path) -> Pipeline:
+def load_classifier(folder: str) -> Pipeline:
     """The saved pipeline (a pickle semmem wrote itself under the warehouse: load only folders you trust)."""
     import joblib
 
-    return joblib.load(Path(folder) / CLASSIFIER_FILE)
+    return joblib.load(storage.local_folder(folder) / CLASSIFIER_FILE)
 
 
 # ------------------------------------------------------------------------------------------------ model resolution
@@ -310,7 +309,7 @@ def resolve_code_model(name: str, warehouse_root: str | Path) -> CodeModel:
             folder = _hub_folder(UPSTREAM_MODEL, None, must=False)
             if folder is not None:
                 return _transformers_model(UPSTREAM_MODEL, folder, hub_id=UPSTREAM_MODEL)
-        if (trained / CLASSIFIER_FILE).is_file():
+        if storage.is_file(storage.join(trained, CLASSIFIER_FILE)):
             return _sklearn_model("trained", trained)
         why = (f"{UPSTREAM_MODEL} is not in the local Hugging Face cache and the hub cannot be reached, and "
                if name == "auto" else "")
@@ -320,7 +319,7 @@ def resolve_code_model(name: str, warehouse_root: str | Path) -> CodeModel:
     folder = Path(name).expanduser()
     if folder.is_dir():
         if (folder / CLASSIFIER_FILE).is_file():
-            return _sklearn_model(name, folder)
+            return _sklearn_model(name, str(folder.absolute()))
         if (folder / "config.json").is_file():
             return _transformers_model(name, str(folder.absolute()))
         raise ModelError(f"code.model = {name!r}: the folder holds neither {CLASSIFIER_FILE} (a trained code "
@@ -331,11 +330,11 @@ def resolve_code_model(name: str, warehouse_root: str | Path) -> CodeModel:
     return _transformers_model(name, _hub_folder(name, None, must=True), hub_id=name)
 
 
-def _sklearn_model(name: str, folder: Path) -> CodeModel:
-    metrics = folder / METRICS_FILE
-    version = read_metrics(folder).get("fingerprint", "unknown") if metrics.is_file() else _weights_digest(folder)
-    return CodeModel(name, "sklearn", str(folder.absolute()), str(version),
-                     metrics_path=str(metrics.absolute()) if metrics.is_file() else None)
+def _sklearn_model(name: str, folder: str) -> CodeModel:
+    metrics = storage.join(folder, METRICS_FILE)
+    has_metrics = storage.is_file(metrics)
+    version = read_metrics(folder).get("fingerprint", "unknown") if has_metrics else _weights_digest(Path(folder))
+    return CodeModel(name, "sklearn", folder, str(version), metrics_path=metrics if has_metrics else None)
 
 
 def _transformers_model(name: str, folder: str, *, hub_id: str | None = None) -> CodeModel:

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from semmem import storage
 from semmem.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -247,10 +247,10 @@ def pass_index(files: tuple[str, ...], bits_per_query: int) -> QueryIndex:
     key = (files, bits_per_query)
     if key not in _LOADED:
         _LOADED.clear()
-        flat = np.empty(sum(pq.read_metadata(f).num_rows for f in files), np.int64)
+        flat = np.empty(sum(storage.parquet_file(f).metadata.num_rows for f in files), np.int64)
         at = 0
         for f in files:  # one file's column at a time next to the array
-            h = pq.read_table(f, columns=["h"]).column("h").to_numpy()
+            h = storage.read_parquet(f, columns=["h"]).column("h").to_numpy()
             flat[at:at + len(h)] = h
             at += len(h)
             del h

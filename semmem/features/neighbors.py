@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark import Accumulator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from semmem import storage
 from semmem.catalog import threshold_column
 from semmem.errors import InputError
 from semmem.spark import one_task_each
@@ -106,7 +106,7 @@ def grid_frame(spark: SparkSession, q_blocks: list[list[str]], r_blocks: list[li
 def read_block(files: tuple[str, ...], with_prompts: bool) -> Block:
     """The items of one block (cached per Python worker: consecutive tasks of a worker often share a block)."""
     columns = ["item_id", "embedding", "weight"] + (["prompt_text"] if with_prompts else [])
-    t = pa.concat_tables([pq.read_table(f, columns=columns) for f in files]) if files else None
+    t = pa.concat_tables([storage.read_parquet(f, columns=columns) for f in files]) if files else None
     if t is None or t.num_rows == 0:
         return Block(np.empty(0, np.int64), np.empty((0, 0), np.float32), np.empty(0), None, None)
     emb = t.column("embedding").combine_chunks()

@@ -11,11 +11,9 @@ Executor side, all vectorized per Arrow batch:
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -24,6 +22,7 @@ import pyarrow.compute as pc
 import zstandard
 from pyspark import Accumulator
 
+from semmem import storage
 from semmem.errors import InputError
 from semmem.ingest.tokenizer import encode_batch, from_json
 
@@ -39,21 +38,20 @@ T = TypeVar("T")
 
 
 def find_shards(paths: list[str]) -> list[str]:
-    """Expand files, directories and globs into a sorted, de-duplicated list of shard files."""
+    """Expand files, directories and globs (local or S3) into a sorted, de-duplicated list of shard files."""
     found: list[str] = []
     for p in paths:
-        matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+        matches = storage.glob(p) if any(c in p for c in "*?[") else [storage.normalize(p)]
         if not matches:
             raise InputError(f"input path {p!r} matches no file")
         for m in matches:
-            path = Path(m)
-            if path.is_dir():
-                found += sorted(str(f) for f in path.rglob("*") if f.name.endswith((".jsonl", ".jsonl.zst")))
-            elif path.is_file():
-                found.append(str(path))
+            if storage.is_file(m):
+                found.append(m)
+            elif storage.is_dir(m):
+                found += [f for f, _ in storage.find_files(m, (".jsonl", ".jsonl.zst"))]
             else:
                 raise InputError(f"input path {m} does not exist")
-    shards = sorted(set(str(Path(f).absolute()) for f in found))
+    shards = sorted(set(found))
     if not shards:
         raise InputError(f"no *.jsonl or *.jsonl.zst files under {', '.join(paths)}")
     bad = [s for s in shards if not s.endswith((".jsonl", ".jsonl.zst"))]
@@ -101,12 +99,12 @@ def parse_line(raw: bytes) -> tuple[str, str | None]:
 
 def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, raw bytes) of a jsonl or zstd-compressed jsonl file; zstd errors surface as _Reject."""
-    with open(path, "rb") as fh:
+    with storage.open_input_file(path) as fh:  # reads of 1 MiB: one range request each on an object store
         if path.endswith(".zst"):
-            reader = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
-            stream: io.BufferedIOBase = io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+            raw_stream = zstandard.ZstdDecompressor().stream_reader(fh, read_size=1 << 20, read_across_frames=True)
         else:
-            stream = fh  # type: ignore[assignment]
+            raw_stream = fh
+        stream = io.BufferedReader(raw_stream, buffer_size=1 << 20)  # type: ignore[arg-type]
         n = 0
         try:
             for n, raw in enumerate(stream, start=1):

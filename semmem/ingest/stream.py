@@ -4,8 +4,8 @@ Python task reads itself.
 `read_stream` goes through Spark (the JVM reads the Parquet files or the .bin ranges, then hands the rows to Python
 as Arrow). `stream_shards` + `iter_stream_batches` skip that hop for numpy kernels (the duplicate scan, the token
 counts): a small DataFrame of shard descriptors, one Spark task per shard, and a reader that turns one descriptor
-into Arrow batches inside the task (pyarrow for the Parquet files of the `token_rows` snapshot, a memory map for a
-megatron .bin). The two give exactly the same rows.
+into Arrow batches inside the task (pyarrow for the Parquet files of the `token_rows` snapshot, a memory map or range
+requests for a megatron .bin, on a filesystem or S3). The two give exactly the same rows.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
 from semmem.catalog import table
 from semmem.config import Config
-from semmem.ingest.megatron import MegatronIndex, recorded_index
+from semmem import storage
+from semmem.ingest.megatron import MegatronIndex, read_items, recorded_index
 from semmem.spark import one_task_each
 from semmem.tables import Warehouse
 
@@ -95,16 +95,28 @@ def megatron_row_ids(spark: SparkSession, index: MegatronIndex, rows_per_task: i
 
 
 def megatron_heads(row_ids: DataFrame, index: MegatronIndex, length: int) -> DataFrame:
-    """(row_id, tokens): the first `length` tokens of the given rows of a megatron .bin, read by memory map in the
-    tasks that hold the row ids (only those rows' pages are touched)."""
+    """(row_id, tokens): the first `length` tokens of the given rows of a megatron .bin, read in the tasks that hold
+    the row ids: by memory map on a filesystem (only those rows' pages are touched), by one range request per row on
+    an object store."""
     dtype, n, offset, path = np.dtype(index.dtype), index.seq_length, index.first_pointer, index.bin_path
     width = min(length, n)
 
     def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(index.num_rows * n,))
+        if storage.is_remote(path):  # one range request per row, on one open file
+            f = storage.open_input_file(path)
+            size = width * dtype.itemsize
+
+            def heads(rows: np.ndarray) -> np.ndarray:
+                return np.concatenate([np.frombuffer(f.read_at(size, offset + int(r) * n * dtype.itemsize), dtype)
+                                       for r in rows]) if len(rows) else np.empty(0, dtype)
+        else:
+            mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(index.num_rows * n,))
+
+            def heads(rows: np.ndarray) -> np.ndarray:
+                return mm[(rows[:, None] * n + np.arange(width)).ravel()]
         for batch in batches:
             rows = batch.column("row_id").to_numpy()
-            tokens = np.asarray(mm[(rows[:, None] * n + np.arange(width)).ravel()], dtype=np.int32)
+            tokens = np.asarray(heads(rows), dtype=np.int32)
             offsets = pa.array(np.arange(len(rows) + 1, dtype=np.int32) * width)
             yield pa.RecordBatch.from_arrays([batch.column("row_id"), pa.ListArray.from_arrays(offsets, tokens)],
                                              names=["row_id", "tokens"])
@@ -138,7 +150,7 @@ def shard_batches(descriptors: Iterator[pa.RecordBatch], columns: Sequence[str] 
 
 
 def _parquet_batches(shard: StreamShard, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    pf = pq.ParquetFile(shard.path)
+    pf = storage.parquet_file(shard.path)
     meta = pf.metadata
     groups, first = [], 0
     for g in range(meta.num_row_groups):
@@ -156,8 +168,7 @@ def _megatron_batches(shard: StreamShard, columns: Sequence[str], batch_rows: in
     n = shard.seq_length
     for lo in range(shard.start, shard.end, batch_rows):
         hi = min(shard.end, lo + batch_rows)
-        mm = np.memmap(shard.path, dtype=dtype, mode="r", offset=shard.offset + lo * n * dtype.itemsize,
-                       shape=((hi - lo) * n,))
+        mm = read_items(shard.path, dtype, shard.offset + lo * n * dtype.itemsize, (hi - lo) * n)
         arrays = {}
         if "row_id" in columns:
             arrays["row_id"] = pa.array(np.arange(lo, hi, dtype=np.int64))

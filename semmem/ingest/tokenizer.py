@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from semmem import storage
 from semmem.config import TokenizerConfig
 from semmem.errors import ModelError
 
@@ -25,8 +26,22 @@ EOD_TOKEN = "<|endoftext|>"  # id 0, like GPT-NeoX
 PAD_TOKEN = "<|padding|>"  # id 1
 
 
-def saved_tokenizer_path(warehouse: str | Path) -> Path:
-    return Path(warehouse).absolute() / "_semmem" / "tokenizer" / "tokenizer.json"
+def saved_tokenizer_path(warehouse: str | Path) -> str:
+    """Where ingest saves the tokenizer it used: <warehouse>/_semmem/tokenizer/tokenizer.json."""
+    return storage.join(warehouse, "_semmem", "tokenizer", "tokenizer.json")
+
+
+def save_tokenizer(warehouse: str | Path, tok: Tokenizer) -> str:
+    """Save `tok` beside the tables (replacing the previous one whole) and return its JSON."""
+    text = tok.to_str()
+    storage.write_text(saved_tokenizer_path(warehouse), text)
+    return text
+
+
+def saved_tokenizer_json(warehouse: str | Path) -> str | None:
+    """The JSON of the tokenizer ingest saved, or None when there is none."""
+    path = saved_tokenizer_path(warehouse)
+    return storage.read_text(path) if storage.is_file(path) else None
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from semmem.config import ModelShape, TrainModelConfig
 from semmem.errors import ModelError
-from semmem.scoring.models import checkpoint_step, models_dir, replacing_folder
+from semmem import storage
+from semmem.scoring.models import checkpoint_step, models_dir
 from semmem.scoring.train import (
     TrainParams, checkpoint_steps, fingerprint, save_trained, total_steps, train_model, windows_from_rows)
 
@@ -55,7 +55,7 @@ class Member:
                        TrainParams(hidden_size=s.hidden_size, num_layers=s.num_layers, num_heads=s.num_heads,
                                    context_length=cfg.context_length, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                    learning_rate=cfg.learning_rate, seed=cfg.seed),
-                       str(root / f"{cfg.name}-{s.name}")) for s in cfg.sizes]
+                       storage.join(root, f"{cfg.name}-{s.name}")) for s in cfg.sizes]
 
 
 def member_fingerprint(member: Member, vocab_size: int, stream_id: str, checkpoints: list[float]) -> str:
@@ -64,29 +64,28 @@ def member_fingerprint(member: Member, vocab_size: int, stream_id: str, checkpoi
 
 def saved_rows(member: Member) -> list[dict[str, Any]] | None:
     """The model_family rows a trained member recorded, or None when it has none."""
-    info = Path(member.folder) / FAMILY_INFO
-    if not info.is_file():
+    info = storage.join(member.folder, FAMILY_INFO)
+    if not storage.is_file(info):
         return None
-    return json.loads(info.read_text())["rows"]
+    return json.loads(storage.read_text(info))["rows"]
 
 
 def is_up_to_date(member: Member, fp: str) -> bool:
-    info = Path(member.folder) / FAMILY_INFO
     try:
-        return json.loads(info.read_text()).get("fingerprint") == fp
+        return json.loads(storage.read_text(storage.join(member.folder, FAMILY_INFO))).get("fingerprint") == fp
     except (OSError, json.JSONDecodeError):
         return False
 
 
-def checkpoint_folders(folder: str | Path) -> list[tuple[int, Path]]:
+def checkpoint_folders(folder: str) -> list[tuple[int, str]]:
     """(step, folder) of the checkpoints saved in a member's folder, by step."""
-    return sorted((checkpoint_step(p.name), p) for p in Path(folder).glob("step*")
-                  if p.is_dir() and checkpoint_step(p.name) is not None)
+    steps = [(checkpoint_step(n), storage.join(folder, n)) for n in storage.list_dir(folder)]
+    return sorted((s, f) for s, f in steps if s is not None and storage.is_file(storage.join(f, "config.json")))
 
 
 def read_windows(files: list[str], context_length: int) -> np.ndarray:
     """The training windows of the scratch rows (row_id, tokens), in row order (the same in every task)."""
-    t = pa.concat_tables([pq.read_table(f, columns=["row_id", "tokens"]) for f in files])
+    t = pa.concat_tables([storage.read_parquet(f, columns=["row_id", "tokens"]) for f in files])
     t = t.sort_by("row_id")
     tokens = t.column("tokens").combine_chunks()
     offsets = tokens.offsets.to_numpy()
@@ -95,7 +94,7 @@ def read_windows(files: list[str], context_length: int) -> np.ndarray:
 
 
 def train_members(batches: Iterator[pd.DataFrame], *, files: list[str], vocab_size: int, eod_id: int, pad_id: int,
-                  tokenizer_file: str | None, checkpoints: list[float], stream_id: str, device: str
+                  tokenizer_json: str | None, checkpoints: list[float], stream_id: str, device: str
                   ) -> Iterator[pd.DataFrame]:
     """mapInPandas body: each row names one member (JSON); train it here and yield its model_family rows."""
     import torch
@@ -111,21 +110,21 @@ def train_members(batches: Iterator[pd.DataFrame], *, files: list[str], vocab_si
             windows = read_windows(files, member.params.context_length)
             fp = member_fingerprint(member, vocab_size, stream_id, checkpoints)
             yield pd.DataFrame(_train_one(member, windows, vocab_size, eod_id=eod_id, pad_id=pad_id,
-                                          tokenizer_file=tokenizer_file, checkpoints=checkpoints, fp=fp,
+                                          tokenizer_json=tokenizer_json, checkpoints=checkpoints, fp=fp,
                                           device=pick_device(device)), columns=list(FAMILY_COLUMNS))
 
 
 def _train_one(member: Member, windows: np.ndarray, vocab_size: int, *, eod_id: int, pad_id: int,
-               tokenizer_file: str | None, checkpoints: list[float], fp: str, device: Any) -> list[dict[str, Any]]:
+               tokenizer_json: str | None, checkpoints: list[float], fp: str, device: Any) -> list[dict[str, Any]]:
     total = total_steps(len(windows), member.params)
     steps = checkpoint_steps(checkpoints, total)
     rows: list[dict[str, Any]] = []
-    with replacing_folder(member.folder) as tmp:
+    with storage.replacing_folder(member.folder, marker=FAMILY_INFO) as tmp:
         def save(step: int, model: Any, info: dict[str, Any]) -> None:
             n_params = sum(p.numel() for p in model.parameters())
             save_trained(model, tmp / f"step{step}", summary={**info, "params": asdict(member.params),
                                                                 "num_parameters": n_params}, fp=fp,
-                         tokenizer_file=tokenizer_file)
+                         tokenizer_json=tokenizer_json)
             rows.append({"model": member.model, "revision": f"step{step}", "size": member.shape.name,
                          "num_parameters": n_params, "hidden_size": member.shape.hidden_size,
                          "num_layers": member.shape.num_layers, "num_heads": member.shape.num_heads, "step": step,

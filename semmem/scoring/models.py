@@ -14,13 +14,11 @@ cannot be had, ModelError says how to make it available offline.
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from semmem import storage
 from semmem.errors import ModelError
 
 LOCAL_REVISION = "local"
@@ -35,29 +33,9 @@ class ModelSpec:
     is_local: bool
 
 
-def models_dir(warehouse_root: str | Path) -> Path:
+def models_dir(warehouse_root: str | Path) -> str:
     """Where train_model saves models: <warehouse>/_semmem/models."""
-    return Path(warehouse_root).absolute().joinpath(*MODELS_DIR)
-
-
-@contextmanager
-def replacing_folder(folder: str | Path) -> Iterator[Path]:
-    """A fresh folder to write a model into; when the block succeeds it replaces `folder` (renames only, so a reader
-    sees the old model or the new one, never a mix); when it fails, `folder` stays as it was."""
-    out = Path(folder).absolute()
-    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    return storage.join(warehouse_root, *MODELS_DIR)
 
 
 def parse_model_spec(spec: str, warehouse_root: str | Path | None = None, trained_name: str = "trained"
@@ -72,9 +50,13 @@ def parse_model_spec(spec: str, warehouse_root: str | Path | None = None, traine
         raise ModelError("model.names contains an empty entry; expected e.g. EleutherAI/pythia-70m-deduped@step143000")
     if warehouse_root is not None and "/" not in spec:
         name, _, revision = spec.partition("@")
-        saved = models_dir(warehouse_root) / name / revision if revision else models_dir(warehouse_root) / name
-        if (saved / "config.json").is_file():
-            return ModelSpec(name, revision or LOCAL_REVISION, str(saved), True)
+        saved = storage.join(models_dir(warehouse_root), name, *([revision] if revision else []))
+        if storage.is_file(storage.join(saved, "config.json")):
+            return ModelSpec(name, revision or LOCAL_REVISION, saved, True)
+    if storage.is_remote(spec):
+        if not storage.is_file(storage.join(spec, "config.json")):
+            raise ModelError(f"model {spec!r}: no config.json there; expected a folder written by save_pretrained")
+        return ModelSpec(spec, LOCAL_REVISION, storage.normalize(spec), True)
     path = Path(spec).expanduser()
     if path.is_dir():
         return ModelSpec(spec, LOCAL_REVISION, str(path.absolute()), True)
@@ -84,8 +66,8 @@ def parse_model_spec(spec: str, warehouse_root: str | Path | None = None, traine
     if not name or not revision:
         raise ModelError(f"model spec {spec!r} is malformed; expected <hub id>[@<revision>] or a local folder")
     if warehouse_root is not None and (spec == trained_name or name.startswith(trained_name + "-")):
-        hint = models_dir(warehouse_root) / name
-        raise ModelError(f"model {spec!r} is neither a local folder nor a trained checkpoint under {hint.parent}; "
+        raise ModelError(f"model {spec!r} is neither a local folder nor a trained checkpoint under "
+                         f"{models_dir(warehouse_root)}; "
                          f"run `semmem train-model` (stage train_model) to create it, or give a hub id such as "
                          "EleutherAI/pythia-70m-deduped@step143000")
     return ModelSpec(name, revision, name, False)
@@ -111,7 +93,7 @@ def _from_pretrained(loader: Any, spec: ModelSpec, **kwargs: Any) -> Any:
     """loader.from_pretrained with the cache tried first, the hub only when allowed; ModelError otherwise."""
     if spec.is_local:
         try:
-            return loader.from_pretrained(spec.source, local_files_only=True, **kwargs)
+            return loader.from_pretrained(str(storage.local_folder(spec.source)), local_files_only=True, **kwargs)
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot load model from local folder {spec.source}: {e}. The folder must hold a "
                              "config.json and weights written by save_pretrained") from None

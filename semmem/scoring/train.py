@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from semmem.errors import ModelError
-from semmem.scoring.models import replacing_folder
+from semmem.storage import replacing_folder
 
 log = logging.getLogger(__name__)
 
@@ -162,29 +162,21 @@ def fingerprint(params: TrainParams, vocab_size: int, stream_id: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def is_up_to_date(out_dir: str | Path, fp: str) -> bool:
-    info = Path(out_dir) / TRAIN_INFO
-    if not info.is_file():
-        return False
-    try:
-        return json.loads(info.read_text()).get("fingerprint") == fp
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
 def save_trained(model: Any, out_dir: str | Path, *, summary: dict[str, Any], fp: str,
-                 tokenizer_file: str | Path | None = None, eod_token: str = "<|endoftext|>",
+                 tokenizer_json: str | None = None, eod_token: str = "<|endoftext|>",
                  pad_token: str = "<|padding|>") -> Path:
-    """save_pretrained the model (and the stream's tokenizer when given) into out_dir, replacing it atomically."""
+    """save_pretrained the model (and the stream's tokenizer when given) into the local folder out_dir, replacing it
+    atomically."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per checkpoint of a one-shard model is noise in the run's log
     with replacing_folder(out_dir) as tmp:
         model.save_pretrained(tmp)
-        if tokenizer_file is not None and Path(tokenizer_file).is_file():
+        if tokenizer_json is not None:
+            from tokenizers import Tokenizer
             from transformers import PreTrainedTokenizerFast
 
-            tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=eod_token,
+            tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer_json), eos_token=eod_token,
                                           bos_token=eod_token, pad_token=pad_token)
             tok.save_pretrained(tmp)
         (tmp / TRAIN_INFO).write_text(json.dumps({**summary, "fingerprint": fp}, indent=2, sort_keys=True))

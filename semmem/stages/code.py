@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 import semmem
 from semmem.errors import ConfigError
 from semmem.features import code as cf
-from semmem.ingest.tokenizer import saved_tokenizer_path
+from semmem.ingest.tokenizer import saved_tokenizer_json
 from semmem.progress import progress
 from semmem.stages.registry import StageContext, stage
 
@@ -38,10 +38,10 @@ def train_code_classifier(ctx: StageContext) -> None:
     if labels_file is not None and eval_file is not None and labels_file.resolve() == eval_file.resolve():
         raise ConfigError(f"code_classifier.labels and code_classifier.eval_labels are the same file ({labels_file}): "
                           "the human labels are for evaluation only; train on pile_set_name or another file")
-    tokenizer = saved_tokenizer_path(wh.root)
+    tokenizer = saved_tokenizer_json(wh.root)
     source = f"file sha256:{_digest(labels_file)}" if labels_file else f"sequences@{wh.version('sequences')}"
     fp = cf.fingerprint({"config": {k: v for k, v in asdict(c).items() if k != "force"}, "labels": source,
-                         "tokenizer": _digest(tokenizer) if tokenizer.is_file() else None})
+                         "tokenizer": _sha(tokenizer.encode()) if tokenizer is not None else None})
     if not c.force and cf.is_up_to_date(folder, fp):
         log.info("train_code_classifier: %s is up to date (fingerprint %s)", folder, fp)
         return
@@ -77,7 +77,11 @@ def _resolve_path(path: str) -> Path:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+    return _sha(path.read_bytes()) if path.is_file() else "missing"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _pile_set_rows(ctx: StageContext) -> tuple[list[str], list[int]]:
@@ -103,7 +107,8 @@ def _file_rows(path: Path, max_rows: int, seed: int) -> tuple[list[str], list[in
     return texts, [int(y) for y in labels]
 
 
-def _human_labels(eval_file: Path | None, tokenizer: Path) -> tuple[tuple[list[str], list[int]] | None, str | None]:
+def _human_labels(eval_file: Path | None, tokenizer: str | None
+                  ) -> tuple[tuple[list[str], list[int]] | None, str | None]:
     """The labelled human texts cut to the pipeline's 64-token window (full texts when the warehouse has no
     tokenizer), and a word on which."""
     if eval_file is None:
@@ -111,10 +116,11 @@ def _human_labels(eval_file: Path | None, tokenizer: Path) -> tuple[tuple[list[s
     texts, labels = cf.read_labels_file(eval_file, allow_unlabelled=True)
     keep = [i for i, y in enumerate(labels) if y is not None]
     texts, known = [texts[i] for i in keep], [int(labels[i]) for i in keep]  # type: ignore[arg-type]
-    if not tokenizer.is_file():
-        log.warning("train_code_classifier: no tokenizer at %s; evaluating on the full human-labelled texts", tokenizer)
+    if tokenizer is None:
+        log.warning("train_code_classifier: the warehouse has no tokenizer; evaluating on the full human-labelled "
+                    "texts")
         return (texts, known), "full text (no warehouse tokenizer)"
-    return (cf.window_texts(texts, tokenizer), known), f"first 64 tokens ({tokenizer})"
+    return (cf.window_texts(texts, tokenizer), known), "first 64 tokens (the warehouse tokenizer)"
 
 
 def _without(texts: list[str], labels: list[int], held: list[str]) -> tuple[list[str], list[int], int]:

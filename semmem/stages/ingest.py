@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import shutil
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -16,12 +15,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from tokenizers import Tokenizer
 
+from semmem import storage
 from semmem.catalog import table
 from semmem.errors import ConfigError, InputError
 from semmem.ingest import megatron, pile, texts
 from semmem.ingest.sequences import WINDOW_LENGTH, sample_predicate, to_sequences
 from semmem.ingest.stream import megatron_heads, megatron_row_ids
-from semmem.ingest.tokenizer import check_eod, load_named, resolve_tokenizer, saved_tokenizer_path
+from semmem.ingest.tokenizer import check_eod, load_named, resolve_tokenizer, save_tokenizer
 from semmem.progress import progress
 from semmem.spark import one_task_each
 from semmem.stages.registry import StageContext, stage
@@ -49,10 +49,7 @@ def ingest(ctx: StageContext) -> None:
 
 def _save_tokenizer(ctx: StageContext, tok: Tokenizer) -> str:
     check_eod(tok, ctx.cfg.stream.eod_id)
-    path = saved_tokenizer_path(ctx.warehouse.root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(str(path))
-    return tok.to_str()
+    return save_tokenizer(ctx.warehouse.root, tok)
 
 
 def _training_texts(shards: list[str], limit: int) -> Iterator[str]:
@@ -75,7 +72,7 @@ def _training_texts(shards: list[str], limit: int) -> Iterator[str]:
 def _drop(ctx: StageContext, name: str) -> None:
     """Remove a table a previous ingest of another input format left behind (it would shadow this one)."""
     if ctx.warehouse.exists(name):
-        shutil.rmtree(ctx.warehouse.path(name))
+        storage.delete_dir(ctx.warehouse.path(name))
 
 
 def _shard_rows(ctx: StageContext, what: str, reader: Callable[..., Iterator[pa.RecordBatch]], schema: pa.Schema,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from semmem import storage
 from semmem.catalog import table
 from semmem.errors import ConfigError, ModelError
-from semmem.ingest.tokenizer import saved_tokenizer_path
+from semmem.ingest.tokenizer import from_json, saved_tokenizer_json, saved_tokenizer_path
 from semmem.scoring.models import ModelSpec, check_model_available, parse_model_spec
 from semmem.spark import gpu_task_profile, model_tasks, one_task_each
 from semmem.stages.registry import StageContext, stage
@@ -49,10 +49,11 @@ def train_model_stage(ctx: StageContext) -> None:
     if not t.checkpoints or any(not 0.0 < f <= 1.0 for f in t.checkpoints):
         raise ConfigError(f"train_model.checkpoints = {t.checkpoints}: give fractions of training in (0, 1]")
     members = fam.Member.all_of(t, wh.root)
-    tok_path = saved_tokenizer_path(wh.root)
-    vocab = _vocab_size(tok_path)
-    if vocab is None:
-        raise ConfigError(f"train_model needs the tokenizer ingest saved ({tok_path}); run stage 'ingest' first")
+    tok_json = saved_tokenizer_json(wh.root)
+    if tok_json is None:
+        raise ConfigError(f"train_model needs the tokenizer ingest saved ({saved_tokenizer_path(wh.root)}); run "
+                          "stage 'ingest' first")
+    vocab = from_json(tok_json).get_vocab_size()
     stream_id = f"{_stream_identity(ctx)}:{t.max_tokens}"
     todo = [m for m in members if t.force or
             not fam.is_up_to_date(m, fam.member_fingerprint(m, vocab, stream_id, t.checkpoints))]
@@ -68,7 +69,7 @@ def train_model_stage(ctx: StageContext) -> None:
         with wh.scratch(rows) as scratch:
             jobs = one_task_each(ctx.spark, [(fam.member_json(m),) for m in todo], "member string")
             body = partial(fam.train_members, files=[f.path for f in scratch.files], vocab_size=vocab,
-                           eod_id=ctx.cfg.stream.eod_id, pad_id=1, tokenizer_file=str(tok_path),
+                           eod_id=ctx.cfg.stream.eod_id, pad_id=1, tokenizer_json=tok_json,
                            checkpoints=t.checkpoints, stream_id=stream_id, device=t.device)
             with progress(ctx.spark, "train_model"):
                 jobs.mapInPandas(body, table("model_family").spark_schema,
@@ -98,16 +99,8 @@ def model_specs(ctx: StageContext) -> list[ModelSpec]:
             if not saved:
                 raise ModelError(f"model {name!r}: {m.model} has no checkpoint under {m.folder}; run stage "
                                  "'train_model' (`semmem train-model`) first")
-            specs += [ModelSpec(m.model, f"step{step}", str(folder), True) for step, folder in saved]
+            specs += [ModelSpec(m.model, f"step{step}", folder, True) for step, folder in saved]
     return specs
-
-
-def _vocab_size(tok_path: Path) -> int | None:
-    if not tok_path.is_file():
-        return None
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(str(tok_path)).get_vocab_size()
 
 
 @stage("score", inputs=("sequences",), outputs=("memorization",))
@@ -140,7 +133,7 @@ def capacity_stage(ctx: StageContext) -> None:
     """Bits a model stores of uniformly random data, per size and dataset size (Morris et al. 2025) -> capacity."""
     from semmem.progress import progress
     from semmem.scoring import capacity as cap
-    from semmem.taxonomy.report import capacity_figure, save_png
+    from semmem.taxonomy.report import capacity_figure, png_bytes
 
     c = ctx.cfg.capacity
     if not c.sizes or not c.dataset_sequences or not c.seeds or c.vocab_size < 2 or c.sequence_length < 2:
@@ -161,5 +154,6 @@ def capacity_stage(ctx: StageContext) -> None:
         log.info("capacity: %s (%d parameters, %s): plateau %.0f bits at %d sequences = %.2f +- %.2f bits/parameter",
                  r.model, r.params, r.dtype, r.plateau_bits, r.plateau_sequences, r.bits_per_param,
                  r.bits_per_param_std)
-    page = save_png(capacity_figure(rows), wh.root / "report" / "capacity.png")
+    page = wh.side_path("report", "capacity.png")
+    storage.write_bytes(page, png_bytes(capacity_figure(rows)))
     log.info("capacity: plot %s", page)

@@ -9,6 +9,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from semmem import storage
 from semmem.catalog import table
 from semmem.errors import StageError
 from semmem.stages.registry import StageContext, stage
@@ -177,8 +178,10 @@ def report_stage(ctx: StageContext) -> None:
         models=fitted_revisions(sorted(set(zip(cats["model"], cats["revision"]))), t.revisions),
         family=wh.read("model_family").toPandas() if wh.exists("model_family") else pd.DataFrame(),
         capacity=wh.read("capacity").toPandas() if wh.exists("capacity") else pd.DataFrame())
-    page = write_report(data, wh.root / "report")
-    log.info("report: %s", page)
+    folder = wh.side_path("report")
+    with storage.replacing_folder(folder, marker="index.html") as staging:
+        write_report(data, staging)
+    log.info("report: %s", storage.join(folder, "index.html"))
 
 
 def _examples(combined: DataFrame, sequences: DataFrame, per_category: int) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -297,14 +298,14 @@ def capacity_figure(capacity: pd.DataFrame):
     return fig
 
 
-def save_png(fig, path: Path) -> Path:
-    """Write a figure as a PNG (creating its folder) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
+def png_bytes(fig) -> bytes:
+    """A figure as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt
 
+    out = io.BytesIO()
+    fig.savefig(out, format="png", bbox_inches="tight")
     plt.close(fig)
-    return path
+    return out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------- page
@@ -325,7 +326,8 @@ max-width:560px;max-height:9.5em;overflow:auto;background:#f6f6f4;padding:4px 6p
 
 def _img(fig, folder: Path, name: str, alt: str) -> str:
     """The figure as a PNG beside the page, and as an <img> embedding it."""
-    data = save_png(fig, folder / name).read_bytes()
+    data = png_bytes(fig)
+    (folder / name).write_bytes(data)
     return (f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}" alt="{html.escape(alt)}" '
             f'title="{html.escape(name)}">')
 

@@ -1,0 +1,160 @@
+"""A warehouse and a corpus on S3: `semmem run` against an S3-compatible server on 127.0.0.1 (moto's), with the
+hadoop-aws jars, must produce exactly the tables of the same run on local disk, with both Delta backends.
+
+Spark reaches S3 through S3A, delta-rs and the numpy readers (the direct duplicate scan, the megatron .bin, the
+scratch files) through their own clients, the side files (tokenizer, trained models, report) through pyarrow's
+filesystem layer. Slow (several full runs): marker `s3`, run by `make s3-test` (a line of .ci/run). Skips, saying
+why, without the hadoop-aws jars.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from semmem import storage
+from semmem.ingest.megatron import write_megatron
+from semmem.sql import run_sql
+from tests.corpus import small_corpus, small_tokenizer
+from tests.warehouses import assert_same_warehouse
+
+pytestmark = pytest.mark.s3
+ROOT = Path(__file__).resolve().parents[1]
+SEMMEM = str(Path(sys.executable).parent / "semmem")
+BUCKET = "semmem-test"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "semmem", "AWS_SECRET_ACCESS_KEY": "semmem-secret", "AWS_REGION": "us-east-1"}
+FAMILY = ("train_model.sizes=[{name: s, hidden_size: 16, num_layers: 1, num_heads: 2}, "
+          "{name: l, hidden_size: 32, num_layers: 1, num_heads: 2}]")
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    env: dict[str, str]  # what a process needs to reach it (credentials and endpoint)
+
+    def upload(self, local: Path, key: str) -> str:
+        storage.write_bytes(f"s3://{BUCKET}/{key}", local.read_bytes())
+        return f"s3://{BUCKET}/{key}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory) -> Iterator[S3Server]:
+    if not any((ROOT / ".jars" / "s3").glob("hadoop-aws-*.jar")):
+        pytest.skip("no hadoop-aws jar in .jars/s3 (Maven Central unreachable at install?): Spark cannot reach S3; "
+                    "`make jars` fetches it")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in [*CREDENTIALS, storage.ENDPOINT_ENV]}
+    os.environ.update(CREDENTIALS)
+    try:
+        import boto3
+
+        end = time.monotonic() + 60
+        while True:
+            try:
+                boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.3)
+        storage.configure(endpoint_url=endpoint)  # this process reads what the runs wrote
+        yield S3Server(endpoint, {**CREDENTIALS, storage.ENDPOINT_ENV: endpoint})
+    finally:
+        server.terminate()
+        server.wait()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        storage.configure()
+
+
+def _without_endpoint() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != storage.ENDPOINT_ENV}
+
+
+def _run(env: dict[str, str], *args: str) -> str:
+    """`semmem run` in its own process, with `env` added to this one's (less the endpoint variable)."""
+    proc = subprocess.run([SEMMEM, "run", "--config", str(ROOT / "conf" / "local.yaml"),
+                           "--set", "spark.master=local[2]", "--set", "spark.conf.spark.sql.shuffle.partitions=4",
+                           *[x for a in args for x in ("--set", a)]],
+                          cwd=ROOT, env={**_without_endpoint(), **env}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
+
+
+def test_pipeline_with_warehouse_and_corpus_on_s3_equals_local(s3, tmp_path):
+    shards = small_corpus(tmp_path / "corpus", n_docs=90)
+    for p in shards:
+        s3.upload(p, f"corpus/{p.name}")
+    tok = small_tokenizer(tmp_path / "tokenizer.json")
+    common = [f"tokenizer.name={tok}", "stream.seq_length=128", FAMILY, "train_model.checkpoints=[0.5, 1.0]",
+              "score.batch_size=16", "taxonomy.min_memorized=1"]
+    local_wh, s3_wh = str(tmp_path / "wh"), f"s3://{BUCKET}/wh"
+    _run({}, f"input.path=[{tmp_path / 'corpus'}]", f"warehouse={local_wh}", *common)
+    out = _run(CREDENTIALS, f"input.path=[s3a://{BUCKET}/corpus]", f"warehouse={s3_wh}", f"storage.endpoint_url={s3.endpoint}",
+               *common)
+    assert f"warehouse {s3_wh} (delta-rs backend)" in out
+
+    names = assert_same_warehouse(local_wh, s3_wh)
+    assert {"token_rows", "sequences", "sequence_duplicates", "memorization", "embeddings", "combined",
+            "taxonomy_metrics", "model_family"} <= set(names)
+    # the side files are on S3 too: the tokenizer, every checkpoint, the report, the run's config
+    saved = Tokenizer.from_str(storage.read_text(f"{s3_wh}/_semmem/tokenizer/tokenizer.json"))
+    assert saved.to_str() == Tokenizer.from_file(str(tok)).to_str()
+    saved = storage.list_dir(f"{s3_wh}/_semmem/models/trained-l")
+    assert "semmem_family.json" in saved and sum(n.startswith("step") for n in saved) == 2
+    assert storage.is_file(f"{s3_wh}/report/index.html") and storage.is_file(f"{s3_wh}/report/family.png")
+    assert len(storage.list_dir(f"{s3_wh}/_semmem/runs")) == 1
+    assert not storage.list_dir(f"{s3_wh}/_semmem/scratch")  # removed when each stage ended
+    # and SQL answers from it (DataFusion through delta-rs, with the endpoint from the environment)
+    query = "SELECT count(*) AS n, sum(sequence_duplicates) AS d FROM sequence_duplicates"
+    assert run_sql(s3_wh, query).to_pylist() == run_sql(local_wh, query).to_pylist()
+    tables = subprocess.run([SEMMEM, "tables", "--warehouse", s3_wh], env={**os.environ, **s3.env},
+                            capture_output=True, text=True)
+    assert tables.returncode == 0 and "sequence_duplicates" in tables.stdout, tables.stderr[-2000:]
+
+
+def test_megatron_stream_on_s3_with_delta_spark(s3, tmp_path):
+    """The .bin/.idx pair read in place from S3 (range requests), tables written by delta-spark through S3A."""
+    if not (ROOT / ".jars" / "delta-spark_2.13-4.4.0.jar").is_file():
+        pytest.skip("no Delta jar in .jars/: the delta-spark backend on S3 needs it; `make jars` fetches it")
+    rng = np.random.default_rng(5)
+    rows = rng.integers(2, 600, size=(300, 128))
+    rows[100:140] = rows[7]  # duplicated rows: non-trivial counts
+    write_megatron(tmp_path / "document", rows)
+    for ext in (".bin", ".idx"):
+        s3.upload(tmp_path / f"document{ext}", f"megatron/document{ext}")
+    tok = small_tokenizer(tmp_path / "tokenizer.json")
+    common = ["input.format=megatron", f"tokenizer.name={tok}", "stream.seq_length=128", "sample.size=120",
+              "ingest.megatron_rows_per_task=64", "stages=[ingest, duplicates, frequencies]"]
+    local_wh, s3_wh = str(tmp_path / "wh"), f"s3://{BUCKET}/megatron-wh"
+    _run({}, f"input.path=[{tmp_path / 'document'}]", f"warehouse={local_wh}", *common)
+    out = _run(s3.env, f"input.path=[s3://{BUCKET}/megatron/document]", f"warehouse={s3_wh}",
+               f"spark.delta_jars={ROOT / '.jars'}", *common)
+    assert f"warehouse {s3_wh} (delta-spark backend)" in out
+    names = assert_same_warehouse(local_wh, s3_wh, ignore={("stream_sources", "path")})  # where the .bin is
+    assert {"stream_sources", "sequences", "sequence_duplicates", "token_frequencies"} <= set(names)
+    assert run_sql(s3_wh, "SELECT max(sequence_duplicates) AS m FROM sequence_duplicates").to_pylist()[0]["m"] >= 41
