@@ -7,7 +7,7 @@ CONFIG ?= conf/local.yaml
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: help venv jars run test test-delta cluster-test s3-test bench capacity sample tables clean
+.PHONY: help venv jars run test test-delta cluster-test s3-test dist dist-test bench capacity sample tables clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ cluster-test: venv  ## the pipeline under spark-submit on a standalone cluster o
 
 s3-test: venv  ## warehouse and corpora on an S3 server on 127.0.0.1 (moto), both Delta backends, vs local runs
 	$(BIN)/pytest -q -m s3 tests/test_s3.py
+
+dist: venv  ## dist/: semmem's wheel, a venv-pack'ed venv for spark-submit --archives, jobs/ and conf/ (~4 min)
+	tools/make-dist.sh dist
+
+dist-test: dist  ## spark-submit of dist/jobs on a standalone cluster, executors on the packed venv (--archives)
+	$(BIN)/pytest -q -m dist tests/test_dist.py
 
 bench: venv  ## benchmarks: ratios against baselines measured in the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

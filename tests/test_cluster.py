@@ -8,113 +8,20 @@ Slow (two full pipeline runs and a scheduling check, ~17 min on 2 cores): marker
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import pyspark
 import pytest
 
+from tests.standalone import PYTHON, ROOT, SPARK_HOME, StandaloneCluster, running
 from tests.warehouses import assert_same_warehouse
 
 pytestmark = pytest.mark.cluster
-ROOT = Path(__file__).resolve().parents[1]
-SPARK_HOME = Path(pyspark.__file__).parent
 JARS = sorted((ROOT / ".jars").glob("delta-*.jar"))
-PYTHON = sys.executable
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(predicate, what: str, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-class StandaloneCluster:
-    """A master and workers as child process groups, logs under `work`; `stop` kills every process group."""
-
-    def __init__(self, work: Path, gpu_script: Path) -> None:
-        self.work, self.gpu_script = work, gpu_script
-        self.port = _free_port()
-        self.url = f"spark://127.0.0.1:{self.port}"
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-                    "PYSPARK_PYTHON": PYTHON, "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1"}
-
-    def _spawn(self, name: str, cls: str, *args: str, env: dict | None = None) -> None:
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), cls, *args],
-                                            env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-
-    def start_master(self) -> None:
-        self._spawn("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                    "--port", str(self.port), "--webui-port", str(_free_port()))
-        _wait_for(lambda: "I have been elected leader" in self.log("master"), "the master")
-
-    def start_worker(self, name: str, cores: int = 1) -> None:
-        before = self.log("master").count("Registering worker")
-        opts = (f"-Dspark.worker.resource.gpu.amount=1 "
-                f"-Dspark.worker.resource.gpu.discoveryScript={self.gpu_script}")
-        self._spawn(name, "org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
-                    "--port", str(_free_port()), "--webui-port", str(_free_port()), "--cores", str(cores),
-                    "--memory", "3g", "--work-dir", str(self.work / name),
-                    env={**self.env, "SPARK_WORKER_OPTS": opts})
-        _wait_for(lambda: self.log("master").count("Registering worker") > before, f"worker {name}")
-
-    def kill(self, name: str) -> None:
-        """SIGKILL the worker's process group: the worker JVM, its executor and that executor's Python workers."""
-        os.killpg(self.procs[name].pid, signal.SIGKILL)
-        self.procs[name].wait()
-
-    def log(self, name: str) -> str:
-        path = self.work / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-
-
-def _fake_gpu(tmp_path: Path) -> Path:
-    """A discovery script advertising one GPU: no real GPU is needed to check the scheduling."""
-    gpu = tmp_path / "fake-gpu.sh"
-    gpu.write_text('#!/usr/bin/env bash\necho \'{"name": "gpu", "addresses": ["0"]}\'\n')
-    gpu.chmod(0o755)
-    return gpu
-
-
-@contextmanager
-def _running(tmp_path: Path, cores: int) -> Iterator[StandaloneCluster]:
-    c = StandaloneCluster(tmp_path, _fake_gpu(tmp_path))
-    try:
-        c.start_master()
-        c.start_worker("worker1", cores)
-        c.start_worker("worker2", cores)
-        yield c
-    finally:
-        c.stop()  # even when the test fails
 
 
 @pytest.fixture
@@ -122,7 +29,7 @@ def cluster(tmp_path) -> Iterator[StandaloneCluster]:
     if not any(j.name.startswith("delta-spark_") for j in JARS):
         pytest.skip("no Delta jar in .jars/ (Maven Central unreachable at install?): the cluster test runs with "
                     "delta-spark; `make jars` fetches it")
-    with _running(tmp_path, cores=1) as c:
+    with running(tmp_path, cores=1) as c:
         yield c
 
 
@@ -182,7 +89,7 @@ def test_only_model_stages_ask_for_a_gpu_per_task(tmp_path):
     one task per GPU slot."""
     import json
 
-    with _running(tmp_path, cores=2) as c:
+    with running(tmp_path, cores=2) as c:
         cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", c.url, "--conf", "spark.ui.enabled=false",
                "--conf", "spark.executor.cores=2", "--conf", "spark.executor.memory=1g",
                "--conf", "spark.executor.resource.gpu.amount=1",

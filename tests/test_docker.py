@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from semmem.spark import hadoop_version
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = [ROOT / "docker" / "Dockerfile.cpu", ROOT / "docker" / "Dockerfile.gpu"]
 
@@ -18,7 +20,7 @@ DOCKERFILES = [ROOT / "docker" / "Dockerfile.cpu", ROOT / "docker" / "Dockerfile
 def _pins() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
-    pins = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)==([^;\s]+)", d).groups() for d in deps)
+    pins = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[\w,]+\])?==([^;\s]+)", d).groups() for d in deps)
     pins["python"] = re.fullmatch(r">=(\d+\.\d+)", project["requires-python"]).group(1)
     return pins
 
@@ -46,6 +48,21 @@ def test_pinned_versions_agree_with_pyproject(path):
     python = args.get("PYTHON_VERSION") or re.fullmatch(r"python:(\d+\.\d+)[.\w-]*", base).group(1)
     assert python == pins["python"]
     assert "openjdk-17" in path.read_text()  # the JDK the CI machines run Spark with
+    assert args["HADOOP_VERSION"] == hadoop_version()  # hadoop-aws must match pyspark's Hadoop client
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_s3_jars_are_hadoop_aws_and_its_runtime_dependencies(path):
+    """The images carry the jars `make jars` fetches into .jars/s3: hadoop-aws and its runtime dependencies, at the
+    versions Maven resolved for it."""
+    fetched = sorted(p.name for p in (ROOT / ".jars" / "s3").glob("*.jar"))
+    if not fetched:
+        pytest.skip("no .jars/s3 (Maven Central unreachable at install?): nothing to compare the image's jars with")
+    args = _args(path)
+    named = {f"hadoop-aws-{args['HADOOP_VERSION']}.jar", f"bundle-{args['AWS_SDK_VERSION']}.jar",
+             f"analyticsaccelerator-s3-{args['ANALYTICS_ACCELERATOR_VERSION']}.jar",
+             f"wildfly-openssl-{args['WILDFLY_OPENSSL_VERSION']}.jar"}
+    assert named == set(fetched)
 
 
 def test_gpu_image_has_cuda_torch_and_faiss_gpu():

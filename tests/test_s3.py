@@ -10,7 +10,6 @@ why, without the hadoop-aws jars.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from semmem import storage
 from semmem.ingest.megatron import write_megatron
 from semmem.sql import run_sql
 from tests.corpus import small_corpus, small_tokenizer
+from tests.standalone import free_port
 from tests.warehouses import assert_same_warehouse
 
 pytestmark = pytest.mark.s3
@@ -47,18 +47,12 @@ class S3Server:
         return f"s3://{BUCKET}/{key}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory) -> Iterator[S3Server]:
     if not any((ROOT / ".jars" / "s3").glob("hadoop-aws-*.jar")):
         pytest.skip("no hadoop-aws jar in .jars/s3 (Maven Central unreachable at install?): Spark cannot reach S3; "
                     "`make jars` fetches it")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "wb") as out:
         server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
