@@ -70,17 +70,6 @@ def join(location: str | Path, *parts: str) -> str:
     return str(Path(base).joinpath(*parts))
 
 
-def name(location: str) -> str:
-    return PurePosixPath(urlparse(location).path if is_remote(location) else location).name
-
-
-def parent(location: str) -> str:
-    if is_remote(location):
-        head, _, _ = normalize(location).rpartition("/")
-        return head
-    return str(Path(location).parent)
-
-
 # ------------------------------------------------------------------------------------------- object-store settings
 def configure(endpoint_url: str = "", region: str = "") -> None:
     """Make the config's object-store settings the process's (and, through `spark_conf`, the executors')."""
@@ -141,6 +130,23 @@ def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
     if is_remote(loc):
         return _s3(), loc[len("s3://"):]
     return pafs.LocalFileSystem(), loc
+
+
+def check_access(location: str, what: str) -> None:
+    """ConfigError naming the endpoint and the credentials' source when an S3 location's bucket cannot be listed
+    (no such bucket, refused credentials, no server): before any job starts, not as a trace from an executor."""
+    if not is_remote(location):
+        return
+    fs, path = filesystem(location)
+    bucket = path.split("/", 1)[0]
+    try:
+        info = fs.get_file_info(bucket)
+    except OSError as e:
+        raise ConfigError(f"{what} {location}: cannot reach bucket {bucket!r} at "
+                          f"{_endpoint() or 'AWS S3'} (region {_region()}): {str(e).splitlines()[0]}. Check "
+                          "storage.endpoint_url and the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment") from None
+    if info.type == pafs.FileType.NotFound:
+        raise ConfigError(f"{what} {location}: bucket {bucket!r} does not exist at {_endpoint() or 'AWS S3'}")
 
 
 # ------------------------------------------------------------------------------------------------------ file calls
@@ -272,15 +278,13 @@ def delete_dir(location: str) -> None:
     """Remove a folder and everything under it; nothing happens when it does not exist."""
     fs, path = filesystem(location)
     if is_remote(location):
-        try:
-            fs.delete_dir_contents(path, missing_dir_ok=True)
-        except OSError:
-            pass
+        if is_dir(location):
+            fs.delete_dir(path)
         return
     shutil.rmtree(path, ignore_errors=True)
 
 
-def upload_folder(local: Path, location: str, last: str | None = None) -> None:
+def _upload_folder(local: Path, location: str, last: str | None = None) -> None:
     """Copy every file of a local folder under `location` (remote); the file named `last` goes last."""
     fs, path = filesystem(location)
     files = sorted(p for p in local.rglob("*") if p.is_file())
@@ -304,7 +308,7 @@ def replacing_folder(location: str, marker: str | None = None) -> Iterator[Path]
         try:
             yield tmp
             delete_dir(loc)
-            upload_folder(tmp, loc, last=marker)
+            _upload_folder(tmp, loc, last=marker)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return

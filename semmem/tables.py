@@ -114,6 +114,7 @@ class Warehouse:
                  backend: Literal["auto", "delta-spark", "delta-rs"] = "auto") -> None:
         self.spark = spark
         self.root = storage.normalize(root)  # an absolute path, or s3://bucket/key
+        storage.check_access(self.root, "warehouse")
         storage.make_dirs(self.root)
         if backend == "auto":
             backend = "delta-spark" if delta_jar_available(spark) else "delta-rs"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +24,13 @@ from semmem import storage
 from semmem.ingest.megatron import write_megatron
 from semmem.sql import run_sql
 from tests.corpus import small_corpus, small_tokenizer
-from tests.standalone import free_port
+from tests.s3server import CREDENTIALS, moto_server
 from tests.warehouses import assert_same_warehouse
 
 pytestmark = pytest.mark.s3
 ROOT = Path(__file__).resolve().parents[1]
 SEMMEM = str(Path(sys.executable).parent / "semmem")
 BUCKET = "semmem-test"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "semmem", "AWS_SECRET_ACCESS_KEY": "semmem-secret", "AWS_REGION": "us-east-1"}
 FAMILY = ("train_model.sizes=[{name: s, hidden_size: 16, num_layers: 1, num_heads: 2}, "
           "{name: l, hidden_size: 32, num_layers: 1, num_heads: 2}]")
 
@@ -52,37 +50,8 @@ def s3(tmp_path_factory) -> Iterator[S3Server]:
     if not any((ROOT / ".jars" / "s3").glob("hadoop-aws-*.jar")):
         pytest.skip("no hadoop-aws jar in .jars/s3 (Maven Central unreachable at install?): Spark cannot reach S3; "
                     "`make jars` fetches it")
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in [*CREDENTIALS, storage.ENDPOINT_ENV]}
-    os.environ.update(CREDENTIALS)
-    try:
-        import boto3
-
-        end = time.monotonic() + 60
-        while True:
-            try:
-                boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-                break
-            except Exception:  # noqa: BLE001 - not listening yet
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.3)
-        storage.configure(endpoint_url=endpoint)  # this process reads what the runs wrote
+    with moto_server(tmp_path_factory.mktemp("moto") / "server.log", BUCKET) as endpoint:
         yield S3Server(endpoint, {**CREDENTIALS, storage.ENDPOINT_ENV: endpoint})
-    finally:
-        server.terminate()
-        server.wait()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        storage.configure()
 
 
 def _without_endpoint() -> dict[str, str]:

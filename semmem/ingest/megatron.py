@@ -49,6 +49,7 @@ def open_index(path: str, seq_length: int) -> MegatronIndex:
     are. The .idx is checked in chunks, so memory stays bounded whatever its size."""
     prefix = storage.normalize(path[:-4] if path.endswith((".bin", ".idx")) else path)
     idx, bin_ = prefix + ".idx", prefix + ".bin"
+    storage.check_access(prefix, "megatron input")
     for p in (idx, bin_):
         if not storage.is_file(p):
             raise InputError(f"megatron input: {p} does not exist (expected {prefix}.bin and {prefix}.idx)")

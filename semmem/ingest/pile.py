@@ -41,6 +41,7 @@ def find_shards(paths: list[str]) -> list[str]:
     """Expand files, directories and globs (local or S3) into a sorted, de-duplicated list of shard files."""
     found: list[str] = []
     for p in paths:
+        storage.check_access(storage.normalize(p), "input path")
         matches = storage.glob(p) if any(c in p for c in "*?[") else [storage.normalize(p)]
         if not matches:
             raise InputError(f"input path {p!r} matches no file")
