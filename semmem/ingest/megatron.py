@@ -63,7 +63,7 @@ def open_index(path: str, seq_length: int) -> MegatronIndex:
     dtype = DTYPES[code]
     expected_idx = 34 + count * 4 + count * 8 + (_docs * 8)
     idx_size = storage.size(idx)
-    if idx_size < 34 + count * 12:
+    if idx_size < expected_idx:  # sizes, pointers and the document index: a shorter file was cut
         raise InputError(f"{idx}: {idx_size} bytes, too short for {count} entries (needs {expected_idx})")
     step = seq_length * np.dtype(dtype).itemsize
     first = int(read_items(idx, np.int64, 34 + count * 4, 1)[0]) if count else 0
