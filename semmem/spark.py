@@ -36,6 +36,7 @@ def build_session(cfg: Config) -> SparkSession:
     builder = SparkSession.builder.appName(cfg.spark.app_name)
     conf = {**BASE_CONF, **storage.spark_conf()}
     jars: list[str] = []
+    s3 = uses_object_store(cfg)
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # launched by spark-submit: the classpath is set already
     if not submitted:
         builder = builder.master(cfg.spark.master)
@@ -43,7 +44,7 @@ def build_session(cfg: Config) -> SparkSession:
             delta = delta_conf(cfg.spark.delta_jars)
             jars += delta.pop("spark.jars").split(",")
             conf.update(delta)
-        if uses_object_store(cfg):
+        if s3:
             jars += s3_jars(cfg.storage.s3_jars)
     if jars:
         conf["spark.jars"] = ",".join(jars)
@@ -51,7 +52,7 @@ def build_session(cfg: Config) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    if uses_object_store(cfg) and not _has_class(spark, "org.apache.hadoop.fs.s3a.S3AFileSystem"):
+    if s3 and not _has_class(spark, "org.apache.hadoop.fs.s3a.S3AFileSystem"):
         raise ConfigError("the warehouse or the input is on S3, but this Spark session has no hadoop-aws jar: pass "
                           f"--packages org.apache.hadoop:hadoop-aws:{hadoop_version()} to spark-submit (or --jars with "
                           "the jars of `make jars` in .jars/s3)")

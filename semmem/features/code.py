@@ -24,8 +24,8 @@ from pyspark import Accumulator
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from semmem.errors import ConfigError, InputError, ModelError
 from semmem import storage
+from semmem.errors import ConfigError, InputError, ModelError
 from semmem.scoring.models import models_dir
 from semmem.spark import model_tasks
 

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
+from semmem import storage
 from semmem.catalog import table
 from semmem.config import Config
-from semmem import storage
 from semmem.ingest.megatron import MegatronIndex, read_items, recorded_index
 from semmem.spark import one_task_each
 from semmem.tables import Warehouse
@@ -110,7 +110,7 @@ def megatron_heads(row_ids: DataFrame, index: MegatronIndex, length: int) -> Dat
                 return np.concatenate([np.frombuffer(f.read_at(size, offset + int(r) * n * dtype.itemsize), dtype)
                                        for r in rows]) if len(rows) else np.empty(0, dtype)
         else:
-            mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(index.num_rows * n,))
+            mm = read_items(path, dtype, offset, index.num_rows * n)
 
             def heads(rows: np.ndarray) -> np.ndarray:
                 return mm[(rows[:, None] * n + np.arange(width)).ravel()]

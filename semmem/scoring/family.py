@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from semmem import storage
 from semmem.config import ModelShape, TrainModelConfig
 from semmem.errors import ModelError
-from semmem import storage
 from semmem.scoring.models import checkpoint_step, models_dir
 from semmem.scoring.train import (
     TrainParams, checkpoint_steps, fingerprint, save_trained, total_steps, train_model, windows_from_rows)
