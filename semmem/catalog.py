@@ -215,6 +215,15 @@ TABLES: dict[str, TableDef] = {
             ("n_memorized_b", pa.int64()), ("n_memorized_both", pa.int64()), ("precision", pa.float64()),
             ("recall", pa.float64())], ("model_a", "revision_a", "model_b", "revision_b"),
             "'Memorized by A' as a predictor of 'memorized by B' on the sequences both scored (Biderman et al. 2023)."),
+        # lineage
+        _table("stage_runs", [
+            ("run_id", pa.string()), ("stage", pa.string()), ("table_name", pa.string()), ("version", pa.int64()),
+            ("published_at", pa.timestamp("us", tz="UTC")), ("config_hash", pa.string()), ("config", pa.string()),
+            ("semmem_version", pa.string()), ("inputs", pa.string()), ("side_files", pa.string())],
+            ("run_id", "table_name"),
+            "The publication log: each stage run that succeeded, one row per table it made visible (version -1: "
+            "dropped), with the config it ran (JSON, and its hash), the input table versions (JSON) and its side "
+            "files; semmem reads every table at its newest published version."),
     ]
 }
 

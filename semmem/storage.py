@@ -208,6 +208,19 @@ def find_files(location: str, suffixes: tuple[str, ...] = ("",)) -> list[tuple[s
     return sorted(out, key=lambda x: x[0])
 
 
+def fingerprint(paths: list[str]) -> list[list]:
+    """[location, size, mtime_ns] of every file the paths name (files, folders recursively, globs), sorted: equal
+    when no input file was added, removed or changed since (the lineage of a stage that reads files)."""
+    found: dict[str, pafs.FileInfo] = {}
+    for path in paths:
+        for location in (glob(path) if any(c in path for c in "*?[") else [normalize(path)]):
+            if is_dir(location):
+                found.update(find_files(location))
+            elif is_file(location):
+                found[location] = _info(location)
+    return [[loc, int(info.size or 0), int(info.mtime_ns or 0)] for loc, info in sorted(found.items())]
+
+
 def glob(pattern: str) -> list[str]:
     """Files and folders matching a glob pattern (*, ? and [..]; on an object store matched against every key under
     the folder before the first wildcard)."""

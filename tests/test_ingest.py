@@ -213,7 +213,7 @@ def test_offline_tokenizer_fallback(spark, base_cfg, tmp_path, monkeypatch):
                 "tokenizer.vocab_size=400", "stream.seq_length=64")
     from semmem.ingest.tokenizer import saved_tokenizer_path
 
-    saved = Tokenizer.from_file(saved_tokenizer_path(wh.root))
+    saved = Tokenizer.from_file(saved_tokenizer_path(wh.root, wh.side_file("sequences", "tokenizer")))
     assert saved.get_vocab_size() == 400 and saved.id_to_token(0) == "<|endoftext|>"
     assert wh.read("sequences").count() == wh.read("token_rows").count() > 0
 

@@ -8,6 +8,7 @@ build the fast Rust tokenizer once per Python worker.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import socket
@@ -26,21 +27,27 @@ EOD_TOKEN = "<|endoftext|>"  # id 0, like GPT-NeoX
 PAD_TOKEN = "<|padding|>"  # id 1
 
 
-def saved_tokenizer_path(warehouse: str | Path) -> str:
-    """Where ingest saves the tokenizer it used: <warehouse>/_semmem/tokenizer/tokenizer.json."""
-    return storage.join(warehouse, "_semmem", "tokenizer", "tokenizer.json")
+def saved_tokenizer_path(warehouse: str | Path, recorded: str | None = None) -> str:
+    """The tokenizer a warehouse's tables were made with: the one their lineage records (`recorded`), else where
+    warehouses made before versioned tokenizers kept it, <warehouse>/_semmem/tokenizer/tokenizer.json."""
+    return recorded or storage.join(warehouse, "_semmem", "tokenizer", "tokenizer.json")
 
 
-def save_tokenizer(warehouse: str | Path, tok: Tokenizer) -> str:
-    """Save `tok` beside the tables (replacing the previous one whole) and return its JSON."""
+def save_tokenizer(warehouse: str | Path, tok: Tokenizer) -> tuple[str, str]:
+    """Save `tok` beside the tables under a name of its content, <warehouse>/_semmem/tokenizer/<sha256>/
+    tokenizer.json, and return (its JSON, that location). A saved tokenizer is never replaced: tables keep pairing
+    with the one recorded in their lineage even when a later ingest fails."""
     text = tok.to_str()
-    storage.write_text(saved_tokenizer_path(warehouse), text)
-    return text
+    location = storage.join(warehouse, "_semmem", "tokenizer", hashlib.sha256(text.encode()).hexdigest()[:16],
+                            "tokenizer.json")
+    if not storage.is_file(location):
+        storage.write_text(location, text)
+    return text, location
 
 
-def saved_tokenizer_json(warehouse: str | Path) -> str | None:
-    """The JSON of the tokenizer ingest saved, or None when there is none."""
-    path = saved_tokenizer_path(warehouse)
+def saved_tokenizer_json(warehouse: str | Path, recorded: str | None = None) -> str | None:
+    """The JSON of the tokenizer the tables were made with (`saved_tokenizer_path`), or None when there is none."""
+    path = saved_tokenizer_path(warehouse, recorded)
     return storage.read_text(path) if storage.is_file(path) else None
 
 

@@ -21,7 +21,7 @@ from semmem.stages.registry import StageContext, stage
 log = logging.getLogger("semmem")
 
 
-@stage("train_code_classifier", inputs=("sequences",), outputs=())
+@stage("train_code_classifier", inputs=("sequences",), outputs=(), config=("code_classifier",))
 def train_code_classifier(ctx: StageContext) -> None:
     """Fit the offline code-vs-NL classifier (code_classifier.*), saved in <warehouse>/_semmem/models/code-classifier.
 
@@ -38,7 +38,7 @@ def train_code_classifier(ctx: StageContext) -> None:
     if labels_file is not None and eval_file is not None and labels_file.resolve() == eval_file.resolve():
         raise ConfigError(f"code_classifier.labels and code_classifier.eval_labels are the same file ({labels_file}): "
                           "the human labels are for evaluation only; train on pile_set_name or another file")
-    tokenizer = saved_tokenizer_json(wh.root)
+    tokenizer = saved_tokenizer_json(wh.root, wh.side_file("sequences", "tokenizer"))
     source = f"file sha256:{_digest(labels_file)}" if labels_file else f"sequences@{wh.version('sequences')}"
     fp = cf.fingerprint({"config": {k: v for k, v in asdict(c).items() if k != "force"}, "labels": source,
                          "tokenizer": _sha(tokenizer.encode()) if tokenizer is not None else None})
@@ -134,7 +134,7 @@ def _without(texts: list[str], labels: list[int], held: list[str]) -> tuple[list
     return [texts[i] for i in keep], [labels[i] for i in keep], len(texts) - len(keep)
 
 
-@stage("code", inputs=("sequences",), outputs=("code_scores",))
+@stage("code", inputs=("sequences",), outputs=("code_scores",), config=("code", "code_classifier"))
 def code(ctx: StageContext) -> None:
     """P(natural language) of every sequence's text and its code / NL / uncertain flag -> code_scores (spec §2.6)."""
     c, wh = ctx.cfg.code, ctx.warehouse

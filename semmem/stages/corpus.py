@@ -26,7 +26,7 @@ from semmem.tables import Warehouse
 log = logging.getLogger(__name__)
 
 
-@stage("duplicates", inputs=("sequences", "stream"), outputs=("sequence_duplicates",))
+@stage("duplicates", inputs=("sequences", "stream"), outputs=("sequence_duplicates",), config=("duplicates", "stream"))
 def duplicates(ctx: StageContext) -> None:
     """Exact stream occurrences of each continuation 32-gram -> sequence_duplicates."""
     d = ctx.cfg.duplicates
@@ -54,7 +54,8 @@ def duplicate_counts(wh: Warehouse, sequences: DataFrame, stream: DataFrame | St
                                   rows_per_batch=d.rows_per_batch)
 
 
-@stage("frequencies", inputs=("sequences", "stream"), outputs=("token_frequencies", "token_frequency_stats"))
+@stage("frequencies", inputs=("sequences", "stream"), outputs=("token_frequencies", "token_frequency_stats"),
+       config=("duplicates", "stream"))
 def frequencies(ctx: StageContext) -> None:
     """Corpus token counts -> token_frequencies; per-sequence statistics -> token_frequency_stats."""
     ctx.warehouse.write(token_frequencies(read_stream(ctx.warehouse, ctx.cfg)), "token_frequencies",
@@ -63,7 +64,7 @@ def frequencies(ctx: StageContext) -> None:
     ctx.warehouse.write(stats, "token_frequency_stats", mode="overwrite")
 
 
-@stage("templating", inputs=("sequences",), outputs=("templating",))
+@stage("templating", inputs=("sequences",), outputs=("templating",), config=("templating",))
 def templating(ctx: StageContext) -> None:
     """Incrementing / repeating text flags (spec §2.7) -> templating."""
     out = templating_flags(ctx.warehouse.read("sequences"), upstream_quirks=ctx.cfg.templating.upstream_quirks)

@@ -15,7 +15,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from tokenizers import Tokenizer
 
-from semmem import storage
 from semmem.catalog import table
 from semmem.errors import ConfigError, InputError
 from semmem.ingest import megatron, pile, texts
@@ -30,7 +29,8 @@ log = logging.getLogger("semmem")
 
 
 @stage("ingest", inputs=(), outputs=("token_rows", "sequences", "ingest_rejects", "stream_sources",
-                                     "published_memorization"))
+                                     "published_memorization"),
+       config=("input", "tokenizer", "stream", "sample", "ingest"), reads_files=True)
 def ingest(ctx: StageContext) -> None:
     """Read the corpus: the training stream (token_rows) and the sampled evaluation sequences."""
     if ctx.cfg.stream.seq_length < WINDOW_LENGTH:
@@ -48,8 +48,12 @@ def ingest(ctx: StageContext) -> None:
 
 
 def _save_tokenizer(ctx: StageContext, tok: Tokenizer) -> str:
+    """Save the tokenizer (versioned by its content) and record it in the lineage of every table ingest writes."""
     check_eod(tok, ctx.cfg.stream.eod_id)
-    return save_tokenizer(ctx.warehouse.root, tok)
+    text, location = save_tokenizer(ctx.warehouse.root, tok)
+    if ctx.warehouse.run is not None:
+        ctx.warehouse.add_side_file("tokenizer", location)
+    return text
 
 
 def _training_texts(shards: list[str], limit: int) -> Iterator[str]:
@@ -67,12 +71,6 @@ def _training_texts(shards: list[str], limit: int) -> Iterator[str]:
                 continue
 
     return itertools.islice(texts(), limit)
-
-
-def _drop(ctx: StageContext, name: str) -> None:
-    """Remove a table a previous ingest of another input format left behind (it would shadow this one)."""
-    if ctx.warehouse.exists(name):
-        storage.delete_dir(ctx.warehouse.path(name))
 
 
 def _shard_rows(ctx: StageContext, what: str, reader: Callable[..., Iterator[pa.RecordBatch]], schema: pa.Schema,
@@ -125,7 +123,7 @@ def ingest_pile(ctx: StageContext) -> None:
         rows = assemble_rows(fragments, seq_length)
         with progress(spark, "ingest: write token_rows"):
             wh.write(rows.select("row_id", "tokens"), "token_rows", mode="overwrite")
-        _drop(ctx, "stream_sources")
+        ctx.warehouse.drop("stream_sources")
         stored = wh.read("token_rows")
         keep = _sample(ctx, stored.select("row_id"))
         windows = stored.select("row_id", F.slice("tokens", 1, WINDOW_LENGTH).alias("tokens"))
@@ -204,7 +202,7 @@ def ingest_megatron(ctx: StageContext) -> None:
     heads = megatron_heads(chosen, index, WINDOW_LENGTH)
     _write_sequences(ctx, heads.withColumn("pile_set_name", F.lit(None).cast("string")), tok_json)
     ctx.warehouse.write(src, "stream_sources", mode="overwrite")
-    _drop(ctx, "token_rows")
+    ctx.warehouse.drop("token_rows")
 
 
 def ingest_sequences_parquet(ctx: StageContext) -> None:
@@ -271,7 +269,7 @@ def ingest_texts(ctx: StageContext) -> None:
         log.info("ingest: %d texts -> sequences of %d tokens (cut or left-padded)", n_good, WINDOW_LENGTH)
         wh.write(ok.select(sequence_id.alias("sequence_id"), "tokens", "text", "prompt_text", "pile_set_name"),
                  "sequences", mode="overwrite")
-        _drop(ctx, "token_rows")
-        _drop(ctx, "stream_sources")
+        ctx.warehouse.drop("token_rows")
+        ctx.warehouse.drop("stream_sources")
     finally:
         rows.unpersist()

@@ -24,7 +24,7 @@ from semmem.tables import Scratch
 log = logging.getLogger("semmem")
 
 
-@stage("embed", inputs=("sequences",), outputs=("embeddings",))
+@stage("embed", inputs=("sequences",), outputs=("embeddings",), config=("embed",))
 def embed(ctx: StageContext) -> None:
     """Sentence embedding of every sequence's text (embed.model, L2-normalized) -> embeddings."""
     e = ctx.cfg.embed
@@ -81,7 +81,7 @@ def _results(ctx: StageContext, scratch: Scratch, pair_fn: Callable[[Block, Bloc
     return results
 
 
-@stage("semantic", inputs=("embeddings",), outputs=("semantic_matches", "semantic_neighbors"))
+@stage("semantic", inputs=("embeddings",), outputs=("semantic_matches", "semantic_neighbors"), config=("semantic",))
 def semantic(ctx: StageContext) -> None:
     """Exact counts of sequences within cosine >= each threshold -> semantic_matches; capped pairs -> neighbors."""
     s, wh = ctx.cfg.semantic, ctx.warehouse
@@ -108,7 +108,8 @@ def semantic(ctx: StageContext) -> None:
              "%d dropped; the counts include them all)", kept, total, thresholds[0], s.max_neighbors, total - kept)
 
 
-@stage("textual", inputs=("embeddings", "sequences"), outputs=("textual_matches",))
+@stage("textual", inputs=("embeddings", "sequences"), outputs=("textual_matches",),
+       reads_also=("semantic_matches",), config=("semantic", "textual"))
 def textual(ctx: StageContext) -> None:
     """Semantic matches whose prompt is within textual.{min,max}_distance edits -> textual_matches."""
     s, t, wh = ctx.cfg.semantic, ctx.cfg.textual, ctx.warehouse

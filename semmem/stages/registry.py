@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
+from semmem import storage
 from semmem.config import Config
 from semmem.errors import StageError
-from semmem.tables import Warehouse
+from semmem.tables import Warehouse, digest
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,31 @@ class Stage:
     fn: Callable[[StageContext], None]
     description: str
     default: bool = True  # part of `semmem run` without --stages
+    config: tuple[str, ...] = ()  # the config sections it reads: its lineage, a change re-runs it
+    reads_also: tuple[str, ...] = ()  # tables it reads when they exist (their versions are in its lineage too)
+    reads_files: bool = False  # reads input.path: the files' sizes and times are in its lineage
+
+    def config_of(self, cfg: Config) -> dict:
+        """The config sections this stage reads."""
+        full = cfg.to_dict()
+        return {section: full[section] for section in self.config}
+
+    def input_versions(self, cfg: Config, version_of: Callable[[str], int | None]) -> dict:
+        """The versions of the tables it reads (None: absent), and a digest of its input files' sizes and times."""
+        inputs: dict[str, object] = {}
+        for name in (*self.inputs, *self.reads_also):
+            for t in (("token_rows", "stream_sources") if name == "stream" else (name,)):
+                inputs[t] = version_of(t)
+        if self.reads_files:
+            inputs["files"] = digest(storage.fingerprint(cfg.input.path))
+        return inputs
 
 
 REGISTRY: dict[str, Stage] = {}
 
 
-def stage(name: str, *, inputs: tuple[str, ...], outputs: tuple[str, ...], default: bool = True
+def stage(name: str, *, inputs: tuple[str, ...], outputs: tuple[str, ...], default: bool = True,
+          config: tuple[str, ...] = (), reads_also: tuple[str, ...] = (), reads_files: bool = False
           ) -> Callable[[Callable[[StageContext], None]], Callable[[StageContext], None]]:
     """Register `fn` as stage `name`; its docstring's first line is the description `semmem stages` shows."""
 
@@ -49,7 +69,8 @@ def stage(name: str, *, inputs: tuple[str, ...], outputs: tuple[str, ...], defau
         if name in REGISTRY:
             raise StageError(f"stage {name!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        REGISTRY[name] = Stage(name, inputs, outputs, fn, doc[0] if doc else "", default)
+        REGISTRY[name] = Stage(name, inputs, outputs, fn, doc[0] if doc else "", default, config, reads_also,
+                               reads_files)
         return fn
 
     return register
@@ -84,13 +105,33 @@ def check_inputs(stages: list[Stage], warehouse: Warehouse) -> None:
         produced.update(s.outputs)
 
 
-def run_stages(ctx: StageContext, names: list[str]) -> list[str]:
-    """Run the named stages in order; returns their names."""
+def run_stages(ctx: StageContext, names: list[str], force: Collection[str] = ("all",)) -> list[str]:
+    """Run the named stages in order, each as one stage run whose tables are published together when it succeeds;
+    a stage whose outputs are current (same config sections, same input versions) is skipped unless forced ("all"
+    forces every stage). Returns the names of the stages that ran."""
     stages = resolve(names)
+    unknown = set(force) - set(REGISTRY) - {"all"}
+    if unknown:
+        raise StageError(f"--force: unknown stage {sorted(unknown)[0]!r}; known stages: {', '.join(REGISTRY)}")
     check_inputs(stages, ctx.warehouse)
+    ran = []
     for s in stages:
+        wh = ctx.warehouse
+        wh.refresh()
+        config, inputs = s.config_of(ctx.cfg), s.input_versions(ctx.cfg, wh.visible_version)
+        if s.outputs and "all" not in force and s.name not in force and wh.is_current(s.name, config, inputs):
+            log.info("stage %s: skipped: its tables are current (same config and inputs; --force %s reruns it)",
+                     s.name, s.name)
+            continue
         start = time.monotonic()
         log.info("stage %s: starting", s.name)
-        s.fn(ctx)
+        wh.begin_stage(s.name, s.outputs, config, inputs)
+        try:
+            s.fn(ctx)
+            wh.publish()
+        except BaseException:
+            wh.abort()
+            raise
         log.info("stage %s: done in %.1f s", s.name, time.monotonic() - start)
-    return [s.name for s in stages]
+        ran.append(s.name)
+    return ran

@@ -31,7 +31,8 @@ def uses_family(names: list[str], family: str) -> bool:
     return any(n == family or n.split("@")[0].startswith(family + "-") for n in names)
 
 
-@stage("train_model", inputs=("stream",), outputs=("model_family",))
+@stage("train_model", inputs=("stream",), outputs=("model_family",), reads_also=("sequences",),
+       config=("train_model", "stream"))
 def train_model_stage(ctx: StageContext) -> None:
     """Train the family of train_model.sizes on the stream, one Spark task per size, with checkpoints -> model_family.
 
@@ -49,10 +50,11 @@ def train_model_stage(ctx: StageContext) -> None:
     if not t.checkpoints or any(not 0.0 < f <= 1.0 for f in t.checkpoints):
         raise ConfigError(f"train_model.checkpoints = {t.checkpoints}: give fractions of training in (0, 1]")
     members = fam.Member.all_of(t, wh.root)
-    tok_json = saved_tokenizer_json(wh.root)
+    recorded = wh.side_file("sequences", "tokenizer")
+    tok_json = saved_tokenizer_json(wh.root, recorded)
     if tok_json is None:
-        raise ConfigError(f"train_model needs the tokenizer ingest saved ({saved_tokenizer_path(wh.root)}); run "
-                          "stage 'ingest' first")
+        raise ConfigError(f"train_model needs the tokenizer ingest saved ({saved_tokenizer_path(wh.root, recorded)}); "
+                          "run stage 'ingest' first")
     vocab = from_json(tok_json).get_vocab_size()
     stream_id = f"{_stream_identity(ctx)}:{t.max_tokens}"
     todo = [m for m in members if t.force or
@@ -103,7 +105,8 @@ def model_specs(ctx: StageContext) -> list[ModelSpec]:
     return specs
 
 
-@stage("score", inputs=("sequences",), outputs=("memorization",))
+@stage("score", inputs=("sequences",), outputs=("memorization",), reads_also=("model_family",),
+       config=("model", "score", "stream", "train_model"))
 def score_stage(ctx: StageContext) -> None:
     """Memorization score, matched prefix and perplexities of every sequence under each model in model.names.
 
@@ -128,7 +131,7 @@ def score_stage(ctx: StageContext) -> None:
         log.info("score: %s@%s -> memorization version %d", spec.model, spec.revision, version)
 
 
-@stage("capacity", inputs=(), outputs=("capacity",), default=False)
+@stage("capacity", inputs=(), outputs=("capacity",), default=False, config=("capacity",))
 def capacity_stage(ctx: StageContext) -> None:
     """Bits a model stores of uniformly random data, per size and dataset size (Morris et al. 2025) -> capacity."""
     from semmem.progress import progress

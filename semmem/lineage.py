@@ -1,0 +1,59 @@
+"""`semmem status`: every published table with its version, when and by which stage run it was made, and whether it
+is stale (an input table has a newer published version, the input files or, given a config, the config changed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from semmem import storage
+from semmem.config import Config
+from semmem.tables import (ADOPTED, DIRECT, RUNS, Publication, digest, latest_version, list_tables, published_version,
+                           read_publications, table_path)
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    table: str
+    version: int
+    made: str  # UTC time of the publication
+    stage: str
+    config_hash: str
+    state: str  # current | stale: why | unpublished commits | not tracked
+
+
+def status_rows(warehouse: str | Path, cfg: Config | None = None) -> list[TableStatus]:
+    """One row per published table (the publication log last); `cfg` adds the config and input-file checks."""
+    from semmem.stages import REGISTRY
+
+    root = storage.normalize(warehouse)
+    pubs = read_publications(root)
+    rows = []
+    for info in list_tables(root):
+        if info.name == RUNS:
+            continue
+        p = pubs.newest.get(info.name) if pubs is not None else None
+        if p is None:
+            rows.append(TableStatus(info.name, info.version, "-", "-", "-", "not tracked (no publication log)"))
+            continue
+        why = _stale(p, root, pubs, cfg, REGISTRY.get(p.stage))
+        latest = latest_version(table_path(root, info.name))
+        if not why and latest is not None and latest > p.version:
+            why = [f"current; {latest - p.version} newer unpublished commit(s) (a run failed or is running)"]
+        rows.append(TableStatus(info.name, p.version, p.published_at.strftime("%Y-%m-%d %H:%M:%S"), p.stage,
+                                p.config_hash if p.stage not in (ADOPTED, DIRECT) else "-",
+                                "; ".join(why) if why else "current"))
+    return rows
+
+
+def _stale(p: Publication, root: str, pubs, cfg: Config | None, stage) -> list[str]:  # noqa: ANN001
+    if p.stage in (ADOPTED, DIRECT):
+        return [f"not tracked ({'made before the publication log' if p.stage == ADOPTED else 'written directly'})"]
+    why = [f"stale: {name} is at version {published_version(root, name, pubs)}, made from {v}"
+           for name, v in p.inputs.items() if name != "files" and published_version(root, name, pubs) != v]
+    if cfg is not None and stage is not None:
+        if digest(stage.config_of(cfg)) != p.config_hash:
+            why.append(f"stale: the config of stage {p.stage} changed")
+        if "files" in p.inputs and digest(storage.fingerprint(cfg.input.path)) != p.inputs["files"]:
+            why.append("stale: the input files changed")
+    return why
