@@ -110,6 +110,7 @@ class ScoreConfig:
     mode: Literal["full", "flag"] = "full"  # flag: one forward pass, memorization_score NULL
     upstream_perplexity: bool = False  # reproduce the upstream formulas of spec §2.9
     batch_size: int | None = None  # None: found from free GPU memory (GPU) or a fixed default (CPU)
+    rows_per_commit: int = 500_000  # sequences per Delta commit: a failed run resumes after the last committed one
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ class EmbedConfig:
     batch_size: int = 128  # texts per encode() call (upstream: 128)
     dtype: Literal["auto", "float32", "float16"] = "auto"  # auto: fp16 on a GPU, fp32 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    rows_per_commit: int = 500_000  # sequences per Delta commit: a failed run resumes after the last committed one
 
 
 @dataclass(frozen=True)

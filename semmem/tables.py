@@ -390,9 +390,9 @@ class Warehouse:
     def resumable_parts(self, name: str) -> set[str]:
         """Parts (chunks) of `name` an earlier run with this run's key committed and did not publish: a re-run after
         a failure skips them. Empty when the unpublished commits are not all of this key (they are taken back)."""
-        run = self._open_run()
-        metas = self._unpublished(name)
-        if metas and all(m.get("lineage", {}).get("run_key") == run.key for m in metas):
+        run = self.run
+        metas = self._unpublished(name) if run is not None else []
+        if metas and all(m.get("lineage", {}).get("run_key") == run.key for m in metas):  # type: ignore[union-attr]
             return {m["lineage"]["part"] for m in metas if m["lineage"].get("part")}
         return set()
 

@@ -18,6 +18,7 @@ from semmem.features.neighbors import Block, PairResult, check_embeddings, grid_
     plan_blocks, run_grid
 from semmem.progress import progress
 from semmem.spark import default_parallelism
+from semmem.stages.chunks import write_in_chunks
 from semmem.stages.registry import StageContext, stage
 from semmem.tables import Scratch
 
@@ -32,13 +33,17 @@ def embed(ctx: StageContext) -> None:
     log.info("embed: %s (%s) from %s", e.model, model.version, model.path)
     texts = ctx.spark.sparkContext.accumulator(0)
     partitions = max(default_parallelism(ctx.spark), int(ctx.spark.conf.get("spark.sql.shuffle.partitions")))
-    out = embed_sequences(ctx.warehouse.read("sequences"), e.model, e.revision, batch_size=e.batch_size,
-                          dtype=e.dtype, device=e.device, counter=texts, partitions=partitions)
     meta = {"stage": "embed", "model": e.model, "revision": e.revision, "model_version": model.version,
             "dtype": e.dtype, "normalization": "L2 in float64, stored as float32",
             "sequences_version": ctx.warehouse.version("sequences")}
+
+    def embed_chunk(sequences: DataFrame) -> DataFrame:
+        return embed_sequences(sequences, e.model, e.revision, batch_size=e.batch_size, dtype=e.dtype,
+                               device=e.device, counter=texts, partitions=partitions)
+
     with progress(ctx.spark, "embed", rows=texts, unit="distinct texts"):
-        ctx.warehouse.write(out, "embeddings", mode="overwrite", metadata=meta)
+        write_in_chunks(ctx, ctx.warehouse.read("sequences"), "embeddings", embed_chunk,
+                        rows_per_commit=e.rows_per_commit, label="embed", metadata=meta)
 
 
 def _thresholds(ctx: StageContext) -> list[float]:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from semmem import storage
 from semmem.catalog import table
+from semmem.config import Config
 from semmem.errors import ConfigError, ModelError
 from semmem.ingest.tokenizer import from_json, saved_tokenizer_json, saved_tokenizer_path
 from semmem.scoring.models import ModelSpec, check_model_available, parse_model_spec
 from semmem.spark import gpu_task_profile, model_tasks, one_task_each
+from semmem.stages.chunks import write_in_chunks
 from semmem.stages.registry import StageContext, stage
 
 log = logging.getLogger(__name__)
@@ -110,25 +113,30 @@ def model_specs(ctx: StageContext) -> list[ModelSpec]:
 def score_stage(ctx: StageContext) -> None:
     """Memorization score, matched prefix and perplexities of every sequence under each model in model.names.
 
-    One partition (model, revision) of table memorization is overwritten per model; other partitions stay.
+    One partition (model, revision) of table memorization is overwritten per model; other partitions stay. Each
+    model's rows are committed in chunks of score.rows_per_commit: a re-run after a failure resumes.
     """
-    from semmem.scoring.memorization import score_sequences
-
     cfg = ctx.cfg
     if not cfg.model.names:
         raise ConfigError("model.names is empty: list the models to score, e.g. "
                           "--set model.names=EleutherAI/pythia-70m-deduped@step143000, or "
                           f"model.names=[{cfg.train_model.name}] for the model stage train_model makes")
     specs = model_specs(ctx)
-    sequences = model_tasks(ctx.warehouse.read("sequences").select("sequence_id", "tokens"))  # a GPU per task
+    sequences = ctx.warehouse.read("sequences").select("sequence_id", "tokens")
     for spec in specs:
         check_model_available(spec)  # on the driver: a clear error before any executor starts loading weights
-        scored = score_sequences(sequences, spec, mode=cfg.score.mode,
-                                 upstream_perplexity=cfg.score.upstream_perplexity, eod_id=cfg.stream.eod_id,
-                                 batch_size=cfg.score.batch_size, dtype=cfg.model.dtype, device=cfg.model.device)
-        version = ctx.warehouse.write(scored, "memorization", mode="overwrite",
-                                      partition={"model": spec.model, "revision": spec.revision})
-        log.info("score: %s@%s -> memorization version %d", spec.model, spec.revision, version)
+        score = partial(_score_chunk, spec=spec, cfg=cfg)
+        write_in_chunks(ctx, sequences, "memorization", score, rows_per_commit=cfg.score.rows_per_commit,
+                        label=f"{spec.model}@{spec.revision}",
+                        partition={"model": spec.model, "revision": spec.revision})
+
+
+def _score_chunk(sequences: DataFrame, spec: ModelSpec, cfg: Config) -> DataFrame:
+    from semmem.scoring.memorization import score_sequences
+
+    return score_sequences(model_tasks(sequences), spec, mode=cfg.score.mode,  # a GPU per task
+                           upstream_perplexity=cfg.score.upstream_perplexity, eod_id=cfg.stream.eod_id,
+                           batch_size=cfg.score.batch_size, dtype=cfg.model.dtype, device=cfg.model.device)
 
 
 @stage("capacity", inputs=(), outputs=("capacity",), default=False, config=("capacity",))
