@@ -16,21 +16,55 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable
 
 from semmem import storage
 from semmem.config import Config, load_config
-from semmem.errors import SemmemError
 
 log = logging.getLogger("semmem")
 
 
-def _setup_logging() -> None:
+def _setup_logging() -> Callable[[], None]:
+    """INFO lines on stderr, and the whole run's log in a file (semmem.failures: $SEMMEM_LOG_DIR, default
+    ~/.cache/semmem/logs) where a failure's full trace goes too; a Spark JVM this command starts logs there as
+    well. Returns the function that undoes the environment change for the JVM when the command ends."""
+    from semmem import failures
+
     logging.basicConfig(level=logging.INFO, format="semmem %(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     for noisy in ("py4j", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "semmem_log_file", False)]:  # an earlier main() in-process
+        root.removeHandler(old)
+        old.close()
+    path = failures.start_log()
+    if path is None:
+        return lambda: None
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("semmem %(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.semmem_log_file = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    if root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    failures.quiet_pyspark_loggers()
+    opts = failures.jvm_log_options(path)
+    if opts is None:
+        return lambda: None
+    before = os.environ.get("SPARK_SUBMIT_OPTS")
+    os.environ["SPARK_SUBMIT_OPTS"] = f"{before} {opts}" if before else opts
+
+    def restore() -> None:  # only a JVM started during this command logs into its file
+        if before is None:
+            os.environ.pop("SPARK_SUBMIT_OPTS", None)
+        else:
+            os.environ["SPARK_SUBMIT_OPTS"] = before
+
+    return restore
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -211,27 +245,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _setup_logging()
-    args = build_parser().parse_args(argv)
+    """Any failure prints one line, `semmem: error: ...`, and where its full trace is (semmem.failures.report):
+    status 2 for what semmem understands (bad config or input, a full or read-only disk, a corrupt Delta log, an
+    error raised in a Spark task), 1 for anything unexpected, 130 on Ctrl-C."""
+    from semmem import failures
+
+    restore = _setup_logging()
     try:
-        return int(args.fn(args))
-    except SemmemError as e:
-        print(f"semmem: error: {e}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        try:
+            return int(args.fn(args))
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every failure becomes one line
+            return failures.report(e, warehouse=failures.warehouse_of(args))
+    finally:
+        restore()
 
 
 def job_main(stage_name: str, argv: list[str] | None = None) -> int:
-    """Entry point of `spark-submit jobs/<stage>.py --config FILE [--set k=v ...]`: runs that one stage."""
-    _setup_logging()
-    parser = argparse.ArgumentParser(prog=f"jobs/{stage_name}.py", description=f"run stage {stage_name}")
-    _config_args(parser)
-    args = parser.parse_args(argv)
+    """Entry point of `spark-submit jobs/<stage>.py --config FILE [--set k=v ...]`: runs that one stage; failures
+    as in `main`."""
+    from semmem import failures
+
+    restore = _setup_logging()
     try:
-        run_pipeline(_load(args), [stage_name])
-    except SemmemError as e:
-        print(f"semmem: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        parser = argparse.ArgumentParser(prog=f"jobs/{stage_name}.py", description=f"run stage {stage_name}")
+        _config_args(parser)
+        args = parser.parse_args(argv)
+        try:
+            run_pipeline(_load(args), [stage_name])
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every failure becomes one line
+            return failures.report(e, warehouse=failures.warehouse_of(args))
+        return 0
+    finally:
+        restore()
 
 
 if __name__ == "__main__":
