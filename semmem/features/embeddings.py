@@ -55,6 +55,12 @@ def resolve_embedding_model(name: str, revision: str | None = None) -> Embedding
     folder = Path(name).expanduser()
     if folder.is_dir():
         return EmbeddingModel(name, str(folder.absolute()), "folder")
+    if name.startswith(("/", "./", "../", "~")):  # a path, not a hub id
+        from semmem.scoring.models import where_running
+
+        raise ModelError(f"embedding model folder {name} does not exist{where_running()}: every node that runs "
+                         "tasks needs it at that same path (a shared filesystem, or a copy on each node), or set "
+                         f"embed.model to a hub id in the local Hugging Face cache (default {DEFAULT_MODEL})")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -120,6 +126,7 @@ def make_embed_predict_fn(name: str, revision: str | None, *, batch_size: int, d
     """
 
     def make() -> Callable[[np.ndarray], np.ndarray]:
+        resolved = resolve_embedding_model(name, revision)  # first: a missing folder fails before heavy imports
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -129,7 +136,14 @@ def make_embed_predict_fn(name: str, revision: str | None, *, batch_size: int, d
         dev = pick_device(device)
         if dev.type == "cpu":
             torch.set_num_threads(task_cpus())
-        model = SentenceTransformer(resolve_embedding_model(name, revision).path, device=str(dev))
+        try:
+            model = SentenceTransformer(resolved.path, device=str(dev))
+        except (OSError, ValueError) as e:
+            from semmem.scoring.models import where_running
+
+            raise ModelError(f"cannot load embedding model {name} from {resolved.path}{where_running()}: "
+                             f"{' '.join(str(e).split())}. The folder must hold a sentence-transformers model "
+                             "(modules.json, config.json and weights)") from None
         if embed_dtype(dtype, dev) == "float16":
             model = model.half()
         model.eval()

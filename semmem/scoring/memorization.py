@@ -242,22 +242,31 @@ def auto_batch_size(model: Any, device: Any, *, cpu_default: int = 64, max_batch
 
 def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bool, eod_id: int,
                           batch_size: int | None, dtype: str = "auto", device: str = "auto",
-                          ) -> Callable[[], Callable[[np.ndarray], dict[str, np.ndarray]]]:
+                          tokenizer_vocab: int | None = None,
+                          ) -> Callable[[], Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]]:
     """A `make_predict_fn` for predict_batch_udf; runs on executors.
 
     The returned factory loads the model once per Python worker (predict_batch_udf caches it), on the GPU Spark
-    assigned to the task when there is one (TaskContext resources "gpu"), else on CPU.
+    assigned to the task when there is one (TaskContext resources "gpu"), else on CPU. It checks, in the task, that
+    the tokenizer's vocabulary (`tokenizer_vocab`, when given) fits the model's embedding; each batch
+    (sequence_id [n], token count [n], tokens [n, 64]) is checked by `check_batch` before the forward pass.
     """
 
-    def make() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-        from semmem.scoring.models import load_model, pick_device
+    def make() -> Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]:
+        from semmem.scoring.models import check_local_files, check_vocabulary, embedding_rows, load_model, pick_device
 
+        check_local_files(model_spec)  # a folder missing on this node fails before torch is imported
         _evict_previous_models()
         dev = pick_device(device)
         model = load_model(model_spec, device=dev, dtype=dtype)
+        vocab = embedding_rows(model)
+        name = f"{model_spec.model}@{model_spec.revision}"
+        if tokenizer_vocab is not None:
+            check_vocabulary(name, tokenizer_vocab, vocab)
         micro = batch_size or auto_batch_size(model, dev)
 
-        def predict(tokens: np.ndarray) -> dict[str, np.ndarray]:  # tokens: [n, 64]
+        def predict(ids: np.ndarray, lengths: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
+            check_batch(ids, lengths, tokens, vocab, name)
             out = score_numpy(model, tokens, batch_size=micro, device=dev, mode=mode,
                               upstream_perplexity=upstream_perplexity, eod_id=eod_id)
             del out["is_memorized"]  # predict_batch_udf has no BooleanType outputs: matched_prefix == 32 in Spark
@@ -268,6 +277,31 @@ def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bo
         return predict
 
     return make
+
+
+def check_batch(ids: np.ndarray, lengths: np.ndarray, tokens: np.ndarray, vocab: int, model: str) -> None:
+    """InputError naming the first sequence that is not exactly SEQ_LEN tokens (`lengths`: -1 for NULL tokens) or
+    holds a token id outside [0, vocab) of `model`, before the forward pass would fail on it (or index the wrong
+    memory on a GPU)."""
+    from semmem.errors import InputError
+
+    ids, lengths = np.asarray(ids), np.asarray(lengths)
+    bad = np.flatnonzero(lengths != SEQ_LEN)
+    if bad.size:
+        i = int(bad[0])
+        has = "NULL tokens" if int(lengths[i]) < 0 else f"{int(lengths[i])} tokens"
+        raise InputError(f"sequence {int(ids[i])} has {has}; scoring needs exactly {SEQ_LEN} (a {PROMPT_LEN}-token "
+                         f"prompt and its {CONT_LEN}-token continuation) ({bad.size} such sequence(s) in this batch). "
+                         "Re-ingest (stage ingest) so every sequence has 64 tokens, or remove the short ones")
+    tokens = np.asarray(tokens)
+    outside = (tokens < 0) | (tokens >= vocab)
+    if outside.any():
+        row, col = (int(x) for x in np.argwhere(outside)[0])
+        raise InputError(f"sequence {int(ids[row])} has token id {int(tokens[row, col])} at position {col}, outside "
+                         f"the vocabulary of model {model} ({vocab} ids, 0..{vocab - 1}); "
+                         f"{int(outside.any(axis=1).sum())} sequence(s) of this batch do. The sequences were "
+                         "tokenized with a tokenizer the model was not trained with: score with the model that "
+                         "matches the warehouse's tokenizer, or re-ingest with the model's tokenizer (tokenizer.name)")
 
 
 def _evict_previous_models() -> None:
@@ -291,11 +325,14 @@ def _evict_previous_models() -> None:
 
 def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstream_perplexity: bool = False,
                     eod_id: int = 0, batch_size: int | None = None, dtype: str = "auto", device: str = "auto",
-                    udf_batch_size: int = 1024) -> DataFrame:
+                    udf_batch_size: int = 1024, tokenizer_vocab: int | None = None) -> DataFrame:
     """sequences(sequence_id, tokens[64], ...) -> memorization rows for one model@revision (lazy; runs on executors).
 
     udf_batch_size rows go to one predict call; inside, they run in micro-batches of `batch_size` (None: found from
-    free GPU memory, 64 on CPU). In flag mode memorization_score is NULL.
+    free GPU memory, 64 on CPU). In flag mode memorization_score is NULL. In the tasks, before any forward pass: a
+    ModelError when the model cannot be loaded there or `tokenizer_vocab` (the size of the tokenizer the sequences
+    were made with) exceeds the model's embedding rows; an InputError naming the sequence when one is not 64 tokens
+    or holds an id outside the model's vocabulary.
     """
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
@@ -307,9 +344,15 @@ def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstr
         StructField("sequence_perplexity", DoubleType()), StructField("continuation_nll_bits", DoubleType())])
     udf = predict_batch_udf(
         make_score_predict_fn(model_spec, mode=mode, upstream_perplexity=upstream_perplexity, eod_id=eod_id,
-                              batch_size=batch_size, dtype=dtype, device=device),
-        return_type=rtype, batch_size=max(udf_batch_size, batch_size or 1), input_tensor_shapes=[[SEQ_LEN]])
-    scored = df.select("sequence_id", udf(F.col("tokens")).alias("s"))
+                              batch_size=batch_size, dtype=dtype, device=device, tokenizer_vocab=tokenizer_vocab),
+        return_type=rtype, batch_size=max(udf_batch_size, batch_size or 1),
+        input_tensor_shapes=[None, None, [SEQ_LEN]])
+    # Every row reaches the model as exactly SEQ_LEN ids (cut, or padded with -1) beside its real length, so a short
+    # or NULL sequence is reported by check_batch with its id instead of failing numpy's reshape in pyspark.
+    padded = F.slice(F.concat(F.coalesce(F.col("tokens"), F.array().cast("array<int>")),
+                              F.array_repeat(F.lit(-1), SEQ_LEN)), 1, SEQ_LEN)
+    length = F.coalesce(F.size("tokens"), F.lit(-1))  # size(NULL) is NULL under ANSI mode, -1 without
+    scored = df.select("sequence_id", udf(F.col("sequence_id"), length, padded).alias("s"))
     score = F.col("s.memorization_score") if mode == "full" else F.lit(None).cast("double")
     return scored.select(
         F.lit(model_spec.model).alias("model"), F.lit(model_spec.revision).alias("revision"), "sequence_id",

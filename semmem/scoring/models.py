@@ -14,6 +14,7 @@ cannot be had, ModelError says how to make it available offline.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,14 +90,51 @@ def _offline_help(spec: ModelSpec, err: BaseException) -> ModelError:
         f"model.names: [trained]). Cause: {type(err).__name__}: {err}")
 
 
+def where_running() -> str:
+    """"on host H" in a Spark task (the executor's host), "" on the driver: for errors about node-local files."""
+    try:
+        from pyspark import TaskContext
+
+        if TaskContext.get() is None:
+            return ""
+    except ImportError:  # pragma: no cover - pyspark is a dependency
+        return ""
+    return f" on host {socket.gethostname()} (a Spark task)"
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.h5", "*.msgpack", "*.gguf")  # what save_pretrained writes (or shards)
+
+
+def check_local_files(spec: ModelSpec, *, weights: bool = True) -> None:
+    """For a model in a local folder: ModelError when the folder is missing on this machine (naming the host in a
+    Spark task), or holds no config.json or (`weights`) no weights. Cheap: no torch or transformers import, so a
+    task fails at once."""
+    if not spec.is_local or storage.is_remote(spec.source):
+        return
+    folder = Path(spec.source)
+    if not folder.is_dir():
+        raise ModelError(f"model folder {spec.source} does not exist{where_running()}: every node that runs tasks "
+                         "needs the model at that same path (a shared filesystem, or a copy on each node), or put "
+                         "the model in the warehouse's storage (an s3:// folder)")
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if weights and not any(next(folder.glob(p), None) for p in WEIGHT_FILES):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if missing:
+        raise ModelError(f"cannot load model from local folder {spec.source}{where_running()}: it has no "
+                         f"{' and no '.join(missing)}. The folder must hold a config.json and weights written by "
+                         "save_pretrained")
+
+
 def _from_pretrained(loader: Any, spec: ModelSpec, **kwargs: Any) -> Any:
     """loader.from_pretrained with the cache tried first, the hub only when allowed; ModelError otherwise."""
     if spec.is_local:
+        check_local_files(spec, weights=loader.__name__ != "AutoConfig")
         try:
             return loader.from_pretrained(str(storage.local_folder(spec.source)), local_files_only=True, **kwargs)
         except (OSError, ValueError) as e:
-            raise ModelError(f"cannot load model from local folder {spec.source}: {e}. The folder must hold a "
-                             "config.json and weights written by save_pretrained") from None
+            raise ModelError(f"cannot load model from local folder {spec.source}{where_running()}: "
+                             f"{' '.join(str(e).split())}. The folder must hold a config.json and weights written "
+                             "by save_pretrained") from None
     try:
         return loader.from_pretrained(spec.source, revision=spec.revision, local_files_only=True, **kwargs)
     except (OSError, ValueError) as first:
@@ -108,11 +146,31 @@ def _from_pretrained(loader: Any, spec: ModelSpec, **kwargs: Any) -> Any:
         raise _offline_help(spec, e) from None
 
 
-def check_model_available(spec: ModelSpec) -> None:
-    """Fail fast on the driver (config.json only) before executors try to load the weights."""
+def check_model_available(spec: ModelSpec, tokenizer_vocab: int | None = None) -> None:
+    """Fail fast on the driver (config.json only) before executors try to load the weights; with `tokenizer_vocab`,
+    also check that the tokenizer's ids fit the model's vocabulary (config.vocab_size). The executors check again
+    (score_sequences): a path can exist on the driver and not on a node."""
     from transformers import AutoConfig
 
-    _from_pretrained(AutoConfig, spec)
+    config = _from_pretrained(AutoConfig, spec)
+    vocab = getattr(config, "vocab_size", None)
+    if tokenizer_vocab is not None and isinstance(vocab, int):
+        check_vocabulary(f"{spec.model}@{spec.revision}", tokenizer_vocab, vocab)
+
+
+def embedding_rows(model: Any) -> int:
+    """The number of token ids a loaded model can embed (its input embedding's rows)."""
+    emb = model.get_input_embeddings()
+    return int(getattr(emb, "num_embeddings", None) or emb.weight.shape[0])
+
+
+def check_vocabulary(model: str, tokenizer_vocab: int, model_vocab: int) -> None:
+    """ModelError when the tokenizer can produce ids the model has no embedding for."""
+    if tokenizer_vocab > model_vocab:
+        raise ModelError(f"vocabulary mismatch: the tokenizer the sequences were made with has {tokenizer_vocab} "
+                         f"tokens but model {model} embeds only {model_vocab} ids{where_running()}; they are not "
+                         "from the same model family. Score with a model trained on this tokenizer, or re-ingest "
+                         "with the model's own tokenizer (tokenizer.name)")
 
 
 def pick_device(device: str = "auto") -> Any:
