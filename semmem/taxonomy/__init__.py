@@ -20,9 +20,10 @@ Stage wiring; the keys of the `taxonomy:` config section equal these keyword arg
     memorization_forecast(<model, revision, sequence_id, is_memorized of every scored model@revision>)
 
 `taxonomy_model` holds at most `max_rows` rows (a seeded stratified subsample); the correlations and the KL curve use
-every row passed in, so pass them only the columns they read when the sample is large. Rows with a NULL label,
-category or used feature are dropped and counted (`result.split.selection`); features that are entirely NULL are left
-out and listed (weights status `missing`).
+every row passed in, so pass them only the columns they read when the sample is large. Rows with a NULL, NaN or
+infinite label, category or used feature are dropped (never imputed), counted (`result.split.selection`) and logged;
+when no row is left, InputError names the columns. Features that are entirely NULL are left out and listed (weights
+status `missing`).
 """
 
 from semmem.taxonomy.features import (

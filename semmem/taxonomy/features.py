@@ -6,8 +6,8 @@
   same rule: recitation if sequence_duplicates > threshold, else reconstruction if is_templating, else recollection.
   A NULL in an input that decides the category gives NULL, so a stage that was not run never silently turns rows into
   reconstruction or recollection.
-- `select_rows(df, features)`: leaves out features that are entirely NULL, drops rows with a NULL label, category or
-  used feature, and counts the drops by the column that caused them.
+- `select_rows(df, features)`: leaves out features that are entirely NULL, drops rows with a NULL (or NaN, or
+  infinite) label, category or used feature, and counts the drops by the column that caused them.
 """
 
 from __future__ import annotations
@@ -94,14 +94,25 @@ class RowSelection:
     n_input: int
 
 
+def _unusable(values: pd.Series) -> np.ndarray:
+    """NULL, NaN, or (in a numeric column) +-infinity: values a regression cannot use."""
+    bad = values.isna().to_numpy(dtype=bool)
+    if pd.api.types.is_float_dtype(values.dtype):
+        bad |= np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    return bad
+
+
 def select_rows(df: pd.DataFrame, features: tuple[str, ...] = MODEL_FEATURES) -> tuple[pd.DataFrame, RowSelection]:
-    """The rows complete in label, category and every usable feature; features that are entirely NULL are left out."""
-    present = [f for f in features if f in df.columns and df[f].notna().any()]
+    """The rows complete in label, category and every usable feature; features that are entirely NULL are left out.
+
+    Incomplete rows are dropped, never imputed: a NULL, NaN or infinite value in the label, the category or a used
+    feature drops the row, counted under the first such column (`dropped_rows`); prepare_split logs the counts."""
+    present = [f for f in features if f in df.columns and not _unusable(df[f]).all()]
     missing = tuple(f for f in features if f not in present)
     keep = np.ones(len(df), dtype=bool)
     dropped: dict[str, int] = {}
     for col in [LABEL, "category", *present]:
-        null = df[col].isna().to_numpy() & keep
+        null = _unusable(df[col]) & keep
         if null.any():
             dropped[col] = int(null.sum())
             keep &= ~null

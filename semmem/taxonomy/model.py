@@ -26,11 +26,14 @@ into training only; `combined` is one sample, so there is nothing to add. Coeffi
 
 Degenerate data never raises: a group (category) with no training rows or one class gets no model (weights status
 `not_fitted` with the reason) and its test rows are scored by the baseline, so the aggregate stays comparable; a
-subset with no test rows or one class has NaN AUCs. Only bad arguments raise ConfigError.
+subset with no test rows or one class has NaN AUCs. Only bad arguments raise ConfigError, and combined rows of which
+none is complete (every row has a NULL, NaN or infinite label, category or used feature) an InputError; incomplete
+rows are otherwise dropped (never imputed), counted in `split.selection` and logged.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +49,7 @@ from semmem.taxonomy.features import (
 from semmem.taxonomy.frames import table_frame
 from semmem.taxonomy.metrics import METRICS, bootstrap_weights, kfold_weights, summarize, weighted_metrics
 
+log = logging.getLogger("semmem.taxonomy")
 AGGREGATE = "aggregate"
 _EPS = float(np.finfo(np.float64).eps)  # probability clip of the log-likelihood, as sklearn's log_loss
 
@@ -111,6 +115,16 @@ def prepare_split(combined: pd.DataFrame, *, upstream_protocol: bool = False, te
         raise ConfigError(f"taxonomy.test_fraction = {test_fraction}; expected a share strictly between 0 and 1")
     model, revision = one_model(combined)
     rows, selection = select_rows(combined)
+    if selection.dropped_rows:
+        counts = ", ".join(f"{col} {n}" for col, n in selection.dropped_rows.items())
+        if rows.empty:
+            raise InputError(f"taxonomy {model}@{revision}: none of the {selection.n_input} rows of combined can be "
+                             f"fitted: each has a NULL, NaN or infinite value (rows by the first such column: "
+                             f"{counts}). Re-run the stages that write those columns (then combine), or leave the "
+                             "model out (taxonomy.revisions)")
+        log.warning("taxonomy: %s@%s: %d of %d rows dropped before fitting for a NULL, NaN or infinite value "
+                    "(by the first such column: %s)", model, revision, selection.n_input - len(rows),
+                    selection.n_input, counts)
     unknown = sorted(set(rows["category"]) - set(CATEGORIES))
     if unknown:
         raise InputError(f"combined has category values {unknown[:5]}; expected {', '.join(CATEGORIES)} or NULL "

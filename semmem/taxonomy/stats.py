@@ -85,7 +85,7 @@ def feature_correlations(combined: pd.DataFrame, *, nl_threshold: float = 0.525,
             else np.full(len(df), np.nan)
         for cname, cmask in cats.items():
             for tname, tmask in texts.items():
-                mask = cmask & tmask & ~np.isnan(values)
+                mask = cmask & tmask & np.isfinite(values)  # NULL, NaN and +-inf are missing values
                 x, y = values[mask], y_all[mask]
                 common = {**base, "category": cname, "text_type": tname, "feature": feature,
                           "display_name": DISPLAY_NAMES[feature], "n_rows": len(y), "n_positive": int(y.sum())}
@@ -107,7 +107,7 @@ def duplicate_threshold_kl(combined: pd.DataFrame, *, kl_max_duplicates: int = 9
     base = dict(zip(("model", "revision"), one_model(combined)))
     ppl = pd.to_numeric(combined["generation_perplexity"], errors="coerce")
     dups = pd.to_numeric(combined["sequence_duplicates"], errors="coerce")
-    ok = (ppl > 0) & dups.between(1, kl_max_duplicates) & combined[LABEL].notna()
+    ok = (ppl > 0) & np.isfinite(ppl) & dups.between(1, kl_max_duplicates) & combined[LABEL].notna()
     df = pd.DataFrame({"d": dups[ok].astype(np.int64), "ppl": ppl[ok].astype(float),
                        "y": combined.loc[ok, LABEL].astype(bool)})
     rng = np.random.default_rng(seed)
