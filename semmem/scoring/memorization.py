@@ -28,7 +28,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # torch is imported lazily: the driver of a Spark job never needs it for the DataFrame plan
     import torch
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 SEQ_LEN = 64
 PROMPT_LEN = 32
@@ -323,6 +323,19 @@ def _evict_previous_models() -> None:
         torch.cuda.empty_cache()
 
 
+def fixed_length_tokens(column: str = "tokens") -> tuple[Column, Column]:
+    """(the row's token count, -1 for NULL; its tokens cut or padded with -1 to exactly SEQ_LEN). Every row reaches
+    the model this way, so a short or NULL sequence is reported by check_batch with its id instead of failing
+    numpy's reshape inside pyspark."""
+    from pyspark.sql import functions as F
+
+    tokens = F.col(column)
+    length = F.coalesce(F.size(tokens), F.lit(-1))  # size(NULL) is NULL under ANSI mode, -1 without
+    padded = F.slice(F.concat(F.coalesce(tokens, F.array().cast("array<int>")), F.array_repeat(F.lit(-1), SEQ_LEN)),
+                     1, SEQ_LEN)
+    return length, padded
+
+
 def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstream_perplexity: bool = False,
                     eod_id: int = 0, batch_size: int | None = None, dtype: str = "auto", device: str = "auto",
                     udf_batch_size: int = 1024, tokenizer_vocab: int | None = None) -> DataFrame:
@@ -347,12 +360,7 @@ def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstr
                               batch_size=batch_size, dtype=dtype, device=device, tokenizer_vocab=tokenizer_vocab),
         return_type=rtype, batch_size=max(udf_batch_size, batch_size or 1),
         input_tensor_shapes=[None, None, [SEQ_LEN]])
-    # Every row reaches the model as exactly SEQ_LEN ids (cut, or padded with -1) beside its real length, so a short
-    # or NULL sequence is reported by check_batch with its id instead of failing numpy's reshape in pyspark.
-    padded = F.slice(F.concat(F.coalesce(F.col("tokens"), F.array().cast("array<int>")),
-                              F.array_repeat(F.lit(-1), SEQ_LEN)), 1, SEQ_LEN)
-    length = F.coalesce(F.size("tokens"), F.lit(-1))  # size(NULL) is NULL under ANSI mode, -1 without
-    scored = df.select("sequence_id", udf(F.col("sequence_id"), length, padded).alias("s"))
+    scored = df.select("sequence_id", udf(F.col("sequence_id"), *fixed_length_tokens()).alias("s"))
     score = F.col("s.memorization_score") if mode == "full" else F.lit(None).cast("double")
     return scored.select(
         F.lit(model_spec.model).alias("model"), F.lit(model_spec.revision).alias("revision"), "sequence_id",
