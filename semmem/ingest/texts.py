@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 from pyspark import Accumulator
 
+from semmem.errors import ModelError
 from semmem.ingest.pile import _Reject, document_fields, parse_json, record_batches, shard_batch
 from semmem.ingest.sequences import PROMPT_LENGTH, WINDOW_LENGTH
 from semmem.ingest.tokenizer import PAD_TOKEN, decode_batch, encode_batch, from_json
@@ -51,8 +52,9 @@ def read_texts(batches: Iterator[pa.RecordBatch], tokenizer_json: str, batch_siz
     tok = from_json(tokenizer_json)
     pad_id = tok.token_to_id(PAD_TOKEN)
     if pad_id is None:
-        raise ValueError(f"the tokenizer has no {PAD_TOKEN} token to left-pad texts shorter than {WINDOW_LENGTH} "
-                         "tokens")
+        raise ModelError(f"the tokenizer has no {PAD_TOKEN} token to left-pad texts shorter than {WINDOW_LENGTH} "
+                         "tokens: texts-jsonl input needs a GPT-NeoX-style tokenizer (set tokenizer.name to one that "
+                         f"has {PAD_TOKEN}, e.g. EleutherAI/pythia-70m-deduped)")
     for batch in batches:
         for shard_id, path in zip(batch.column("shard_id").to_pylist(), batch.column("path").to_pylist()):
             for out in _read_shard(shard_id, path, tok, pad_id, batch_size):
