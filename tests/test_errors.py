@@ -199,7 +199,8 @@ WORKER = ("org.apache.spark.SparkException: Job aborted due to stage failure: Ta
      "table 'combined' (/data/wh/combined): its Delta log (/data/wh/combined/_delta_log) is corrupt or unreadable"),
     ("An error occurred while calling o57.collectToPython.\n: java.lang.OutOfMemoryError: Java heap space",
      "unexpected", "unexpected FakeSparkError: java.lang.OutOfMemoryError: Java heap space"),
-])
+], ids=["worker-semmem-error", "worker-other-error", "java-enospc-in-warehouse", "enospc-in-spark-scratch",
+        "delta-spark-log", "java-oom"])
 def test_translate_spark_texts(text, kind, want):
     f = failures.translate(FakeSparkError(text), warehouse="/data/wh")
     assert f.kind == kind and f.message.startswith(want), f.message
