@@ -1,6 +1,7 @@
 """`semmem` command line: run stages, query tables with SQL, list tables.
 
-    semmem run --config conf/local.yaml [--set key=value ...] [--stages ingest,duplicates]
+    semmem run --config conf/local.yaml [--set key=value ...] [--stages ingest,duplicates] [--force STAGE]
+    semmem status --warehouse WH [--config conf/local.yaml]
     semmem sql --warehouse WH [--format table|csv|json] [--engine auto|datafusion|spark] "SELECT ..."
     semmem tables --warehouse WH
     semmem summary --warehouse WH
@@ -19,7 +20,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from semmem import storage
 from semmem.config import Config, load_config
@@ -77,8 +78,9 @@ def _load(args: argparse.Namespace, extra: list[str] | None = None) -> Config:
     return load_config(args.config, [*args.overrides, *(extra or [])])
 
 
-def run_pipeline(cfg: Config, stages: list[str] | None = None) -> list[str]:
-    """Build the session and run `stages` (or cfg.stages, or all default stages)."""
+def run_pipeline(cfg: Config, stages: list[str] | None = None, force: Collection[str] = ()) -> list[str]:
+    """Build the session and run `stages` (or cfg.stages, or all default stages); stages whose tables are current
+    are skipped unless named in `force` ("all": every stage)."""
     from semmem.spark import build_session
     from semmem.stages import StageContext, resolve, run_stages
     from semmem.tables import Warehouse
@@ -89,7 +91,7 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None) -> list[str]:
     warehouse = Warehouse(spark, cfg.warehouse, backend=cfg.warehouse_backend)
     _record_run(cfg, names)
     log.info("warehouse %s (%s backend)", warehouse.root, warehouse.backend)
-    return run_stages(StageContext(spark, cfg, warehouse), names)
+    return run_stages(StageContext(spark, cfg, warehouse), names, force=force)
 
 
 def _record_run(cfg: Config, stages: list[str]) -> None:
@@ -102,9 +104,10 @@ def _record_run(cfg: Config, stages: list[str]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     stages = [s for s in args.stages.split(",") if s] if args.stages else None
+    force = [s for f in args.force for s in f.split(",") if s]
     start = time.monotonic()
-    ran = run_pipeline(cfg, stages)
-    print(f"\nsemmem: ran {', '.join(ran)} in {time.monotonic() - start:.0f} s")
+    ran = run_pipeline(cfg, stages, force)
+    print(f"\nsemmem: ran {', '.join(ran) or 'nothing (every stage current)'} in {time.monotonic() - start:.0f} s")
     _print_tables(cfg.warehouse)
     print(f'\nquery them with: semmem sql --warehouse {cfg.warehouse} "SELECT count(*) FROM sequences"')
     _print_summary(cfg.warehouse)
@@ -195,6 +198,18 @@ def _print_tables(warehouse: str) -> None:
         print(f"  {i.name:<{width}}  {i.version:>7}  {i.num_rows:>12,}  {i.num_files:>5}")
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from semmem.lineage import status_rows
+
+    rows = status_rows(args.warehouse, load_config(args.config, args.overrides) if args.config else None)
+    print(f"tables in {storage.normalize(args.warehouse)}:")
+    width = max([len(r.table) for r in rows] + [5])
+    print(f"  {'table':<{width}}  version  {'made (UTC)':<19}  {'stage':<22}  {'config':<16}  state")
+    for r in rows:
+        print(f"  {r.table:<{width}}  {r.version:>7}  {r.made:<19}  {r.stage:<22}  {r.config_hash:<16}  {r.state}")
+    return 0
+
+
 def cmd_stages(args: argparse.Namespace) -> int:
     from semmem.stages import REGISTRY
 
@@ -212,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run pipeline stages (all by default)")
     _config_args(p)
     p.add_argument("--stages", help="comma-separated stage names (see `semmem stages`)")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                   help="rerun STAGE even when its tables are current (comma-separated, repeatable; 'all': every "
+                        "stage)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("train-model", help="train the family of small GPT-NeoX models (stage train_model)")
@@ -234,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="list tables with versions and row counts")
     p.add_argument("--warehouse", required=True)
     p.set_defaults(fn=cmd_tables)
+
+    p = sub.add_parser("status", help="each table: published version, when and by which stage run it was made, "
+                                      "and whether it is stale")
+    p.add_argument("--warehouse", required=True)
+    _config_args(p)
+    p.set_defaults(fn=cmd_status)
 
     p = sub.add_parser("summary", help="print the answer (memorized per category, model F1) from the tables")
     p.add_argument("--warehouse", required=True)
@@ -280,5 +304,16 @@ def job_main(stage_name: str, argv: list[str] | None = None) -> int:
         restore()
 
 
+def console() -> None:
+    """The `semmem` command: `main`, then exit at once with its status. Everything is committed and flushed by then;
+    skipping the interpreter's teardown keeps the native libraries' background threads (Arrow, torch) from
+    aborting a finished run at exit (seen as a SIGABRT after success)."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -35,7 +35,7 @@ def run_sql(warehouse: str | Path, query: str, *, engine: Engine = "auto") -> pa
 def _datafusion(infos: list, query: str) -> pa.Table:
     qb = QueryBuilder()
     for info in infos:
-        qb.register(info.name, delta_table(info.path))
+        qb.register(info.name, delta_table(info.path, info.version))  # the published version
     try:
         return pa.table(qb.execute(query).read_all())
     except Exception as e:  # noqa: BLE001 - DataFusion raises plain exceptions for SQL errors

@@ -9,7 +9,7 @@ from pathlib import Path
 from semmem import storage
 from semmem.scoring.models import checkpoint_step
 from semmem.sql import run_sql
-from semmem.tables import is_delta_table
+from semmem.tables import published_version, read_publications
 from semmem.taxonomy.features import fitted_revisions
 
 CATEGORIES = ("recitation", "reconstruction", "recollection")
@@ -19,13 +19,14 @@ def summary_text(warehouse: str | Path) -> str:
     """Per model@revision: sequences, memorized, per-category counts and memorized rate, baseline vs taxonomic (vs
     best partition) F1 and PR-AUC with their intervals; then the report's path. Empty when nothing was combined."""
     root = storage.normalize(warehouse)
-    if not is_delta_table(storage.join(root, "combined")):
+    pubs = read_publications(root)
+    if published_version(root, "combined", pubs) is None:
         return ""
     cats = run_sql(root, "SELECT model, revision, category, count(*) AS n, "
                          "sum(CASE WHEN is_memorized THEN 1 ELSE 0 END) AS m FROM combined "
                          "GROUP BY model, revision, category ORDER BY model, revision, category").to_pylist()
     metrics = []
-    taxonomy_ran = is_delta_table(storage.join(root, "taxonomy_metrics"))
+    taxonomy_ran = published_version(root, "taxonomy_metrics", pubs) is not None
     if taxonomy_ran:
         metrics = run_sql(root, "SELECT model, revision, predictor, metric, value, ci_low, ci_high FROM "
                                 "taxonomy_metrics WHERE subset = 'aggregate' AND metric IN ('f1', 'pr_auc') "
@@ -55,7 +56,7 @@ def summary_text(warehouse: str | Path) -> str:
                 lines.append(f"    {predictor:<15} " + "  ".join(_with_ci(k, vals.get(k)) for k in ("f1", "pr_auc")))
         if taxonomy_ran and not mine:
             lines.append("    no taxonomic model: too few memorized (or other) sequences (taxonomy.min_memorized)")
-    if is_delta_table(storage.join(root, "memorization_forecast")) and len(shown) > 1:
+    if published_version(root, "memorization_forecast", pubs) is not None and len(shown) > 1:
         forecast = run_sql(root, "SELECT model_a, revision_a, model_b, revision_b, precision, recall FROM "
                                  "memorization_forecast ORDER BY model_b, revision_b, model_a, revision_a").to_pylist()
         pairs = [r for r in forecast if (r["model_a"], r["revision_a"]) in shown

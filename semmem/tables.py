@@ -36,7 +36,7 @@ import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
 from deltalake import write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -617,6 +617,9 @@ class Warehouse:
                 dt.create_write_transaction(adds, mode="append" if mode == "append" else "overwrite",
                                             schema=schema, partition_by=list(tdef.partition_by) or None,
                                             partition_filters=filters, commit_properties=props)
+        except CommitFailedError as e:
+            storage.delete_dir(staging)
+            raise concurrent_writer(tdef.name, None, latest_version(root)) from e
         except BaseException:
             storage.delete_dir(staging)  # the previous version stays as it was
             raise

@@ -73,7 +73,9 @@ def test_family_checkpoints_and_table(family):
     a, b = fam.groupby("model")["num_parameters"].first()
     assert b > 2 * a
     for model in ("trained-a", "trained-b"):
-        saved = sorted(p.name for p in (Path(models_dir(ctx.warehouse.root)) / model).iterdir())
+        folder = Path(ctx.warehouse.side_file("model_family", f"model:{model}"))  # <models>/<model>/<fingerprint>
+        assert folder.parent == Path(models_dir(ctx.warehouse.root)) / model
+        saved = sorted(p.name for p in folder.iterdir())
         assert saved == sorted([f"step{math.ceil(total / 4)}", f"step{total}", "semmem_family.json"])
     scored = ctx.warehouse.read("memorization").select("model", "revision").distinct().collect()
     assert {(r.model, r.revision) for r in scored} == set(zip(fam.model, fam.revision))
@@ -111,7 +113,7 @@ def test_checkpoints_score_deterministically(family):
 
 def test_unchanged_family_is_not_retrained_and_a_changed_one_is(family, caplog):
     ctx, _ = family
-    folder = Path(models_dir(ctx.warehouse.root)) / "trained-a"
+    folder = Path(ctx.warehouse.side_file("model_family", "model:trained-a"))
     mtime = (folder / "semmem_family.json").stat().st_mtime_ns
     run_stages(ctx, ["train_model"])
     assert (folder / "semmem_family.json").stat().st_mtime_ns == mtime
@@ -119,7 +121,10 @@ def test_unchanged_family_is_not_retrained_and_a_changed_one_is(family, caplog):
                                                                "train_model.sizes=[{name: a, hidden_size: 16, "
                                                                "num_layers: 1, num_heads: 2}]"]), ctx.warehouse)
     run_stages(changed, ["train_model"])
-    assert len([p for p in folder.iterdir() if p.name.startswith("step")]) == 1  # no stale checkpoint left
+    new = Path(ctx.warehouse.side_file("model_family", "model:trained-a"))
+    assert new != folder and new.parent == folder.parent  # trained beside the published version, never over it
+    assert len([p for p in new.iterdir() if p.name.startswith("step")]) == 1
+    assert folder.is_dir()  # the version published before stays until the next training
     fam = ctx.warehouse.read("model_family").toPandas()
     assert fam.model.tolist() == ["trained-a"]
     with pytest.raises(ConfigError, match="checkpoints"):

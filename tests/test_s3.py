@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from semmem import storage
 from semmem.ingest.megatron import write_megatron
 from semmem.sql import run_sql
+from semmem.tables import read_publications
 from tests.corpus import small_corpus, small_tokenizer
 from tests.s3server import CREDENTIALS, moto_server
 from tests.warehouses import assert_same_warehouse
@@ -85,9 +86,10 @@ def test_pipeline_with_warehouse_and_corpus_on_s3_equals_local(s3, tmp_path):
     assert {"token_rows", "sequences", "sequence_duplicates", "memorization", "embeddings", "combined",
             "taxonomy_metrics", "model_family"} <= set(names)
     # the side files are on S3 too: the tokenizer, every checkpoint, the report, the run's config
-    saved = Tokenizer.from_str(storage.read_text(f"{s3_wh}/_semmem/tokenizer/tokenizer.json"))
+    published = read_publications(s3_wh).newest  # the side files each table's lineage names
+    saved = Tokenizer.from_str(storage.read_text(published["sequences"].side_files["tokenizer"]))
     assert saved.to_str() == Tokenizer.from_file(str(tok)).to_str()
-    saved = storage.list_dir(f"{s3_wh}/_semmem/models/trained-l")
+    saved = storage.list_dir(published["model_family"].side_files["model:trained-l"])
     assert "semmem_family.json" in saved and sum(n.startswith("step") for n in saved) == 2
     assert storage.is_file(f"{s3_wh}/report/index.html") and storage.is_file(f"{s3_wh}/report/family.png")
     assert len(storage.list_dir(f"{s3_wh}/_semmem/runs")) == 1

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,23 @@ def saved_rows(member: Member) -> list[dict[str, Any]] | None:
     if not storage.is_file(info):
         return None
     return json.loads(storage.read_text(info))["rows"]
+
+
+def versioned(member: Member, fp: str) -> Member:
+    """The member trained on one fingerprint, in <models>/<model>/<fingerprint>: a changed family trains beside
+    the published one, never over it, so model_family (whose lineage names the folder) always pairs with its
+    checkpoints."""
+    return replace(member, folder=storage.join(member.folder, fp))
+
+
+def remove_other_versions(member: Member, keep: set[str]) -> None:
+    """Delete the member's version folders other than `keep` (the new one and the one still published)."""
+    parent = str(PurePosixPath(member.folder).parent) if not storage.is_remote(member.folder) else \
+        member.folder.rsplit("/", 1)[0]
+    for name in storage.list_dir(parent):
+        folder = storage.join(parent, name)
+        if len(name) == 16 and all(c in "0123456789abcdef" for c in name) and folder not in keep:
+            storage.delete_dir(folder)
 
 
 def is_up_to_date(member: Member, fp: str) -> bool:

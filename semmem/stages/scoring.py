@@ -60,8 +60,10 @@ def train_model_stage(ctx: StageContext) -> None:
                           "run stage 'ingest' first")
     vocab = from_json(tok_json).get_vocab_size()
     stream_id = f"{_stream_identity(ctx)}:{t.max_tokens}"
-    todo = [m for m in members if t.force or
-            not fam.is_up_to_date(m, fam.member_fingerprint(m, vocab, stream_id, t.checkpoints))]
+    published = {m.model: wh.side_file("model_family", _model_key(m.model)) for m in members}
+    fps = {m.model: fam.member_fingerprint(m, vocab, stream_id, t.checkpoints) for m in members}
+    members = [fam.versioned(m, fps[m.model]) for m in members]
+    todo = [m for m in members if t.force or not fam.is_up_to_date(m, fps[m.model])]
     todo.sort(key=lambda m: -m.shape.flops_per_token(vocab))  # the largest starts first: the sweep ends sooner
     for m in members:
         if m not in todo:
@@ -80,12 +82,26 @@ def train_model_stage(ctx: StageContext) -> None:
                 jobs.mapInPandas(body, table("model_family").spark_schema,
                                  profile=gpu_task_profile(ctx.spark)).collect()  # a few rows per size
     rows = [r for m in members for r in (fam.saved_rows(m) or [])]
+    if wh.run is not None:
+        for m in members:
+            wh.add_side_file(_model_key(m.model), m.folder)
     wh.write(ctx.spark.createDataFrame(rows, table("model_family").spark_schema), "model_family", mode="overwrite",
              metadata={"stage": "train_model", "stream": stream_id, "vocab_size": vocab})
     for m in members:
+        fam.remove_other_versions(m, {m.folder, published[m.model] or m.folder})
         last = [r for r in rows if r["model"] == m.model][-1]
         log.info("train_model: %s: %d parameters, %d checkpoints, final loss %.3f", m.model, last["num_parameters"],
                  len([r for r in rows if r["model"] == m.model]), last["loss"])
+
+
+def _model_key(model: str) -> str:
+    """The side-file key under which model_family's lineage names a member's checkpoint folder."""
+    return f"model:{model}"
+
+
+def _member_folder(ctx: StageContext, member) -> str:  # noqa: ANN001 - a family.Member
+    """The checkpoint folder of the published model_family (the unversioned one of older warehouses)."""
+    return ctx.warehouse.side_file("model_family", _model_key(member.model)) or member.folder
 
 
 def model_specs(ctx: StageContext) -> list[ModelSpec]:
@@ -97,12 +113,18 @@ def model_specs(ctx: StageContext) -> list[ModelSpec]:
     specs: list[ModelSpec] = []
     for name in ctx.cfg.model.names:
         targets = list(members.values()) if name == t.name else [members[name]] if name in members else []
-        if not targets:
+        model, _, revision = name.partition("@")
+        checkpoint = storage.join(_member_folder(ctx, members[model]), revision) if model in members and revision \
+            else None
+        if checkpoint is not None and storage.is_file(storage.join(checkpoint, "config.json")):
+            specs.append(ModelSpec(model, revision, checkpoint, True))  # one checkpoint of the published family
+        elif not targets:
             specs.append(parse_model_spec(name, root, t.name))
         for m in targets:
-            saved = fam.checkpoint_folders(m.folder)
+            folder = _member_folder(ctx, m)
+            saved = fam.checkpoint_folders(folder)
             if not saved:
-                raise ModelError(f"model {name!r}: {m.model} has no checkpoint under {m.folder}; run stage "
+                raise ModelError(f"model {name!r}: {m.model} has no checkpoint under {folder}; run stage "
                                  "'train_model' (`semmem train-model`) first")
             specs += [ModelSpec(m.model, f"step{step}", folder, True) for step, folder in saved]
     return specs
@@ -122,21 +144,25 @@ def score_stage(ctx: StageContext) -> None:
                           "--set model.names=EleutherAI/pythia-70m-deduped@step143000, or "
                           f"model.names=[{cfg.train_model.name}] for the model stage train_model makes")
     specs = model_specs(ctx)
-    sequences = ctx.warehouse.read("sequences").select("sequence_id", "tokens")
+    wh = ctx.warehouse
+    sequences = wh.read("sequences").select("sequence_id", "tokens")
+    tok_json = saved_tokenizer_json(wh.root, wh.side_file("sequences", "tokenizer"))  # the one that made them
+    vocab = from_json(tok_json).get_vocab_size() if tok_json is not None else None
     for spec in specs:
-        check_model_available(spec)  # on the driver: a clear error before any executor starts loading weights
-        score = partial(_score_chunk, spec=spec, cfg=cfg)
+        check_model_available(spec, vocab)  # on the driver: a clear error before any executor loads weights
+        score = partial(_score_chunk, spec=spec, cfg=cfg, tokenizer_vocab=vocab)
         write_in_chunks(ctx, sequences, "memorization", score, rows_per_commit=cfg.score.rows_per_commit,
                         label=f"{spec.model}@{spec.revision}",
                         partition={"model": spec.model, "revision": spec.revision})
 
 
-def _score_chunk(sequences: DataFrame, spec: ModelSpec, cfg: Config) -> DataFrame:
+def _score_chunk(sequences: DataFrame, spec: ModelSpec, cfg: Config, tokenizer_vocab: int | None) -> DataFrame:
     from semmem.scoring.memorization import score_sequences
 
     return score_sequences(model_tasks(sequences), spec, mode=cfg.score.mode,  # a GPU per task
                            upstream_perplexity=cfg.score.upstream_perplexity, eod_id=cfg.stream.eod_id,
-                           batch_size=cfg.score.batch_size, dtype=cfg.model.dtype, device=cfg.model.device)
+                           batch_size=cfg.score.batch_size, dtype=cfg.model.dtype, device=cfg.model.device,
+                           tokenizer_vocab=tokenizer_vocab)
 
 
 @stage("capacity", inputs=(), outputs=("capacity",), default=False, config=("capacity",))
