@@ -286,17 +286,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def job_main(stage_name: str, argv: list[str] | None = None) -> int:
-    """Entry point of `spark-submit jobs/<stage>.py --config FILE [--set k=v ...]`: runs that one stage; failures
-    as in `main`."""
+    """Entry point of `spark-submit jobs/<stage>.py --config FILE [--set k=v ...] [--force]`: runs that one stage
+    (skipped when its tables are current, unless --force); failures as in `main`."""
     from semmem import failures
 
     restore = _setup_logging()
     try:
         parser = argparse.ArgumentParser(prog=f"jobs/{stage_name}.py", description=f"run stage {stage_name}")
         _config_args(parser)
+        parser.add_argument("--force", action="store_true", help="rerun the stage even when its tables are current")
         args = parser.parse_args(argv)
         try:
-            run_pipeline(_load(args), [stage_name])
+            run_pipeline(_load(args), [stage_name], [stage_name] if args.force else ())
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every failure becomes one line
             return failures.report(e, warehouse=failures.warehouse_of(args))
         return 0

@@ -149,7 +149,9 @@ def published_version(warehouse: str | Path, name: str, pubs: Publications | Non
     if pubs is None or name == RUNS:
         return latest_version(table_path(warehouse, name))
     p = pubs.newest.get(name)
-    return None if p is None or p.version < 0 else p.version
+    if p is None or p.version < 0 or not is_delta_table(table_path(warehouse, name)):
+        return None  # never published, dropped, or its folder deleted since
+    return p.version
 
 
 def commit_info(path: str | Path, version: int) -> dict:

@@ -8,12 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
+from semmem import storage
 from semmem.config import DuplicatesConfig
 from semmem.errors import ConfigError
 from semmem.features.duplicates import (QueryIndex, ScanPlan, WindowHasher, plan_passes, query_hashes,
                                         window_candidates)
 from semmem.stages.corpus import duplicate_counts
-from semmem.tables import Warehouse
+from semmem.tables import RUNS, Warehouse
 from tests import reference as ref
 
 
@@ -195,7 +196,8 @@ def _delta_stream(spark, base_cfg, rows):
     props = WriterProperties(max_row_group_size=4)
     write_deltalake(path, _stream_table(rows[:half]), mode="overwrite", writer_properties=props)
     write_deltalake(path, _stream_table(rows[half:], half), mode="append", writer_properties=props)
-    return wh
+    storage.delete_dir(wh.path(RUNS))  # no publication log: the newest versions, by whichever writer, are read
+    return Warehouse(spark, base_cfg.warehouse)
 
 
 def _megatron_stream(spark, base_cfg, tmp_path, rows):

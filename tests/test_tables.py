@@ -141,3 +141,38 @@ def test_delta_jars_folder_without_the_jar_is_a_config_error(tmp_path):
     assert conf["spark.jars"].split(",") == [str(tmp_path / "delta-spark_2.13-4.4.0.jar"),
                                              str(tmp_path / "delta-storage-4.4.0.jar")]
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def test_a_warehouse_from_before_the_publication_log_is_adopted(spark, tmp_path):
+    """Tables of a warehouse without the log are read at their newest version; the first stage run adopts them."""
+    import shutil
+
+    wh = Warehouse(spark, tmp_path)
+    wh.write(_rows(spark, 8), "token_rows")
+    wh.write(_rows(spark, 3), "token_rows", mode="append")
+    shutil.rmtree(tmp_path / "stage_runs")  # as made before the log existed
+    old = Warehouse(spark, tmp_path)
+    assert old.pubs is None and old.version("token_rows") == 1 and old.read("token_rows").count() == 11
+    old.begin_stage("huffman", ["huffman"], {}, {})
+    old.abort()
+    adopted = Warehouse(spark, tmp_path)
+    [row] = adopted.pubs.rows
+    assert (row.stage, row.table_name, row.version) == ("(adopted)", "token_rows", 1)
+
+
+def test_a_stage_run_publishes_its_tables_together(spark, tmp_path):
+    wh = Warehouse(spark, tmp_path)
+    wh.begin_stage("frequencies", ["token_frequencies", "huffman"], {"x": 1}, {"sequences": 3})
+    wh.write(_rows(spark, 4).select(F.col("row_id").cast("int").alias("token_id"),
+                                    F.col("row_id").alias("frequency")), "token_frequencies", mode="overwrite")
+    assert wh.exists("token_frequencies")  # the running stage reads its own commits
+    other = Warehouse(spark, tmp_path)
+    assert not other.exists("token_frequencies")  # nobody else sees them yet
+    assert [i.name for i in list_tables(tmp_path)] == ["stage_runs"]
+    wh.publish()
+    other.refresh()
+    assert other.version("token_frequencies") == 0
+    assert other.commit_metadata("token_frequencies")["lineage"]["inputs"] == {"sequences": 3}
+    assert other.is_current("frequencies", {"x": 1}, {"sequences": 3})
+    assert not other.is_current("frequencies", {"x": 2}, {"sequences": 3})
+    assert not other.is_current("frequencies", {"x": 1}, {"sequences": 4})
