@@ -49,8 +49,9 @@ def status_rows(warehouse: str | Path, cfg: Config | None = None) -> list[TableS
 def _stale(p: Publication, root: str, pubs, cfg: Config | None, stage) -> list[str]:  # noqa: ANN001
     if p.stage in (ADOPTED, DIRECT):
         return [f"not tracked ({'made before the publication log' if p.stage == ADOPTED else 'written directly'})"]
-    why = [f"stale: {name} is at version {published_version(root, name, pubs)}, made from {v}"
-           for name, v in p.inputs.items() if name != "files" and published_version(root, name, pubs) != v]
+    now = {name: published_version(root, name, pubs) for name in p.inputs if name != "files"}
+    why = [f"stale: {name} is at version {now[name]}, made from {v}" for name, v in p.inputs.items()
+           if name in now and now[name] != v]
     if cfg is not None and stage is not None:
         if digest(stage.config_of(cfg)) != p.config_hash:
             why.append(f"stale: the config of stage {p.stage} changed")

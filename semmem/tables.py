@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -103,7 +104,7 @@ class Publications:
 
     rows: tuple[Publication, ...]
 
-    @property
+    @cached_property
     def newest(self) -> dict[str, Publication]:
         """The newest publication of every table."""
         return {p.table_name: p for p in self.rows}
