@@ -215,6 +215,36 @@ TABLES: dict[str, TableDef] = {
             ("n_memorized_b", pa.int64()), ("n_memorized_both", pa.int64()), ("precision", pa.float64()),
             ("recall", pa.float64())], ("model_a", "revision_a", "model_b", "revision_b"),
             "'Memorized by A' as a predictor of 'memorized by B' on the sequences both scored (Biderman et al. 2023)."),
+        # a user's texts (`semmem texts`), beside the corpus tables
+        _table("texts", [("text_id", pa.int64()), ("id", pa.int64()), ("path", pa.string()), ("line", pa.int64()),
+                         ("text", pa.string()), ("n_tokens", pa.int32()), ("tokenizer", pa.string())], ("text_id",),
+               "Texts submitted to `semmem texts`: text_id numbers them in file order (files sorted), id is the "
+               "line's own id when it has one; tokenizer: the digest of the scored models' tokenizer."),
+        _table("text_windows", [
+            ("text_id", pa.int64()), ("window", pa.int32()), ("token_start", pa.int32()), ("n_tokens", pa.int32()),
+            ("continuation_start", pa.int32()), ("char_start", pa.int32()), ("continuation_char_start", pa.int32()),
+            ("char_end", pa.int32()), ("tokens", TOKENS), ("stream_count", pa.int64())], ("text_id", "window"),
+            "The windows a text is scored over: at most 64 tokens each, a window every texts.stride tokens; the "
+            "continuation is the last min(32, n_tokens - 1) tokens; character spans in the text; stream_count: "
+            "occurrences of the 32-token continuation in the warehouse's training stream (NULL: no stream, another "
+            "tokenizer, or a continuation shorter than 32)."),
+        _table("text_memorization", [
+            ("model", pa.string()), ("revision", pa.string()), ("text_id", pa.int64()), ("window", pa.int32()),
+            ("continuation_length", pa.int32()), ("memorization_score", pa.float64()), ("is_memorized", pa.bool_()),
+            ("matched_prefix", pa.int32()), ("loss", pa.float64()), ("prompt_perplexity", pa.float64()),
+            ("generation_perplexity", pa.float64()), ("sequence_perplexity", pa.float64()),
+            ("continuation_nll_bits", pa.float64())], ("model", "revision", "text_id", "window"),
+            "Each window of each text scored as the corpus sequences are, at its own length (no padding); loss: the "
+            "mean continuation NLL in nats per token."),
+        _table("text_answers", [
+            ("model", pa.string()), ("revision", pa.string()), ("text_id", pa.int64()), ("memorized", pa.bool_()),
+            ("windows", pa.int64()), ("memorized_windows", pa.int64()), ("span_tokens", pa.int64()),
+            ("span_token_start", pa.int64()), ("span_char_start", pa.int64()), ("span_char_end", pa.int64()),
+            ("best_matched_prefix", pa.int64()), ("best_memorization_score", pa.float64()),
+            ("lowest_loss", pa.float64()), ("stream_count", pa.int64())], ("model", "revision", "text_id"),
+            "The answer per text and model@revision: memorized when a window is; the longest run of memorized "
+            "continuations (merged where they overlap or touch) in tokens and characters [start, end); the most "
+            "occurrences in the training stream of one of its windows' continuations."),
         # lineage
         _table("stage_runs", [
             ("run_id", pa.string()), ("stage", pa.string()), ("table_name", pa.string()), ("version", pa.int64()),

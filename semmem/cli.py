@@ -1,6 +1,7 @@
 """`semmem` command line: run stages, query tables with SQL, list tables.
 
     semmem run --config conf/local.yaml [--set key=value ...] [--stages ingest,duplicates] [--force STAGE]
+    semmem texts --warehouse WH --model trained-l@step4108 [--model ...] [--stride 32] FILE.jsonl ...
     semmem status --warehouse WH [--config conf/local.yaml]
     semmem sql --warehouse WH [--format table|csv|json] [--engine auto|datafusion|spark] "SELECT ..."
     semmem tables --warehouse WH
@@ -134,6 +135,32 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_texts(args: argparse.Namespace) -> int:
+    """Score the texts of FILE... with --model (stage texts), beside the warehouse's corpus, and print the answer."""
+    from semmem.config import with_section
+    from semmem.summary import texts_text
+
+    cfg = load_config(args.config, [*args.overrides, f"warehouse={args.warehouse}"])
+    family = None if args.config else _recorded_family(cfg.warehouse)
+    if family is not None:  # the family as this warehouse trained it, so trained-<size>@step<N> resolves
+        cfg = with_section(cfg, "train_model", family)
+    cfg = with_section(cfg, "texts", {"path": list(args.files), "models": args.model or cfg.texts.models,
+                                      "stride": cfg.texts.stride if args.stride is None else args.stride})
+    run_pipeline(cfg, ["texts"])
+    print(texts_text(cfg.warehouse))
+    return 0
+
+
+def _recorded_family(warehouse: str) -> dict | None:
+    """The train_model section of the run that published the warehouse's model_family (None: there is none)."""
+    from semmem.tables import read_publications
+
+    root = storage.normalize(warehouse)
+    pubs = read_publications(root) if storage.is_dir(root) else None
+    p = pubs.newest.get("model_family") if pubs is not None else None
+    return (p.config or {}).get("train_model") if p is not None else None
+
+
 def cmd_train_model(args: argparse.Namespace) -> int:
     cfg = _load(args)
     run_pipeline(cfg, ["train_model"])
@@ -231,6 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rerun STAGE even when its tables are current (comma-separated, repeatable; 'all': every "
                         "stage)")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("texts", help="did the model memorize these texts? Score your texts (jsonl lines "
+                                     "{\"text\": ...}) beside the warehouse's corpus and print the answer per text")
+    p.add_argument("--warehouse", required=True, help="the warehouse: its models, tokenizer and training stream")
+    p.add_argument("--model", action="append", default=[], metavar="MODEL",
+                   help="a model to score with (repeatable): a family member or checkpoint (trained-l@step4108), a "
+                        "save_pretrained folder, or a hub id@revision")
+    p.add_argument("--stride", type=int, help="tokens between the 64-token windows of a long text (default 32)")
+    p.add_argument("files", nargs="+", metavar="FILE.jsonl")
+    _config_args(p)
+    p.set_defaults(fn=cmd_texts)
 
     p = sub.add_parser("train-model", help="train the family of small GPT-NeoX models (stage train_model)")
     _config_args(p)

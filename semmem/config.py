@@ -45,8 +45,8 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
-    # texts-jsonl: one evaluation sequence per line ({"text": ..., "id": ...}), no training stream
-    format: Literal["pile-jsonl", "megatron", "sequences-parquet", "texts-jsonl"] = "pile-jsonl"
+    # a user's own texts are not a corpus: `semmem texts` scores them beside it (section texts)
+    format: Literal["pile-jsonl", "megatron", "sequences-parquet"] = "pile-jsonl"
     path: list[str] = field(default_factory=lambda: ["data/sample"])  # files, directories or globs
 
 
@@ -111,6 +111,17 @@ class ScoreConfig:
     upstream_perplexity: bool = False  # reproduce the upstream formulas of spec §2.9
     batch_size: int | None = None  # None: found from free GPU memory (GPU) or a fixed default (CPU)
     rows_per_commit: int = 500_000  # sequences per Delta commit: a failed run resumes after the last committed one
+
+
+@dataclass(frozen=True)
+class TextsConfig:
+    """`semmem texts`: a user's texts scored beside the corpus (tables texts, text_windows, text_memorization,
+    text_answers), tokenized with the scored models' own tokenizer."""
+
+    path: list[str] = field(default_factory=list)  # jsonl files of {"text": ..., "id": ...}, directories or globs
+    models: list[str] = field(default_factory=list)  # as model.names: a family member, a checkpoint, a folder, a hub id
+    stride: int = 32  # tokens between windows of a text longer than 64 (1..32: every token after the 32nd is in a
+    # window's continuation; 1 finds a memorized passage wherever it starts)
 
 
 @dataclass(frozen=True)
@@ -291,6 +302,7 @@ class Config:
     templating: TemplatingConfig = field(default_factory=TemplatingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    texts: TextsConfig = field(default_factory=TextsConfig)
     train_model: TrainModelConfig = field(default_factory=TrainModelConfig)
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -334,6 +346,13 @@ def with_overrides(cfg: Config, overrides: list[str]) -> Config:
     for item in overrides:
         _apply_override(raw, item)
     return _build(Config, raw, "")
+
+
+def with_section(cfg: Config, name: str, raw: dict[str, Any]) -> Config:
+    """A copy of `cfg` whose section `name` is built from `raw`, as a YAML file would give it (same validation)."""
+    full = cfg.to_dict()
+    full[name] = raw
+    return _build(Config, full, "")
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from semmem import storage
 from semmem.config import Config
-from semmem.tables import (ADOPTED, DIRECT, RUNS, Publication, digest, latest_version, list_tables, published_version,
+from semmem.tables import (ADOPTED, DIRECT, RUNS, Publication, Publications, digest, latest_version, list_tables, published_version,
                            read_publications, table_path)
 
 
@@ -55,6 +55,27 @@ def _stale(p: Publication, root: str, pubs, cfg: Config | None, stage) -> list[s
     if cfg is not None and stage is not None:
         if digest(stage.config_of(cfg)) != p.config_hash:
             why.append(f"stale: the config of stage {p.stage} changed")
-        if "files" in p.inputs and digest(storage.fingerprint(cfg.input.path)) != p.inputs["files"]:
+        if "files" in p.inputs and stage.reads_files and stage.files_digest(cfg) != p.inputs["files"]:
             why.append("stale: the input files changed")
     return why
+
+
+def stale_inputs(warehouse: str | Path, name: str, pubs: Publications | None) -> list[str]:
+    """Why table `name` is not current with respect to its inputs, following them back: an input now published at
+    another version than the one it was made from, or an input that is itself stale. Empty: current (or untracked).
+    Each reason names the stage to run."""
+    root = storage.normalize(warehouse)
+    p = pubs.newest.get(name) if pubs is not None else None
+    if p is None or p.stage in (ADOPTED, DIRECT):
+        return []
+    why = []
+    for inp, made_from in p.inputs.items():
+        if inp == "files":
+            continue
+        now = published_version(root, inp, pubs)
+        if now != made_from:
+            state = "is gone" if now is None else f"changed (version {now}; {name} was made from {made_from})"
+            why.append(f"{name} is stale: {inp} {state}; run stage {p.stage}")
+        else:
+            why += stale_inputs(root, inp, pubs)
+    return list(dict.fromkeys(why))

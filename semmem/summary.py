@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from semmem import storage
+from semmem.lineage import stale_inputs
 from semmem.scoring.models import checkpoint_step
 from semmem.sql import run_sql
 from semmem.tables import published_version, read_publications
@@ -22,11 +23,17 @@ def summary_text(warehouse: str | Path) -> str:
     pubs = read_publications(root)
     if published_version(root, "combined", pubs) is None:
         return ""
+    stale = stale_inputs(root, "combined", pubs)
+    if stale:
+        return "\n".join(["", "What the model memorized, and why: not shown, the answer's tables are not current:",
+                          *[f"  {why}" for why in stale]])
     cats = run_sql(root, "SELECT model, revision, category, count(*) AS n, "
                          "sum(CASE WHEN is_memorized THEN 1 ELSE 0 END) AS m FROM combined "
                          "GROUP BY model, revision, category ORDER BY model, revision, category").to_pylist()
     metrics = []
     taxonomy_ran = published_version(root, "taxonomy_metrics", pubs) is not None
+    late = [why for t in ("taxonomy_metrics", "memorization_forecast") for why in stale_inputs(root, t, pubs)]
+    taxonomy_ran = taxonomy_ran and not late
     if taxonomy_ran:
         metrics = run_sql(root, "SELECT model, revision, predictor, metric, value, ci_low, ci_high FROM "
                                 "taxonomy_metrics WHERE subset = 'aggregate' AND metric IN ('f1', 'pr_auc') "
@@ -56,7 +63,8 @@ def summary_text(warehouse: str | Path) -> str:
                 lines.append(f"    {predictor:<15} " + "  ".join(_with_ci(k, vals.get(k)) for k in ("f1", "pr_auc")))
         if taxonomy_ran and not mine:
             lines.append("    no taxonomic model: too few memorized (or other) sequences (taxonomy.min_memorized)")
-    if published_version(root, "memorization_forecast", pubs) is not None and len(shown) > 1:
+    lines += [f"  not shown: {why}" for why in late]
+    if published_version(root, "memorization_forecast", pubs) is not None and not late and len(shown) > 1:
         forecast = run_sql(root, "SELECT model_a, revision_a, model_b, revision_b, precision, recall FROM "
                                  "memorization_forecast ORDER BY model_b, revision_b, model_a, revision_a").to_pylist()
         pairs = [r for r in forecast if (r["model_a"], r["revision_a"]) in shown
@@ -96,3 +104,31 @@ def _revision_order(key: tuple[str, str]) -> tuple:
     model, revision = key
     step = checkpoint_step(revision)
     return model, -1 if step is None else step, revision
+
+
+def texts_text(warehouse: str | Path, limit: int = 50) -> str:
+    """The answer of `semmem texts`, read from text_answers and texts: per text and model@revision, memorized or
+    not, the longest memorized span (tokens from where, characters), the best window's matched prefix, the lowest
+    continuation loss, and the most occurrences of one of its windows in the training stream."""
+    root = storage.normalize(warehouse)
+    n = run_sql(root, "SELECT count(*) AS n FROM text_answers").to_pylist()[0]["n"]
+    rows = run_sql(root, "SELECT t.text_id, t.id, t.path, t.line, t.n_tokens, a.model, a.revision, a.memorized, "
+                         "a.span_tokens, a.span_token_start, a.span_char_start, a.span_char_end, "
+                         "a.best_matched_prefix, a.lowest_loss, a.stream_count "
+                         "FROM text_answers a JOIN texts t ON a.text_id = t.text_id "
+                         f"ORDER BY t.text_id, a.model, a.revision LIMIT {limit}").to_pylist()
+    head = (f"  {'text':>6}  {'where':<24}  {'tokens':>6}  {'model@revision':<24}  {'memorized':<9}  "
+            f"{'longest memorized span':<34}  {'best prefix':>11}  {'loss':>6}  {'in training data':>16}")
+    lines = ["", f"Did the model memorize these texts? ({n:,} text x model rows in {root})", head]
+    for r in rows:
+        where = f"{Path(r['path']).name}:{r['line']}"
+        span = (f"{r['span_tokens']} tokens from token {r['span_token_start']}, chars "
+                f"{r['span_char_start']}-{r['span_char_end']}" if r["memorized"] else "-")
+        count = "-" if r["stream_count"] is None else f"{r['stream_count']:,} times"
+        text = str(r["text_id"] if r["id"] is None else r["id"])
+        lines.append(f"  {text:>6}  {where:<24}  {r['n_tokens']:>6}  {r['model'] + '@' + r['revision']:<24}  "
+                     f"{'yes' if r['memorized'] else 'no':<9}  {span:<34}  "
+                     f"{str(r['best_matched_prefix']) + ' tok':>11}  {_num(r['lowest_loss']):>6}  {count:>16}")
+    if n > len(rows):
+        lines.append(f"  ... {n - len(rows):,} more: semmem sql --warehouse {root} \"SELECT * FROM text_answers\"")
+    return "\n".join(lines)

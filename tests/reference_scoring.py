@@ -12,27 +12,33 @@ import math
 import torch
 
 
-def generate_continuations(model, tokens: torch.Tensor, *, use_cache: bool = True) -> torch.Tensor:
-    """[B, 32] greedy continuations of tokens[:, :32] by model.generate (min_length=64 suppresses EOS); upstream
-    passes use_cache=False."""
+def generate_continuations(model, tokens: torch.Tensor, *, use_cache: bool = True, prompt_length: int = 32
+                           ) -> torch.Tensor:
+    """[B, L - P] greedy continuations of the P-token prompt tokens[:, :P] by model.generate (min_length=L suppresses
+    EOS); upstream passes use_cache=False. The corpus sequences: L = 64, P = 32."""
     eos = model.config.eos_token_id
-    prompt = tokens[:, :32]
+    length = tokens.shape[1]
+    prompt = tokens[:, :prompt_length]
     with torch.no_grad():
-        out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_length=64, min_length=64,
-                             do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=eos, use_cache=use_cache)
-    assert out.shape == (tokens.shape[0], 64)
-    return out[:, 32:]
+        out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_length=length,
+                             min_length=length, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=eos,
+                             use_cache=use_cache)
+    assert out.shape == (tokens.shape[0], length)
+    return out[:, prompt_length:]
 
 
-def memorization_reference(model, tokens: torch.Tensor, *, use_cache: bool = True) -> list[dict]:
-    gen = generate_continuations(model, tokens, use_cache=use_cache)
+def memorization_reference(model, tokens: torch.Tensor, *, use_cache: bool = True, prompt_length: int = 32
+                           ) -> list[dict]:
+    gen = generate_continuations(model, tokens, use_cache=use_cache, prompt_length=prompt_length)
+    cont = tokens.shape[1] - prompt_length
     rows = []
-    for g, t in zip(gen.tolist(), tokens[:, 32:].tolist()):
+    for g, t in zip(gen.tolist(), tokens[:, prompt_length:].tolist()):
         matches = [a == b for a, b in zip(g, t)]
         prefix = 0
-        while prefix < 32 and matches[prefix]:
+        while prefix < cont and matches[prefix]:
             prefix += 1
-        rows.append({"memorization_score": sum(matches) / 32, "is_memorized": all(matches), "matched_prefix": prefix})
+        rows.append({"memorization_score": sum(matches) / cont, "is_memorized": all(matches),
+                     "matched_prefix": prefix})
     return rows
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+from tokenizers import Tokenizer
+
 from semmem.cli import main
 from semmem.sql import run_sql
 from semmem.stages import resolve
+from semmem.summary import summary_text
+from semmem.tables import Warehouse, list_tables
 from tests.corpus import small_corpus, small_tokenizer
 
 
@@ -17,7 +23,9 @@ def test_semmem_run_all_default_stages(spark, tmp_path, capsys):
                "--set", ("train_model.sizes=[{name: s, hidden_size: 16, num_layers: 1, num_heads: 2}, "
                          "{name: l, hidden_size: 32, num_layers: 1, num_heads: 2}]"),
                "--set", "train_model.checkpoints=[0.5, 1.0]", "--set", "score.batch_size=16",
-               "--set", "taxonomy.min_memorized=1"])  # the tiny family memorizes a few sequences
+               "--set", "train_model.epochs=40",  # the larger size then memorizes ~15 of the ~250 sequences
+               "--set", "taxonomy.min_memorized=1", "--set", "taxonomy.bootstrap_rounds=20",  # the fits, briefly:
+               "--set", "taxonomy.search_quantiles=[0.5]", "--set", "taxonomy.kl_bootstrap_rounds=50"])
     assert rc == 0
     out = capsys.readouterr().out
     ran = [s.name for s in resolve([])]
@@ -47,3 +55,46 @@ def test_semmem_run_all_default_stages(spark, tmp_path, capsys):
                        "('recitation', 'reconstruction', 'recollection')").to_pylist()[0]["n"]
     assert cats == 4 * n  # every sequence of every checkpoint
     assert (wh / "report" / "family.png").is_file()
+
+    # "Did my model memorize this text?": the text of a sequence the final model memorizes, alone and inside a long
+    # document, through `semmem texts` (no --config: the warehouse's own family resolves trained-l@<last>).
+    tokenizer = Tokenizer.from_file(str(tok))
+    memorized = run_sql(wh, "SELECT c.sequence_id, s.text, s.tokens, c.memorization_score, c.matched_prefix, "
+                            "c.sequence_duplicates FROM combined c JOIN sequences s ON c.sequence_id = s.sequence_id "
+                            f"WHERE c.model = 'trained-l' AND c.revision = '{last}' AND c.is_memorized "
+                            "ORDER BY c.sequence_id").to_pylist()
+    row = next((r for r in memorized if tokenizer.encode(r["text"], add_special_tokens=False).ids == r["tokens"]),
+               None)
+    assert row is not None, f"none of the {len(memorized)} memorized sequences' texts tokenizes back to its tokens"
+    before = "The harbour lights were dim."
+    while len(tokenizer.encode(before + "\n").ids) % 32 or len(tokenizer.encode(before + "\n").ids) < 96:
+        before += " Lanterns drifted past."
+    doc = before + "\n" + row["text"] + "\nNobody on the quay said a word about it. " * 3
+    at = len(tokenizer.encode(before + "\n").ids)
+    assert tokenizer.encode(doc, add_special_tokens=False).ids[at:at + 64] == row["tokens"]
+    texts = tmp_path / "mine.jsonl"
+    texts.write_text("\n".join(json.dumps({"text": t}) for t in [row["text"], doc]) + "\n")
+    corpus_versions = {i.name: i.version for i in list_tables(str(wh)) if i.name != "stage_runs"}  # but the log
+    assert main(["texts", "--warehouse", str(wh), "--model", f"trained-l@{last}", str(texts)]) == 0
+    out = capsys.readouterr().out
+    window = run_sql(wh, "SELECT w.tokens, w.stream_count, m.memorization_score, m.matched_prefix, m.is_memorized "
+                         "FROM text_windows w JOIN text_memorization m ON w.text_id = m.text_id AND "
+                         "w.window = m.window WHERE w.text_id = 0").to_pylist()
+    assert len(window) == 1 and window[0]["tokens"] == row["tokens"] and window[0]["is_memorized"]
+    assert (window[0]["memorization_score"], window[0]["matched_prefix"]) == (row["memorization_score"],
+                                                                               row["matched_prefix"])
+    assert window[0]["stream_count"] == row["sequence_duplicates"]
+    answer = run_sql(wh, "SELECT text_id, memorized, span_token_start, span_tokens FROM text_answers "
+                         "ORDER BY text_id").to_pylist()
+    assert answer[0]["memorized"] and answer[1]["memorized"] and answer[1]["span_token_start"] == at + 32
+    assert "mine.jsonl:2" in out and f"from token {at + 32}" in out
+    after = {i.name: i.version for i in list_tables(str(wh))}
+    assert {t: after[t] for t in corpus_versions} == corpus_versions  # beside the corpus, not over it
+    assert f"trained-l@{last}: {n:,} sequences" in summary_text(wh)  # the corpus answer is still current
+
+    # A newer `sequences` makes the answer stale: the summary names why instead of printing old figures.
+    seqs = Warehouse(spark, str(wh))
+    seqs.write(spark.createDataFrame(seqs.read("sequences").toPandas()), "sequences", mode="overwrite")
+    stale = summary_text(wh)
+    assert "combined is stale: sequences changed" in stale and "run stage combine" in stale
+    assert f"{n:,} sequences" not in stale

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -21,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from semmem import failures
 from semmem.catalog import table
@@ -222,41 +220,27 @@ def test_success_prints_nothing_extra_and_logs_the_run(capsys, log_dir):
 
 
 # ------------------------------------------------------------------------------------- errors raised in executors
-def test_executor_error_through_the_command_line(spark, tmp_path, log_dir):
-    """`semmem run` as a user runs it (its own process and JVM), with an error raised in the Spark tasks (texts-jsonl
-    ingest reads the files in tasks, and this tokenizer cannot pad): one line on the console, the Java and
-    Python-worker traces only in the log file, the warehouse's table unchanged."""
-    texts = tmp_path / "texts.jsonl"
-    texts.write_text("\n".join(json.dumps({"text": f"text number {i}"}) for i in range(5)) + "\n")
-    wh = tmp_path / "wh"
-    write_table(spark, wh, "sequences", sequence_rows(3), SEQ_SCHEMA)
+def test_executor_error_through_the_command_line(spark, tmp_path, log_dir, model_dir):
+    """`semmem run` as a user runs it (its own process and JVM), with an error raised in the Spark tasks (a token id
+    outside the model's vocabulary, found by the scoring task): one line on the console, the Java and Python-worker
+    traces only in the log file, the warehouse's tables unchanged."""
+    rows = sequence_rows(5)
+    rows[2] = (2, [*rows[2][1][:9], 500, *rows[2][1][10:]], "", "", "x")
+    wh = scored_warehouse(spark, tmp_path / "wh", rows)
     before = snapshot(wh)
     env = {**os.environ, failures.LOG_DIR_ENV: str(log_dir), "PYSPARK_PYTHON": sys.executable}
     env.pop("SPARK_SUBMIT_OPTS", None)
-    done = subprocess.run([sys.executable, "-m", "semmem.cli", "run", "--stages", "ingest",
-                           *settings(wh, "input.format=texts-jsonl", f"input.path=[{texts}]",
-                                     f"tokenizer.name={tokenizer_without_padding(tmp_path / 'tok.json')}",
-                                     "spark.master=local[1]")],
+    done = subprocess.run([sys.executable, "-m", "semmem.cli", "run", "--stages", "score",
+                           *settings(wh, f"model.names=[{model_dir}]", "spark.master=local[1]")],
                           check=False, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert done.returncode == 2, done.stderr
     message, log = one_error(done.stderr)
-    assert message.startswith("the tokenizer has no <|padding|> token to left-pad texts shorter than 64 tokens")
+    assert message.startswith("sequence 2 has token id 500 at position 9, outside the vocabulary"), message
     text = log.read_text()
-    assert "semmem.errors.ModelError" in text and "org.apache.spark" in text  # worker and JVM traces
+    assert "semmem.errors.InputError" in text and "org.apache.spark" in text  # worker and JVM traces
     assert "JVM ERROR" in text  # the JVM's own log4j lines went to the file, not the console
-    assert "stage ingest: starting" in text  # the run's log
+    assert "stage score: starting" in text  # the run's log
     assert snapshot(wh) == before
-
-
-def tokenizer_without_padding(path: Path) -> Path:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(["some text to learn a few merges from"] * 10, trainer=trainer)
-    tok.save(str(path))
-    return path
 
 
 def test_model_folder_without_weights(weightless_model):
@@ -347,21 +331,6 @@ def test_model_path_missing_on_an_executor(spark, tmp_path, model_dir):
 
 
 # ------------------------------------------------------------------------------------------------------ bad input
-def test_empty_text_is_a_documented_reject(spark, capsys, tmp_path, tokenizer):
-    texts = tmp_path / "texts.jsonl"
-    texts.write_text("\n".join(json.dumps({"text": t}) for t in ["a first text", "", "a third"]) + "\n")
-    wh = tmp_path / "wh"
-    write_table(spark, wh, "sequences", sequence_rows(3), SEQ_SCHEMA)
-    before = snapshot(wh)
-    rc, message, _ = run_cli(capsys, "run", "--stages", "ingest",
-                             *settings(wh, "input.format=texts-jsonl", f"input.path=[{texts}]",
-                                       f"tokenizer.name={tokenizer}"))
-    assert rc == 2
-    assert message.startswith(f"{texts} line 2: empty_text ('text' is empty)") and \
-        "ingest.on_bad_record=skip" in message
-    assert snapshot(wh) == before
-
-
 def test_sequences_shorter_than_64_tokens(spark, capsys, tmp_path, tokenizer):
     path = tmp_path / "seqs.parquet"
     pq.write_table(pa.table({"sequence_id": [4, 5, 6], "tokens": [[3] * 64, [3] * 40, [3] * 64]}), path)

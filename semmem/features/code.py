@@ -96,16 +96,15 @@ def check_classes(labels: Sequence[int], source: str) -> None:
 
 
 def window_texts(texts: Sequence[str], tokenizer_json: str) -> list[str]:
-    """Each text cut to its first 64 tokens and decoded, as texts-jsonl ingest builds `text`: what the pipeline
-    would score for it."""
+    """Each text cut to its first 64 tokens and decoded, as a 64-token sequence's `text` is: what the pipeline would
+    classify for it."""
     from tokenizers import Tokenizer
 
-    from semmem.ingest.texts import window_of
+    from semmem.ingest.sequences import WINDOW_LENGTH
     from semmem.ingest.tokenizer import decode_batch, encode_batch
 
     tok = Tokenizer.from_str(tokenizer_json)
-    own = [window_of(ids, 0)[1] for ids in encode_batch(tok, list(texts))]  # own tokens: the padding is not decoded
-    return decode_batch(tok, own)
+    return decode_batch(tok, [ids[:WINDOW_LENGTH] for ids in encode_batch(tok, list(texts))])
 
 
 # ----------------------------------------------------------------------------------------------------- training

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -49,6 +50,16 @@ def saved_tokenizer_json(warehouse: str | Path, recorded: str | None = None) -> 
     """The JSON of the tokenizer the tables were made with (`saved_tokenizer_path`), or None when there is none."""
     path = saved_tokenizer_path(warehouse, recorded)
     return storage.read_text(path) if storage.is_file(path) else None
+
+
+def tokenizer_digest(tok: Tokenizer) -> str:
+    """The identity of a tokenizer, 16 hex digits: a hash of what decides the ids it gives (normalizer,
+    pre-tokenizer, model with its vocabulary and merges, added tokens and their ids). Two tokenizers of the same
+    vocabulary size are not the same tokenizer; padding, truncation and decoding settings do not change ids."""
+    spec = json.loads(tok.to_str())
+    key = {k: spec.get(k) for k in ("normalizer", "pre_tokenizer", "model")}
+    key["added_tokens"] = sorted((t["id"], t["content"]) for t in spec.get("added_tokens") or [])
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

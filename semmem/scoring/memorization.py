@@ -41,9 +41,15 @@ OUTPUT_FIELDS = ("memorization_score", "is_memorized", "matched_prefix", "prompt
 class ForwardResult:
     """What one teacher-forced pass over [B, 64] tokens yields."""
 
-    pred: torch.Tensor  # [B, 32] EOS-excluded argmax for continuation positions (given the true prefix)
-    nll: torch.Tensor  # [B, 63] float32: -log P(t_{k+1} | t_<=k), k = 0..62, unmasked softmax
+    pred: torch.Tensor  # [B, C] EOS-excluded argmax for continuation positions (given the true prefix)
+    nll: torch.Tensor  # [B, L-1] float32: -log P(t_{k+1} | t_<=k), k = 0..L-2, unmasked softmax
     cache: Any  # the KV cache of all 64 positions (a transformers Cache), or None when not requested
+
+
+def continuation_length(length: int) -> int:
+    """Tokens of a window's continuation: 32 for the 64-token sequences; a shorter text (`length` >= 2 real tokens,
+    never padded) keeps min(32, length - 1) as its continuation and the tokens before it as its prompt."""
+    return min(CONT_LEN, length - 1)
 
 
 def eos_ids_of(model: Any) -> list[int]:
@@ -71,50 +77,55 @@ def _masked_argmax(logits: torch.Tensor, exclude_ids: Sequence[int], *, inplace:
 
 def teacher_forced(model: Any, tokens: torch.Tensor, *, exclude_ids: Sequence[int], keep_cache: bool,
                    nll_chunk: int = 16) -> ForwardResult:
-    """One forward pass over tokens [B, 64] (long, on the model's device)."""
+    """One forward pass over tokens [B, L] (long, on the model's device; L = 64 for the corpus sequences)."""
     import torch
 
+    length = tokens.shape[1]
+    prompt = length - continuation_length(length)
     with torch.inference_mode():
         out = model(input_ids=tokens, use_cache=keep_cache)
-        logits = out.logits  # [B, 64, V] in the model's dtype
+        logits = out.logits  # [B, L, V] in the model's dtype
         b = tokens.shape[0]
-        nll = torch.empty(b, SEQ_LEN - 1, dtype=torch.float32, device=tokens.device)
-        pred = torch.empty(b, CONT_LEN, dtype=torch.long, device=tokens.device)
+        nll = torch.empty(b, length - 1, dtype=torch.float32, device=tokens.device)
+        pred = torch.empty(b, length - prompt, dtype=torch.long, device=tokens.device)
         for s in range(0, b, nll_chunk):  # bounded float32 copies of the logits: chunk rows
-            lg = logits[s:s + nll_chunk, :-1].float()  # [c, 63, V]; position k predicts token k+1
-            lse = torch.logsumexp(lg, dim=-1)  # [c, 63]
+            lg = logits[s:s + nll_chunk, :-1].float()  # [c, L-1, V]; position k predicts token k+1
+            lse = torch.logsumexp(lg, dim=-1)  # [c, L-1]
             tgt = lg.gather(-1, tokens[s:s + nll_chunk, 1:, None]).squeeze(-1)
             nll[s:s + nll_chunk] = lse - tgt
-            # positions 31..62; lg (a view of the logits when they are float32) is not needed after this
-            pred[s:s + nll_chunk] = _masked_argmax(lg[:, PROMPT_LEN - 1:], exclude_ids, inplace=True)
+            # positions P-1..L-2; lg (a view of the logits when they are float32) is not needed after this
+            pred[s:s + nll_chunk] = _masked_argmax(lg[:, prompt - 1:], exclude_ids, inplace=True)
         return ForwardResult(pred, nll, out.past_key_values if keep_cache else None)
 
 
 def matched_prefix_of(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Length of the leading run of pred == truth ([B, 32] each) -> [B] long."""
+    """Length of the leading run of pred == truth ([B, C] each) -> [B] long."""
     return (pred == truth).long().cumprod(dim=1).sum(dim=1)
 
 
 def perplexities(nll: torch.Tensor, tokens: torch.Tensor, *, upstream: bool = False, eod_id: int = 0
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(prompt, generation, sequence) perplexities [B] float64 from nll [B, 63].
+    """(prompt, generation, sequence) perplexities [B] float64 from nll [B, L-1] of windows of L tokens.
 
-    Default, the correct per-part means: prompt over the 31 prompt-internal predictions (k = 0..30), generation over
-    the 32 continuation predictions (k = 31..62), sequence over all 63.
-    upstream=True, spec §2.9: N = 63 - #(tokens == eod_id) probabilities kept from the start (tokens dropped from the
-    end), m = N // 2, every part divided by N, so sequence = prompt * generation. N <= 0 gives NaN.
+    Default, the correct per-part means: prompt over the P-1 prompt-internal predictions (k = 0..P-2; NaN for a
+    one-token prompt), generation over the C continuation predictions (k = P-1..L-2), sequence over all L-1; for the
+    64-token sequences P = C = 32.
+    upstream=True, spec §2.9: N = L-1 - #(tokens == eod_id) probabilities kept from the start (tokens dropped from
+    the end), m = N // 2, every part divided by N, so sequence = prompt * generation. N <= 0 gives NaN.
     """
     import torch
 
     nll = nll.double()
+    length = tokens.shape[1]
     if not upstream:
-        p = nll[:, :PROMPT_LEN - 1].mean(dim=1)
-        g = nll[:, PROMPT_LEN - 1:].mean(dim=1)
+        prompt = length - continuation_length(length)
+        p = nll[:, :prompt - 1].mean(dim=1)
+        g = nll[:, prompt - 1:].mean(dim=1)
         s = nll.mean(dim=1)
         return p.exp(), g.exp(), s.exp()
-    n = (SEQ_LEN - 1) - (tokens == eod_id).sum(dim=1)  # [B]
+    n = (length - 1) - (tokens == eod_id).sum(dim=1)  # [B]
     m = torch.div(n, 2, rounding_mode="floor")
-    k = torch.arange(SEQ_LEN - 1, device=nll.device)[None, :]
+    k = torch.arange(length - 1, device=nll.device)[None, :]
     keep = k < n[:, None]
     first = keep & (k < m[:, None])
     denom = n.double().clamp(min=1)
@@ -132,19 +143,22 @@ def _cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def continue_generation(model: Any, tokens: torch.Tensor, fwd: ForwardResult, prefix: torch.Tensor, *,
                         exclude_ids: Sequence[int]) -> torch.Tensor:
-    """The 32 greedily generated tokens [B, 32], decoding only what the teacher-forced pass cannot give.
+    """The C greedily generated tokens [B, C] (C = 32 for the 64-token sequences), decoding only what the
+    teacher-forced pass cannot give.
 
-    Known without decoding: tokens 0..p-1 (= the truth) and token p (= fwd.pred[p]). Rows with p >= 31 are complete.
-    A row with p <= 30 joins the decoding batch at step t = p + 1 with the teacher-forced cache cut to 32 + p
-    positions; at step t every active row feeds its token t-1 at position 31 + t.
+    Known without decoding: tokens 0..p-1 (= the truth) and token p (= fwd.pred[p]). Rows with p >= C-1 are complete.
+    A row with p <= C-2 joins the decoding batch at step t = p + 1 with the teacher-forced cache cut to P + p
+    positions (P: the prompt's length); at step t every active row feeds its token t-1 at position P - 1 + t.
     """
     import torch
     from transformers import DynamicCache
 
-    truth = tokens[:, PROMPT_LEN:]
-    pos = torch.arange(CONT_LEN, device=tokens.device)[None, :]
+    cont = fwd.pred.shape[1]
+    prompt = tokens.shape[1] - cont
+    truth = tokens[:, prompt:]
+    pos = torch.arange(cont, device=tokens.device)[None, :]
     gen = torch.where(pos < prefix[:, None], truth, fwd.pred)  # exact up to p; placeholders after p
-    need = prefix <= CONT_LEN - 2
+    need = prefix <= cont - 2
     if not bool(need.any()):
         return gen
     layers = _cache_layers(fwd.cache)
@@ -153,10 +167,10 @@ def continue_generation(model: Any, tokens: torch.Tensor, fwd: ForwardResult, pr
     cache: Any = None
     start = int(prefix_cpu[need.cpu()].min()) + 1
     with torch.inference_mode():
-        for t in range(start, CONT_LEN):
+        for t in range(start, cont):
             joining = torch.nonzero((prefix_cpu == t - 1) & need.cpu()).flatten().to(tokens.device)
             if joining.numel():
-                new = [(k[joining, :, :PROMPT_LEN - 1 + t], v[joining, :, :PROMPT_LEN - 1 + t]) for k, v in layers]
+                new = [(k[joining, :, :prompt - 1 + t], v[joining, :, :prompt - 1 + t]) for k, v in layers]
                 if cache is None:
                     merged = new
                 else:
@@ -172,19 +186,24 @@ def continue_generation(model: Any, tokens: torch.Tensor, fwd: ForwardResult, pr
 
 def score_tokens(model: Any, tokens: torch.Tensor, *, mode: str = "full", upstream_perplexity: bool = False,
                  eod_id: int = 0, exclude_ids: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-    """Score one batch tokens [B, 64] (long, on the model's device); returns tensors [B] keyed by OUTPUT_FIELDS.
+    """Score one batch tokens [B, L] (long, on the model's device); returns tensors [B] keyed by OUTPUT_FIELDS.
 
-    mode "flag": no generation, memorization_score is NaN. mode "full": exact memorization_score.
+    L = 64 for the corpus sequences (a 32-token prompt, a 32-token continuation); a user's text shorter than 64
+    tokens is scored at its own length L >= 2, its continuation the last `continuation_length(L)` tokens, with no
+    padding anywhere in the model's input. mode "flag": no generation, memorization_score is NaN. mode "full": exact
+    memorization_score.
     """
     import torch
 
-    if tokens.ndim != 2 or tokens.shape[1] != SEQ_LEN:
-        raise ValueError(f"expected token batches of shape [B, {SEQ_LEN}], got {tuple(tokens.shape)}")
+    if tokens.ndim != 2 or not 2 <= tokens.shape[1] <= SEQ_LEN:
+        raise ValueError(f"expected token batches of shape [B, L], 2 <= L <= {SEQ_LEN}, got {tuple(tokens.shape)}")
     if mode not in ("full", "flag"):
         raise ValueError(f"mode must be 'full' or 'flag', got {mode!r}")
     exclude = eos_ids_of(model) if exclude_ids is None else list(exclude_ids)
     fwd = teacher_forced(model, tokens, exclude_ids=exclude, keep_cache=mode == "full")
-    truth = tokens[:, PROMPT_LEN:]
+    cont = fwd.pred.shape[1]
+    prompt = tokens.shape[1] - cont
+    truth = tokens[:, prompt:]
     prefix = matched_prefix_of(fwd.pred, truth)
     ppl_p, ppl_g, ppl_s = perplexities(fwd.nll, tokens, upstream=upstream_perplexity, eod_id=eod_id)
     if mode == "full":
@@ -193,9 +212,9 @@ def score_tokens(model: Any, tokens: torch.Tensor, *, mode: str = "full", upstre
     else:
         score = torch.full((tokens.shape[0],), float("nan"), dtype=torch.float64, device=tokens.device)
     fwd.cache = None
-    return {"memorization_score": score, "is_memorized": prefix == CONT_LEN, "matched_prefix": prefix,
+    return {"memorization_score": score, "is_memorized": prefix == cont, "matched_prefix": prefix,
             "prompt_perplexity": ppl_p, "generation_perplexity": ppl_g, "sequence_perplexity": ppl_s,
-            "continuation_nll_bits": fwd.nll[:, PROMPT_LEN - 1:].double().sum(dim=1) / math.log(2)}
+            "continuation_nll_bits": fwd.nll[:, prompt - 1:].double().sum(dim=1) / math.log(2)}
 
 
 def score_numpy(model: Any, tokens: np.ndarray, *, batch_size: int, device: Any, **kwargs: Any
@@ -253,17 +272,8 @@ def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bo
     """
 
     def make() -> Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]:
-        from semmem.scoring.models import check_local_files, check_vocabulary, embedding_rows, load_model, pick_device
-
-        check_local_files(model_spec)  # a folder missing on this node fails before torch is imported
-        _evict_previous_models()
-        dev = pick_device(device)
-        model = load_model(model_spec, device=dev, dtype=dtype)
-        vocab = embedding_rows(model)
-        name = f"{model_spec.model}@{model_spec.revision}"
-        if tokenizer_vocab is not None:
-            check_vocabulary(name, tokenizer_vocab, vocab)
-        micro = batch_size or auto_batch_size(model, dev)
+        model, dev, vocab, micro, name = _load_for_scoring(model_spec, dtype=dtype, device=device,
+                                                           tokenizer_vocab=tokenizer_vocab, batch_size=batch_size)
 
         def predict(ids: np.ndarray, lengths: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
             check_batch(ids, lengths, tokens, vocab, name)
@@ -277,6 +287,23 @@ def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bo
         return predict
 
     return make
+
+
+def _load_for_scoring(model_spec: Any, *, dtype: str, device: str, tokenizer_vocab: int | None,
+                      batch_size: int | None) -> tuple[Any, Any, int, int, str]:
+    """In a task: (model, device, embedding rows, rows per forward pass, "model@revision"), after the checks that
+    fail clearly (folder missing on this node, tokenizer larger than the model's embedding)."""
+    from semmem.scoring.models import check_local_files, check_vocabulary, embedding_rows, load_model, pick_device
+
+    check_local_files(model_spec)  # a folder missing on this node fails before torch is imported
+    _evict_previous_models()
+    dev = pick_device(device)
+    model = load_model(model_spec, device=dev, dtype=dtype)
+    vocab = embedding_rows(model)
+    name = f"{model_spec.model}@{model_spec.revision}"
+    if tokenizer_vocab is not None:
+        check_vocabulary(name, tokenizer_vocab, vocab)
+    return model, dev, vocab, batch_size or auto_batch_size(model, dev), name
 
 
 def check_batch(ids: np.ndarray, lengths: np.ndarray, tokens: np.ndarray, vocab: int, model: str) -> None:
@@ -316,6 +343,7 @@ def _evict_previous_models() -> None:
     with ModelCache._lock:  # noqa: SLF001
         for key in [k for k, fn in ModelCache._models.items() if getattr(fn, "semmem_scoring", False)]:  # noqa: SLF001
             del ModelCache._models[key]  # noqa: SLF001
+    _WINDOW_MODEL.clear()
     gc.collect()
     import torch
 
@@ -369,3 +397,66 @@ def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstr
         F.col("s.generation_perplexity").alias("generation_perplexity"),
         F.col("s.sequence_perplexity").alias("sequence_perplexity"),
         F.col("s.continuation_nll_bits").alias("continuation_nll_bits"))
+
+
+WINDOW_SCORES = ("key BIGINT, continuation_length INT, memorization_score DOUBLE, matched_prefix INT, "
+                 "prompt_perplexity DOUBLE, generation_perplexity DOUBLE, sequence_perplexity DOUBLE, "
+                 "continuation_nll_bits DOUBLE")
+_WINDOW_MODEL: dict[tuple, tuple] = {}  # the model a Python worker scores windows with (one at a time)
+
+
+def score_ragged(model: Any, windows: list[np.ndarray], *, batch_size: int, device: Any, mode: str = "full"
+                 ) -> dict[str, np.ndarray]:
+    """score_numpy over windows of different lengths (2..64 real tokens each, never padded): the windows of one
+    length are scored together at that length; outputs in input order."""
+    n = len(windows)
+    out: dict[str, np.ndarray] = {k: np.empty(n, np.float64) for k in OUTPUT_FIELDS}
+    lengths = np.array([len(w) for w in windows], dtype=np.int64)
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        part = score_numpy(model, np.stack([windows[i] for i in rows]), batch_size=batch_size, device=device,
+                           mode=mode)
+        for k, v in part.items():
+            out[k][rows] = v
+    out["matched_prefix"] = out["matched_prefix"].astype(np.int32)
+    out["is_memorized"] = out["is_memorized"].astype(bool)
+    return out
+
+
+def score_windows(df: DataFrame, model_spec: Any, *, mode: str = "full", batch_size: int | None = None,
+                  dtype: str = "auto", device: str = "auto", tokenizer_vocab: int | None = None) -> DataFrame:
+    """(key, tokens of 2..64 ids) -> WINDOW_SCORES per row for one model@revision (lazy; runs on executors).
+
+    Each window is scored at its own length, its continuation its last `continuation_length` tokens: a text shorter
+    than 64 tokens reaches the model without padding. The model is loaded once per Python worker; a window outside
+    2..64 tokens or with an id outside the model's vocabulary is an InputError naming its key."""
+    import pyarrow as pa
+
+    from semmem.errors import InputError
+
+    def body(batches):  # noqa: ANN001, ANN202 - mapInArrow iterators
+        key = (model_spec, dtype, device, tokenizer_vocab, batch_size)
+        if key not in _WINDOW_MODEL:
+            _WINDOW_MODEL.clear()
+            _WINDOW_MODEL[key] = _load_for_scoring(model_spec, dtype=dtype, device=device,
+                                                   tokenizer_vocab=tokenizer_vocab, batch_size=batch_size)
+        model, dev, vocab, micro, name = _WINDOW_MODEL[key]
+        for batch in batches:
+            keys = batch.column("key").to_numpy(zero_copy_only=False)
+            windows = [np.asarray(t, dtype=np.int64) for t in batch.column("tokens").to_pylist()]
+            for k, w in zip(keys, windows):
+                if not 2 <= len(w) <= SEQ_LEN or (len(w) and (w.min() < 0 or w.max() >= vocab)):
+                    raise InputError(f"window {int(k)}: {len(w)} tokens, ids {w.min() if len(w) else '-'}.."
+                                     f"{w.max() if len(w) else '-'}; model {name} scores 2..{SEQ_LEN} ids in "
+                                     f"0..{vocab - 1}")
+            out = score_ragged(model, windows, batch_size=micro, device=dev, mode=mode) if windows else \
+                {k: np.empty(0) for k in OUTPUT_FIELDS}
+            yield pa.RecordBatch.from_pydict({
+                "key": pa.array(keys, pa.int64()),
+                "continuation_length": pa.array([continuation_length(len(w)) for w in windows], pa.int32()),
+                "memorization_score": pa.array(out["memorization_score"], pa.float64(), from_pandas=True),  # flag: NULL
+                "matched_prefix": pa.array(out["matched_prefix"], pa.int32()),
+                **{k: pa.array(out[k], pa.float64()) for k in ("prompt_perplexity", "generation_perplexity",
+                                                                "sequence_perplexity", "continuation_nll_bits")}})
+
+    return df.select("key", "tokens").mapInArrow(body, WINDOW_SCORES)

@@ -158,6 +158,49 @@ def check_model_available(spec: ModelSpec, tokenizer_vocab: int | None = None) -
         check_vocabulary(f"{spec.model}@{spec.revision}", tokenizer_vocab, vocab)
 
 
+def model_tokenizer(spec: ModelSpec) -> tuple[Any, str] | None:
+    """(the tokenizer a model was trained with, where it came from) as the model ships it: tokenizer.json in its
+    folder (a trained family checkpoint, a save_pretrained folder), or the tokenizer of a hub id (the cache first,
+    the hub when reachable). None when the model carries none."""
+    from tokenizers import Tokenizer
+
+    from semmem.ingest.tokenizer import hub_reachable
+
+    if spec.is_local:
+        path = storage.join(spec.source, "tokenizer.json")
+        return (Tokenizer.from_str(storage.read_text(path)), path) if storage.is_file(path) else None
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision, local_files_only=True)
+    except (OSError, ValueError):
+        if hub_offline() or not hub_reachable():
+            return None
+        try:
+            hf = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision)
+        except (OSError, ValueError):
+            return None
+    return hf.backend_tokenizer, f"{spec.source}@{spec.revision}"
+
+
+def check_same_tokenizer(spec: ModelSpec, tokens_made_with: Any, made_where: str) -> None:
+    """ModelError naming both when the tokenizer some token ids were made with (`tokens_made_with`, found at
+    `made_where`) is not the one the model ships (compared by tokenizer_digest). Nothing to compare when the model
+    ships none: the vocabulary-size checks still apply."""
+    from semmem.ingest.tokenizer import tokenizer_digest
+
+    shipped = model_tokenizer(spec)
+    if shipped is None:
+        return
+    made, own = tokenizer_digest(tokens_made_with), tokenizer_digest(shipped[0])
+    if made != own:
+        raise ModelError(f"tokenizer mismatch: the sequences were tokenized with {made_where} (digest {made}) but "
+                         f"model {spec.model}@{spec.revision} was trained with {shipped[1]} (digest {own}); its "
+                         "scores of them would mean nothing. Score them with a model of their tokenizer, or score "
+                         f"your texts with `semmem texts --model {spec.model}@{spec.revision} FILE.jsonl`, which "
+                         "tokenizes them with the model's own tokenizer")
+
+
 def embedding_rows(model: Any) -> int:
     """The number of token ids a loaded model can embed (its input embedding's rows)."""
     emb = model.get_input_embeddings()

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 
 from semmem.catalog import table
 from semmem.errors import ConfigError, InputError
-from semmem.ingest import megatron, pile, texts
+from semmem.ingest import megatron, pile
 from semmem.ingest.sequences import WINDOW_LENGTH, sample_predicate, to_sequences
 from semmem.ingest.stream import megatron_heads, megatron_row_ids
 from semmem.ingest.tokenizer import check_eod, load_named, resolve_tokenizer, save_tokenizer
@@ -30,7 +30,7 @@ log = logging.getLogger("semmem")
 
 @stage("ingest", inputs=(), outputs=("token_rows", "sequences", "ingest_rejects", "stream_sources",
                                      "published_memorization"),
-       config=("input", "tokenizer", "stream", "sample", "ingest"), reads_files=True)
+       config=("input", "tokenizer", "stream", "sample", "ingest"), reads_files="input.path")
 def ingest(ctx: StageContext) -> None:
     """Read the corpus: the training stream (token_rows) and the sampled evaluation sequences."""
     if ctx.cfg.stream.seq_length < WINDOW_LENGTH:
@@ -41,8 +41,6 @@ def ingest(ctx: StageContext) -> None:
         ingest_pile(ctx)
     elif fmt == "megatron":
         ingest_megatron(ctx)
-    elif fmt == "texts-jsonl":
-        ingest_texts(ctx)
     else:
         ingest_sequences_parquet(ctx)
 
@@ -237,39 +235,3 @@ def ingest_sequences_parquet(ctx: StageContext) -> None:
             F.struct(F.lit(c).alias("model"), F.col(c).cast("double").alias("memorization_score"))
             for c in score_cols])).alias("s")).select("s.model", "sequence_id", "s.memorization_score")
         ctx.warehouse.write(stacked, "published_memorization", mode="overwrite")
-
-
-def ingest_texts(ctx: StageContext) -> None:
-    """User texts, one evaluation sequence per JSON line (semmem.ingest.texts); no training stream."""
-    spark, wh = ctx.spark, ctx.warehouse
-    shards, files, _, rows, n_lines = _shard_rows(ctx, "file(s) of texts", texts.read_texts, texts.TEXT_SCHEMA)
-    try:
-        with progress(spark, "ingest: read texts", rows=n_lines, unit="lines"):
-            per_shard = rows.groupBy("shard_id").agg(
-                F.count(F.when(F.col("reject_reason").isNull(), 1)).alias("good"),
-                F.count("reject_reason").alias("rejects"), F.count("id").alias("with_id")).collect()
-        _handle_rejects(ctx, rows, files, sum(r["rejects"] for r in per_shard))
-        good = {r["shard_id"]: r["good"] for r in per_shard}
-        n_good, n_ids = sum(good.values()), sum(r["with_id"] for r in per_shard)
-        if n_good == 0:
-            raise InputError(f"no text to evaluate in {', '.join(shards)}")
-        ok = rows.where(F.col("reject_reason").isNull())
-        if n_ids:
-            if n_ids < n_good:
-                raise InputError(f"{n_ids} of {n_good} lines have an 'id': give every line an integer id, or none "
-                                 "(then texts are numbered 0, 1, ... in file order)")
-            dup = ok.groupBy("id").count().where(F.col("count") > 1).orderBy("id").limit(1).collect()
-            if dup:
-                raise InputError(f"id {dup[0]['id']} appears on {dup[0]['count']} lines; ids must be unique")
-            sequence_id = F.col("id")
-        else:
-            starts = np.concatenate([[0], np.cumsum([good.get(i, 0) for i in range(len(shards))])[:-1]])
-            sequence_id = F.element_at(F.array(*[F.lit(int(x)) for x in starts]), F.col("shard_id") + 1) + \
-                F.col("record")
-        log.info("ingest: %d texts -> sequences of %d tokens (cut or left-padded)", n_good, WINDOW_LENGTH)
-        wh.write(ok.select(sequence_id.alias("sequence_id"), "tokens", "text", "prompt_text", "pile_set_name"),
-                 "sequences", mode="overwrite")
-        ctx.warehouse.drop("token_rows")
-        ctx.warehouse.drop("stream_sources")
-    finally:
-        rows.unpersist()

@@ -39,7 +39,7 @@ class Stage:
     default: bool = True  # part of `semmem run` without --stages
     config: tuple[str, ...] = ()  # the config sections it reads: its lineage, a change re-runs it
     reads_also: tuple[str, ...] = ()  # tables it reads when they exist (their versions are in its lineage too)
-    reads_files: bool = False  # reads input.path: the files' sizes and times are in its lineage
+    reads_files: str = ""  # the config key of the files it reads ("input.path"): their sizes and times are lineage
 
     def config_of(self, cfg: Config) -> dict:
         """The config sections this stage reads."""
@@ -53,15 +53,20 @@ class Stage:
             for t in (("token_rows", "stream_sources") if name == "stream" else (name,)):
                 inputs[t] = version_of(t)
         if self.reads_files:
-            inputs["files"] = digest(storage.fingerprint(cfg.input.path))
+            inputs["files"] = self.files_digest(cfg)
         return inputs
+
+    def files_digest(self, cfg: Config) -> str:
+        """A digest of the sizes and times of the files named by the config key `reads_files`."""
+        section, key = self.reads_files.split(".")
+        return digest(storage.fingerprint(getattr(getattr(cfg, section), key)))
 
 
 REGISTRY: dict[str, Stage] = {}
 
 
 def stage(name: str, *, inputs: tuple[str, ...], outputs: tuple[str, ...], default: bool = True,
-          config: tuple[str, ...] = (), reads_also: tuple[str, ...] = (), reads_files: bool = False
+          config: tuple[str, ...] = (), reads_also: tuple[str, ...] = (), reads_files: str = ""
           ) -> Callable[[Callable[[StageContext], None]], Callable[[StageContext], None]]:
     """Register `fn` as stage `name`; its docstring's first line is the description `semmem stages` shows."""
 

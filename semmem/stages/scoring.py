@@ -13,7 +13,7 @@ from semmem.catalog import table
 from semmem.config import Config
 from semmem.errors import ConfigError, ModelError
 from semmem.ingest.tokenizer import from_json, saved_tokenizer_json, saved_tokenizer_path
-from semmem.scoring.models import ModelSpec, check_model_available, parse_model_spec
+from semmem.scoring.models import ModelSpec, check_model_available, check_same_tokenizer, parse_model_spec
 from semmem.spark import gpu_task_profile, model_tasks, one_task_each
 from semmem.stages.chunks import write_in_chunks
 from semmem.stages.registry import StageContext, stage
@@ -104,14 +104,15 @@ def _member_folder(ctx: StageContext, member) -> str:  # noqa: ANN001 - a family
     return ctx.warehouse.side_file("model_family", _model_key(member.model)) or member.folder
 
 
-def model_specs(ctx: StageContext) -> list[ModelSpec]:
-    """model.names resolved; the family's name expands to every size and checkpoint train_model saved."""
+def model_specs(ctx: StageContext, names: list[str] | None = None) -> list[ModelSpec]:
+    """`names` (default model.names) resolved; the family's name expands to every size and checkpoint train_model
+    saved."""
     from semmem.scoring import family as fam
 
     t, root = ctx.cfg.train_model, ctx.warehouse.root
     members = {m.model: m for m in fam.Member.all_of(t, root)}
     specs: list[ModelSpec] = []
-    for name in ctx.cfg.model.names:
+    for name in ctx.cfg.model.names if names is None else names:
         targets = list(members.values()) if name == t.name else [members[name]] if name in members else []
         model, _, revision = name.partition("@")
         checkpoint = storage.join(_member_folder(ctx, members[model]), revision) if model in members and revision \
@@ -146,10 +147,13 @@ def score_stage(ctx: StageContext) -> None:
     specs = model_specs(ctx)
     wh = ctx.warehouse
     sequences = wh.read("sequences").select("sequence_id", "tokens")
-    tok_json = saved_tokenizer_json(wh.root, wh.side_file("sequences", "tokenizer"))  # the one that made them
+    recorded = wh.side_file("sequences", "tokenizer")
+    tok_json = saved_tokenizer_json(wh.root, recorded)  # the one that made them
     vocab = from_json(tok_json).get_vocab_size() if tok_json is not None else None
     for spec in specs:
         check_model_available(spec, vocab)  # on the driver: a clear error before any executor loads weights
+        if tok_json is not None:
+            check_same_tokenizer(spec, from_json(tok_json), saved_tokenizer_path(wh.root, recorded))
         score = partial(_score_chunk, spec=spec, cfg=cfg, tokenizer_vocab=vocab)
         write_in_chunks(ctx, sequences, "memorization", score, rows_per_commit=cfg.score.rows_per_commit,
                         label=f"{spec.model}@{spec.revision}",
