@@ -10,6 +10,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -321,6 +322,41 @@ class Config:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
+# Values a config can hold but no stage can use, refused when the config is loaded (key, test, what is expected),
+# so a bad value is a ConfigError naming its key before any work starts, not an error half-way through a run.
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("stream.seq_length", lambda v: v >= 64, "at least 64 tokens per row (a 32-token prompt and its continuation)"),
+    ("sample.size", lambda v: v is None or v >= 1, "a positive number of rows, or null (every row)"),
+    ("sample.fraction", lambda v: v is None or 0 < v <= 1, "a share in (0, 1], or null (every row)"),
+    ("score.batch_size", lambda v: v is None or v >= 1, "a positive number of rows per forward pass, or null"),
+    ("score.rows_per_commit", lambda v: v >= 1, "a positive number of sequences per commit"),
+    ("embed.rows_per_commit", lambda v: v >= 1, "a positive number of sequences per commit"),
+    ("texts.stride", lambda v: 1 <= v <= 32, "1..32 tokens, so every token after a text's first 32 lies in a "
+                                              "window's continuation"),
+    ("train_model.checkpoints", lambda v: bool(v) and all(0 < f <= 1 for f in v), "fractions of training in (0, 1]"),
+    ("semantic.thresholds", lambda v: bool(v) and len(set(v)) == len(v) and all(0 < t <= 1 for t in v),
+     "one or more distinct cosines in (0, 1], e.g. [0.8, 0.9]"),
+    ("semantic.max_neighbors", lambda v: v >= 0, "0 or more neighbours per sequence"),
+    ("textual.min_distance", lambda v: v >= 0, "0 or more edits"),
+    ("taxonomy.test_fraction", lambda v: 0 < v < 1, "a share strictly between 0 and 1"),
+    ("taxonomy.bootstrap_rounds", lambda v: v >= 0, "0 or more rounds"),
+    ("taxonomy.ci_level", lambda v: 0 < v < 1, "a level strictly between 0 and 1, e.g. 0.95"),
+]
+
+
+def validate(cfg: Config) -> Config:
+    """`cfg`, or a ConfigError naming the first key whose value no stage can use (RULES)."""
+    for key, ok, expected in RULES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ok(value):
+            raise ConfigError(f"config key {key} = {value!r}; expected {expected}")
+    if cfg.textual.max_distance < cfg.textual.min_distance:
+        raise ConfigError(f"config key textual.max_distance = {cfg.textual.max_distance}; expected at least "
+                          f"textual.min_distance ({cfg.textual.min_distance})")
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or the defaults when `path` is None) and apply `key.sub=value` overrides."""
     raw: dict[str, Any] = {}
@@ -337,7 +373,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = loaded or {}
     for item in overrides or []:
         _apply_override(raw, item)
-    return _build(Config, raw, "")
+    return validate(_build(Config, raw, ""))
 
 
 def with_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -345,14 +381,14 @@ def with_overrides(cfg: Config, overrides: list[str]) -> Config:
     raw = cfg.to_dict()
     for item in overrides:
         _apply_override(raw, item)
-    return _build(Config, raw, "")
+    return validate(_build(Config, raw, ""))
 
 
 def with_section(cfg: Config, name: str, raw: dict[str, Any]) -> Config:
     """A copy of `cfg` whose section `name` is built from `raw`, as a YAML file would give it (same validation)."""
     full = cfg.to_dict()
     full[name] = raw
-    return _build(Config, full, "")
+    return validate(_build(Config, full, ""))
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

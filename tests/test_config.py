@@ -32,6 +32,10 @@ def test_overrides_parse_yaml_values():
     ("ingest.on_bad_record=ignore", r"expected one of 'fail', 'skip'"),
     ("templating.upstream_quirks=maybe", r"must be true or false"),
     ("nonsense", r"not of the form key\.sub=value"),
+    ("sample.size=-5", r"config key sample\.size = -5; expected a positive number of rows"),
+    ("semantic.thresholds=[1.5]", r"config key semantic\.thresholds = \[1\.5\]; expected one or more distinct cosines"),
+    ("stream.seq_length=32", r"config key stream\.seq_length = 32; expected at least 64 tokens"),
+    ("texts.stride=0", r"config key texts\.stride = 0; expected 1\.\.32 tokens"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -48,3 +52,11 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("- a list")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(bad)
+
+
+def test_a_bad_value_is_one_line_and_exit_2_before_spark_starts(capsys):
+    from semmem.cli import main
+
+    assert main(["run", "--set", "sample.size=-5"]) == 2
+    err = capsys.readouterr().err
+    assert "semmem: error: config key sample.size = -5; expected a positive number of rows" in err

@@ -260,7 +260,7 @@ def test_models_the_texts_cannot_be_tokenized_for(spark, base_cfg, tmp_path, mem
         _run(spark, base_cfg, tmp_path, [{"text": "a b c"}], f"texts.models=[{folder}, {other}]")
     with pytest.raises(ModelError, match="neither a local folder nor a trained checkpoint"):
         _run(spark, base_cfg, tmp_path, [{"text": "a b c"}], "texts.models=[trained-l@step9]")
-    with pytest.raises(ConfigError, match="texts.stride = 40"):
+    with pytest.raises(ConfigError, match="texts.stride = 40"):  # said when the config is made
         _run(spark, base_cfg, tmp_path, [{"text": "a b c"}], f"texts.models=[{folder}]", "texts.stride=40")
     assert not Warehouse(spark, base_cfg.warehouse).exists("texts")
 

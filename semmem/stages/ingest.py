@@ -16,7 +16,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from tokenizers import Tokenizer
 
 from semmem.catalog import table
-from semmem.errors import ConfigError, InputError
+from semmem.errors import InputError
 from semmem.ingest import megatron, pile
 from semmem.ingest.sequences import WINDOW_LENGTH, sample_predicate, to_sequences
 from semmem.ingest.stream import megatron_heads, megatron_row_ids
@@ -33,9 +33,6 @@ log = logging.getLogger("semmem")
        config=("input", "tokenizer", "stream", "sample", "ingest"), reads_files="input.path")
 def ingest(ctx: StageContext) -> None:
     """Read the corpus: the training stream (token_rows) and the sampled evaluation sequences."""
-    if ctx.cfg.stream.seq_length < WINDOW_LENGTH:
-        raise ConfigError(f"stream.seq_length={ctx.cfg.stream.seq_length}: rows must hold at least "
-                          f"{WINDOW_LENGTH} tokens (a 32-token prompt and its 32-token continuation)")
     fmt = ctx.cfg.input.format
     if fmt == "pile-jsonl":
         ingest_pile(ctx)

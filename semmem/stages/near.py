@@ -9,7 +9,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from semmem.catalog import threshold_column
-from semmem.errors import ConfigError
 from semmem.features import semantic as sem
 from semmem.features import textual as txt
 from semmem.features.embeddings import embed_sequences, resolve_embedding_model
@@ -47,9 +46,7 @@ def embed(ctx: StageContext) -> None:
 
 
 def _thresholds(ctx: StageContext) -> list[float]:
-    t = ctx.cfg.semantic.thresholds
-    if not t or len(set(t)) != len(t) or any(not 0.0 < x <= 1.0 for x in t):
-        raise ConfigError(f"semantic.thresholds = {t}: give one or more distinct cosines in (0, 1], e.g. [0.8, 0.9]")
+    t = ctx.cfg.semantic.thresholds  # distinct, in (0, 1]: checked when the config was loaded
     for x in t:
         threshold_column("", x)  # a plain number that names a column
     return sorted(t)
@@ -91,8 +88,6 @@ def semantic(ctx: StageContext) -> None:
     """Exact counts of sequences within cosine >= each threshold -> semantic_matches; capped pairs -> neighbors."""
     s, wh = ctx.cfg.semantic, ctx.warehouse
     thresholds = _thresholds(ctx)
-    if s.max_neighbors < 0:
-        raise ConfigError(f"semantic.max_neighbors = {s.max_neighbors}: must be >= 0")
     meta = {**_grid_metadata(ctx, "semantic"), "max_neighbors": s.max_neighbors}
     with wh.scratch(items_of(wh.read("embeddings")), max_rows_per_file=s.block_rows) as scratch:
         check_embeddings(scratch.df)
@@ -119,9 +114,6 @@ def textual(ctx: StageContext) -> None:
     """Semantic matches whose prompt is within textual.{min,max}_distance edits -> textual_matches."""
     s, t, wh = ctx.cfg.semantic, ctx.cfg.textual, ctx.warehouse
     thresholds = _thresholds(ctx)
-    if not 0 <= t.min_distance <= t.max_distance:
-        raise ConfigError(f"textual.min_distance={t.min_distance}, textual.max_distance={t.max_distance}: need "
-                          "0 <= min_distance <= max_distance")
     meta = {**_grid_metadata(ctx, "textual"), "min_distance": t.min_distance, "max_distance": t.max_distance,
             "upstream_ascii_rule": t.upstream_ascii_rule, "sequences_version": wh.version("sequences")}
     items = items_of(wh.read("embeddings"), prompts=wh.read("sequences"))

@@ -50,8 +50,6 @@ def train_model_stage(ctx: StageContext) -> None:
     if ctx.cfg.model.names and not uses_family(ctx.cfg.model.names, t.name):
         log.info("train_model: skipped, model.names does not use %r", t.name)
         return
-    if not t.checkpoints or any(not 0.0 < f <= 1.0 for f in t.checkpoints):
-        raise ConfigError(f"train_model.checkpoints = {t.checkpoints}: give fractions of training in (0, 1]")
     members = fam.Member.all_of(t, wh.root)
     recorded = wh.side_file("sequences", "tokenizer")
     tok_json = saved_tokenizer_json(wh.root, recorded)

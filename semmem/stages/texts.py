@@ -47,9 +47,6 @@ def texts_stage(ctx: StageContext) -> None:
     if not cfg.texts.models:
         raise ConfigError("texts.models is empty: name the model(s) to score the texts with (`semmem texts --model "
                           "trained-l@step4108 FILE.jsonl`)")
-    if not 1 <= cfg.texts.stride <= tx.CONTINUATION_LENGTH:
-        raise ConfigError(f"texts.stride = {cfg.texts.stride}: give 1..{tx.CONTINUATION_LENGTH} tokens, so that "
-                          "every token after a text's first 32 lies in some window's continuation")
     specs = model_specs(ctx, cfg.texts.models)
     for spec in specs:
         check_model_available(spec)  # a model that cannot be had says how to get it, before its tokenizer is looked for
