@@ -27,9 +27,36 @@ def run_sql(warehouse: str | Path, query: str, *, engine: Engine = "auto") -> pa
     megatron = any(i.name == "stream_sources" for i in infos)
     if engine == "auto":
         engine = "spark" if megatron and "token_rows" in query.lower() else "datafusion"
+    check_read_only(query, {i.name for i in infos} | ({"token_rows"} if megatron else set()),
+                    "spark" if engine == "spark" else None)
     if engine == "datafusion":
         return _plain_types(_datafusion(infos, query))
     return _plain_types(_spark(warehouse, infos, query, megatron))
+
+
+def check_read_only(query: str, tables: set[str], dialect: str | None) -> None:
+    """SemmemError unless `query` is one read-only query (SELECT, WITH ... SELECT, UNION, ...) over the warehouse's
+    tables: both engines would also run statements that write files or read outside the warehouse (COPY ... TO,
+    CREATE EXTERNAL TABLE, INSERT, SELECT ... INTO, Spark's parquet.`/path`, table functions such as read_csv)."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
+    except sqlglot.errors.SqlglotError as e:
+        raise SemmemError(f"SQL failed: {' '.join(str(e).split())[:300]}") from None
+    if len(statements) != 1:
+        raise SemmemError(f"semmem sql runs one query at a time; found {len(statements)} statements")
+    stmt = statements[0]
+    if not isinstance(stmt, exp.Query) or stmt.find(exp.Into) is not None:
+        kind = "SELECT ... INTO" if isinstance(stmt, exp.Query) else stmt.key.upper()
+        raise SemmemError(f"semmem sql runs read-only queries (SELECT, WITH ... SELECT) over the warehouse's tables; "
+                          f"{kind} statements are refused (they write, or read outside the warehouse)")
+    named = tables | {cte.alias_or_name for cte in stmt.find_all(exp.CTE)}
+    for t in stmt.find_all(exp.Table):
+        if not isinstance(t.this, exp.Identifier) or t.db or t.catalog or t.name not in named:
+            raise SemmemError(f"semmem sql reads only the warehouse's tables ({', '.join(sorted(tables))}); "
+                              f"{t.sql(dialect=dialect)!r} is not one of them")
 
 
 def _datafusion(infos: list, query: str) -> pa.Table:

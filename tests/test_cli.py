@@ -63,6 +63,32 @@ def test_sql_and_tables_errors(warehouse, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("engine", ["datafusion", "spark"])
+@pytest.mark.parametrize("query, refused", [
+    ("COPY (SELECT * FROM sequences) TO '{out}/copy.csv' STORED AS CSV", "COPY statements are refused"),
+    ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/hostname'", "CREATE statements are refused"),
+    ("CREATE TABLE x AS SELECT * FROM sequences", "CREATE statements are refused"),
+    ("INSERT INTO sequences SELECT * FROM sequences", "INSERT statements are refused"),
+    ("DROP TABLE sequences", "DROP statements are refused"),
+    ("SELECT * INTO copied FROM sequences", "SELECT ... INTO statements are refused"),
+    ("SELECT * FROM read_csv('/etc/hostname')", "is not one of them"),
+    ("SELECT * FROM elsewhere", "'elsewhere' is not one of them"),
+    ("SELECT 1; SELECT 2", "one query at a time; found 2 statements"),
+])
+def test_sql_runs_read_only_queries_over_the_warehouse_only(warehouse, tmp_path, capsys, engine, query, refused):
+    """Each kind of statement that writes, or reads outside the warehouse, is refused before an engine sees it."""
+    assert main(["sql", "--warehouse", str(warehouse), "--engine", engine, query.format(out=tmp_path)]) == 2
+    assert refused in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_spark_path_tables_are_refused(warehouse, capsys):
+    assert main(["sql", "--warehouse", str(warehouse), "--engine", "spark", "SELECT * FROM parquet.`/etc`"]) == 2
+    assert "is not one of them" in capsys.readouterr().err
+    assert main(["sql", "--warehouse", str(warehouse), "WITH s AS (SELECT sequence_id FROM sequences) "
+                 "SELECT count(*) AS n FROM s"]) == 0  # a CTE is a query over the warehouse
+
+
 def test_tables_lists_versions_and_rows(warehouse, capsys):
     assert main(["tables", "--warehouse", str(warehouse)]) == 0
     out = capsys.readouterr().out
