@@ -8,8 +8,8 @@ from pathlib import Path
 
 from semmem import storage
 from semmem.config import Config
-from semmem.tables import (ADOPTED, DIRECT, RUNS, Publication, Publications, digest, latest_version, list_tables, published_version,
-                           read_publications, table_path)
+from semmem.tables import (ADOPTED, DIRECT, RUNS, Publication, Publications, digest, latest_version, list_tables,
+                           published_version, read_publications, table_path)
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def texts_text(warehouse: str | Path, limit: int = 50) -> str:
                          "FROM text_answers a JOIN texts t ON a.text_id = t.text_id "
                          f"ORDER BY t.text_id, a.model, a.revision LIMIT {limit}").to_pylist()
     head = (f"  {'text':>6}  {'where':<24}  {'tokens':>6}  {'model@revision':<24}  {'memorized':<9}  "
-            f"{'longest memorized span':<34}  {'best prefix':>11}  {'loss':>6}  {'in training data':>16}")
+            f"{'longest memorized span':<42}  {'best prefix':>11}  {'loss':>6}  {'in training data':>16}")
     lines = ["", f"Did the model memorize these texts? ({n:,} text x model rows in {root})", head]
     for r in rows:
         where = f"{Path(r['path']).name}:{r['line']}"
@@ -127,7 +127,7 @@ def texts_text(warehouse: str | Path, limit: int = 50) -> str:
         count = "-" if r["stream_count"] is None else f"{r['stream_count']:,} times"
         text = str(r["text_id"] if r["id"] is None else r["id"])
         lines.append(f"  {text:>6}  {where:<24}  {r['n_tokens']:>6}  {r['model'] + '@' + r['revision']:<24}  "
-                     f"{'yes' if r['memorized'] else 'no':<9}  {span:<34}  "
+                     f"{'yes' if r['memorized'] else 'no':<9}  {span:<42}  "
                      f"{str(r['best_matched_prefix']) + ' tok':>11}  {_num(r['lowest_loss']):>6}  {count:>16}")
     if n > len(rows):
         lines.append(f"  ... {n - len(rows):,} more: semmem sql --warehouse {root} \"SELECT * FROM text_answers\"")

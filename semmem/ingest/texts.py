@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 from pyspark import Accumulator
 
+from semmem.errors import InputError
 from semmem.ingest.pile import _Reject, document_fields, parse_json, record_batches, shard_batch
 from semmem.ingest.tokenizer import from_json
 
@@ -101,7 +102,12 @@ def text_windows(batches: Iterator[pa.RecordBatch], stride: int) -> Iterator[pa.
         for text_id, tokens, starts, ends in zip(*(batch.column(c).to_pylist()
                                                    for c in ("text_id", "tokens", "starts", "ends"))):
             n = len(tokens)
-            for w, s in enumerate(window_starts(n, stride)):
+            starts_at = window_starts(n, stride)
+            if len(starts_at) >= 1 << MAX_WINDOWS_BITS:
+                raise InputError(f"text {text_id} ({n:,} tokens) makes {len(starts_at):,} windows at stride {stride}; "
+                                 f"a text can have at most {(1 << MAX_WINDOWS_BITS) - 1:,}: raise texts.stride or "
+                                 "split the text")
+            for w, s in enumerate(starts_at):
                 length = min(WINDOW_LENGTH, n - s)
                 cont = s + length - min(CONTINUATION_LENGTH, length - 1)
                 for name, value in (("text_id", text_id), ("window", w), ("key", (text_id << MAX_WINDOWS_BITS) | w),
