@@ -11,6 +11,7 @@ Slow (two full pipeline runs and a scheduling check): marker `cluster`, run by `
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -41,8 +42,12 @@ def cluster(tmp_path) -> Iterator[StandaloneCluster]:
         pytest.skip(f"no {ARCHIVE.relative_to(ROOT)}: `make dist` builds it (`make cluster-test` does)")
     work = tmp_path / "cluster"
     work.mkdir()
-    with running(work, cores=1) as c:
-        yield c
+    try:
+        with running(work, cores=1) as c:
+            yield c
+    finally:  # each executor unpacked the venv (~7 GB with PyPI's CUDA torch): never keep them in pytest's temp
+        for unpacked in work.glob("worker*/app-*"):
+            shutil.rmtree(unpacked, ignore_errors=True)
 
 
 def _common(warehouse: Path, corpus: Path, tokenizer: Path) -> list[str]:

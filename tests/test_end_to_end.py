@@ -23,7 +23,7 @@ def test_semmem_run_all_default_stages(spark, tmp_path, capsys):
                "--set", ("train_model.sizes=[{name: s, hidden_size: 16, num_layers: 1, num_heads: 2}, "
                          "{name: l, hidden_size: 32, num_layers: 1, num_heads: 2}]"),
                "--set", "train_model.checkpoints=[0.5, 1.0]", "--set", "score.batch_size=16",
-               "--set", "train_model.epochs=40",  # the larger size then memorizes ~15 of the ~250 sequences
+               "--set", "train_model.epochs=12", "--set", "train_model.learning_rate=0.01",  # memorizes ~10
                "--set", "taxonomy.min_memorized=1", "--set", "taxonomy.bootstrap_rounds=20",  # the fits, briefly:
                "--set", "taxonomy.search_quantiles=[0.5]", "--set", "taxonomy.kl_bootstrap_rounds=50"])
     assert rc == 0
