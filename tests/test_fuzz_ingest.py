@@ -18,7 +18,7 @@ from semmem.errors import InputError
 from semmem.ingest import megatron, pile, texts
 
 RECORD_REASONS = {"invalid_utf8", "invalid_json", "missing_text"}  # a bad line of a Pile shard (README, Ingestion)
-TEXT_REASONS = RECORD_REASONS | {"empty_text", "bad_id"}  # ... and of a texts-jsonl file
+TEXT_REASONS = RECORD_REASONS | {"empty_text", "bad_id"}  # ... and of a file for `semmem texts`
 FILE_REASONS = {"corrupt_zstd", "unreadable_file", "empty_shard"}  # the whole file (line 0)
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,  # the same examples on every run: CI is repeatable
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
