@@ -7,7 +7,7 @@ CONFIG ?= conf/local.yaml
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: help venv jars run test test-delta cluster-test s3-test dist bench capacity sample tables clean
+.PHONY: help venv jars run test test-delta cluster-test s3-test dist dist-test bench capacity sample tables clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ test-delta: venv  ## the delta-spark backend tests, in a session with the Delta 
 	@if ls .jars/delta-spark_*.jar >/dev/null 2>&1; then SEMMEM_TEST_DELTA_JARS=$(abspath .jars) $(BIN)/pytest -q -m delta_spark tests/test_delta_spark.py; \
 	else echo "test-delta: skipped: no Delta jar in .jars/ (Maven Central unreachable at install?); run make jars"; fi
 
-cluster-test: dist  ## make dist, then the pipeline by spark-submit of dist/jobs on a standalone cluster (127.0.0.1), executors on the packed venv, one worker killed
+cluster-test: venv  ## the pipeline (small corpus) by spark-submit on a standalone cluster on 127.0.0.1, one worker killed
 	$(BIN)/pytest -q -m cluster tests/test_cluster.py
 
 s3-test: venv  ## warehouse and corpora on an S3 server on 127.0.0.1 (moto), both Delta backends, vs local runs
@@ -39,6 +39,9 @@ s3-test: venv  ## warehouse and corpora on an S3 server on 127.0.0.1 (moto), bot
 
 dist: venv  ## dist/: semmem's wheel, a venv-pack'ed venv for spark-submit --archives, jobs/ and conf/ (~4 min)
 	tools/make-dist.sh dist
+
+dist-test: dist  ## spark-submit of dist/jobs on a standalone cluster, executors on the packed venv (--archives)
+	$(BIN)/pytest -q -m dist tests/test_dist.py
 
 bench: venv  ## benchmarks: ratios against baselines measured in the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

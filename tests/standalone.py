@@ -44,7 +44,8 @@ class StandaloneCluster:
         self.url = f"spark://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-                    "PYSPARK_PYTHON": PYTHON, "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1"}
+                    "PYSPARK_PYTHON": PYTHON, "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1",
+                    "SPARK_LOCAL_DIRS": str(work / "local")}  # fetched files stay under the test's folder
 
     def _spawn(self, name: str, cls: str, *args: str, env: dict | None = None) -> None:
         log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process

@@ -1,21 +1,19 @@
 """The whole pipeline under spark-submit on a real Spark standalone cluster (a master and two workers started from the
-pyspark installation, on 127.0.0.1 only), as a cluster without semmem runs it: `make dist`'s jobs and configs,
-submitted from a folder outside the checkout, executors on the packed venv shipped by --archives, the Delta jars,
-and one worker killed while `duplicates` runs (its replacement unpacks the venv again): every table must equal a
-local[2] run's, and none may be half-written.
+pyspark installation, on 127.0.0.1 only), with the Delta jars, and with one worker killed while `duplicates` runs:
+every table must equal a local[2] run's, and none may be half-written. Every default stage runs, on a small corpus
+with a small family (as the end-to-end test's), so it takes minutes. (`make dist-test` runs dist/jobs with the
+packed venv.)
 
-Slow (two full pipeline runs and a scheduling check): marker `cluster`, run by `make cluster-test` (a line of
-.ci/run, after `make dist`); `make test` deselects it. Skips, saying why, without the Delta jars or `make dist`.
+Slow (two pipeline runs and a scheduling check): marker `cluster`, run by `make cluster-test` (a line of
+.ci/run); `make test` deselects it. Skips, saying why, without the Delta jars.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import threading
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +25,6 @@ from tests.warehouses import assert_same_warehouse
 
 pytestmark = pytest.mark.cluster
 JARS = sorted((ROOT / ".jars").glob("delta-*.jar"))
-DIST = ROOT / "dist"
-ARCHIVE = DIST / "semmem-venv.tar.gz"
 FAMILY = ("train_model.sizes=[{name: s, hidden_size: 16, num_layers: 1, num_heads: 2}, "
           "{name: l, hidden_size: 32, num_layers: 1, num_heads: 2}]")
 
@@ -38,16 +34,10 @@ def cluster(tmp_path) -> Iterator[StandaloneCluster]:
     if not any(j.name.startswith("delta-spark_") for j in JARS):
         pytest.skip("no Delta jar in .jars/ (Maven Central unreachable at install?): the cluster test runs with "
                     "delta-spark; `make jars` fetches it")
-    if not ARCHIVE.is_file():
-        pytest.skip(f"no {ARCHIVE.relative_to(ROOT)}: `make dist` builds it (`make cluster-test` does)")
     work = tmp_path / "cluster"
     work.mkdir()
-    try:
-        with running(work, cores=1) as c:
-            yield c
-    finally:  # each executor unpacked the venv (~7 GB with PyPI's CUDA torch): never keep them in pytest's temp
-        for unpacked in work.glob("worker*/app-*"):
-            shutil.rmtree(unpacked, ignore_errors=True)
+    with running(work, cores=1) as c:
+        yield c
 
 
 def _common(warehouse: Path, corpus: Path, tokenizer: Path) -> list[str]:
@@ -55,23 +45,20 @@ def _common(warehouse: Path, corpus: Path, tokenizer: Path) -> list[str]:
     settings = [f"input.path=[{corpus}]", f"tokenizer.name={tokenizer}", "stream.seq_length=128", FAMILY,
                 "train_model.checkpoints=[0.5, 1.0]", "score.batch_size=16", "taxonomy.min_memorized=1",
                 f"warehouse={warehouse}"]
-    return ["--config", str(DIST / "conf" / "local.yaml"), *[x for s in settings for x in ("--set", s)]]
+    return ["--config", str(ROOT / "conf" / "local.yaml"), *[x for s in settings for x in ("--set", s)]]
 
 
-def _submit(cluster: StandaloneCluster, common: list[str], cwd: Path, on_line) -> tuple[int, str]:
-    """spark-submit dist/jobs/run.py from `cwd` (outside the checkout) on the cluster with the Delta jars, executors
-    on the packed venv (--archives; the driver is the venv's Python); `on_line` sees each driver output line."""
+def _submit(cluster: StandaloneCluster, common: list[str], on_line) -> tuple[int, str]:
+    """spark-submit jobs/run.py on the cluster with the Delta jars; `on_line` sees each driver output line."""
     cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
-           "--jars", ",".join(str(j) for j in JARS), "--archives", f"{ARCHIVE}#environment",
+           "--jars", ",".join(str(j) for j in JARS),
            "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
            "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
            "--conf", "spark.task.maxFailures=8", "--conf", "spark.executor.memory=2g",
            "--conf", "spark.driver.memory=3g", "--conf", "spark.ui.enabled=false",
-           "--conf", "spark.pyspark.python=./environment/bin/python",  # in each executor's folder
-           "--conf", f"spark.pyspark.driver.python={PYTHON}",
-           str(DIST / "jobs" / "run.py"), *common]
-    env = {k: v for k, v in cluster.env.items() if k != "PYTHONPATH"}  # executors see only the archive's packages
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+           "--conf", f"spark.pyspark.python={PYTHON}", "--conf", f"spark.pyspark.driver.python={PYTHON}",
+           str(ROOT / "jobs" / "run.py"), *common]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     lines = []
     for line in proc.stdout:
@@ -98,27 +85,15 @@ def test_pipeline_on_a_standalone_cluster_survives_a_killed_worker(cluster, tmp_
             killed.set()
             cluster.start_worker("worker3")
 
-    rc, out = _submit(cluster, _common(cluster_wh, corpus, tok), tmp_path, kill_during_duplicates)
+    rc, out = _submit(cluster, _common(cluster_wh, corpus, tok), kill_during_duplicates)
     assert rc == 0, out[-6000:]
     assert killed.is_set(), "the duplicates stage never started"
-    for worker in ("worker2", "worker3"):  # the executors ran the packed venv, the replacement's unpacked again
-        assert sorted((cluster.work / worker).glob("app-*/*/environment/bin/python")), worker
     assert "(delta-spark backend)" in out
     assert re.search(r"Lost executor|ExecutorLostFailure|executor \d+ exited|Executor lost", out + cluster.log(
         "master")), "the killed worker's executor was not seen to be lost"
 
     names = assert_same_warehouse(str(local_wh), str(cluster_wh))
     assert {"sequences", "sequence_duplicates", "memorization", "embeddings", "combined"} <= set(names)
-
-
-def test_the_wheel_carries_the_package_and_its_data():
-    wheels = sorted(DIST.glob("semmem-*.whl"))
-    if not wheels:
-        pytest.skip("no wheel in dist/: `make dist` builds it")
-    names = set(zipfile.ZipFile(wheels[0]).namelist())
-    assert {"semmem/storage.py", "semmem/stages/ingest.py", "semmem/stages/texts.py",
-            "semmem/data/sample/00.jsonl.zst", "semmem/data/eval/code_labels.jsonl"} <= names
-    assert (DIST / "jobs" / "run.py").is_file() and (DIST / "conf" / "cluster.yaml").is_file()
 
 
 def test_only_model_stages_ask_for_a_gpu_per_task(tmp_path):
