@@ -22,10 +22,10 @@ from pyspark import Accumulator
 
 from semmem.errors import InputError
 from semmem.ingest.pile import _Reject, document_fields, parse_json, record_batches, shard_batch
+from semmem.ingest.sequences import WINDOW_LENGTH
 from semmem.ingest.tokenizer import from_json
+from semmem.scoring.memorization import continuation_length
 
-WINDOW_LENGTH = 64
-CONTINUATION_LENGTH = 32
 MAX_WINDOWS_BITS = 24  # window keys are text_id << 24 | window: 16M windows (0.5B tokens at stride 32) per text
 
 TEXT_SCHEMA = pa.schema([
@@ -109,7 +109,7 @@ def text_windows(batches: Iterator[pa.RecordBatch], stride: int) -> Iterator[pa.
                                  "split the text")
             for w, s in enumerate(starts_at):
                 length = min(WINDOW_LENGTH, n - s)
-                cont = s + length - min(CONTINUATION_LENGTH, length - 1)
+                cont = s + length - continuation_length(length)
                 for name, value in (("text_id", text_id), ("window", w), ("key", (text_id << MAX_WINDOWS_BITS) | w),
                                     ("token_start", s), ("n_tokens", length), ("continuation_start", cont),
                                     ("char_start", starts[s]), ("continuation_char_start", starts[cont]),

@@ -24,6 +24,7 @@ from semmem.catalog import table
 from semmem.errors import ConfigError, InputError, ModelError
 from semmem.ingest import pile
 from semmem.ingest import texts as tx
+from semmem.ingest.sequences import WINDOW_LENGTH
 from semmem.ingest.tokenizer import saved_tokenizer_json, tokenizer_digest
 from semmem.progress import progress
 from semmem.scoring.memorization import score_windows
@@ -174,7 +175,7 @@ def _stream_counts(ctx: StageContext, windows: DataFrame, digest: str) -> Iterat
                  "the training stream was tokenized with another tokenizer than the models'")
         yield ctx.spark.createDataFrame([], "key BIGINT, stream_count BIGINT")
         return
-    full = windows.where(F.col("n_tokens") == tx.WINDOW_LENGTH).select(F.col("key").alias("sequence_id"), "tokens")
+    full = windows.where(F.col("n_tokens") == WINDOW_LENGTH).select(F.col("key").alias("sequence_id"), "tokens")
     d = cfg.duplicates
     stream = stream_shards(wh, cfg, d.rows_per_task) if d.direct_read else read_stream(wh, cfg)
     with duplicate_counts(wh, full, stream, d) as counts:
