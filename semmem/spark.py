@@ -154,17 +154,21 @@ def gpu_slots(spark: SparkSession) -> int:
     return max(1, int(executors * executor_gpus(spark)))
 
 
-def model_tasks(df: DataFrame, partitions: int | None = None) -> DataFrame:
+def model_tasks(df: DataFrame, order: str, partitions: int | None = None) -> DataFrame:
     """`df` laid out for the model that runs next in the same Spark stage (a predict_batch_udf projection).
 
     With executor GPUs: repartitioned to the GPU task slots and passed through a mapInArrow under
     `gpu_task_profile`, which puts the whole stage (and so the model) one task per GPU; the CPU stages keep the
     default profile and every core. Without: repartitioned to `partitions` when given, else unchanged.
+    Each task's rows are sorted by `order` (a unique column): the rows a shuffle delivers come in fetch order, and a
+    batch made of other rows pads and multiplies differently, so without it a rerun or a retried task gives floats
+    that differ in the last bits.
     """
     profile = gpu_task_profile(df.sparkSession)
     if profile is None:
-        return df.repartition(partitions) if partitions else df
-    return df.repartition(gpu_slots(df.sparkSession)).mapInArrow(_unchanged, df.schema, profile=profile)
+        return (df.repartition(partitions) if partitions else df).sortWithinPartitions(order)
+    return (df.repartition(gpu_slots(df.sparkSession)).sortWithinPartitions(order)
+            .mapInArrow(_unchanged, df.schema, profile=profile))
 
 
 def _unchanged(batches):

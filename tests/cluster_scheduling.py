@@ -42,7 +42,7 @@ if __name__ == "__main__":
     df = spark.range(0, 8, numPartitions=8)
     cpu = df.mapInArrow(record, SCHEMA).collect()
     gpu = df.mapInArrow(record, SCHEMA, profile=gpu_task_profile(spark)).collect()
-    laid_out = model_tasks(df)
+    laid_out = model_tasks(df, "id")
     model = laid_out.mapInArrow(record, SCHEMA).collect()
     print("SCHEDULING " + json.dumps({
         "cpu_peak": peak_per_executor(cpu), "cpu_gpus": sorted({r.gpus for r in cpu}),

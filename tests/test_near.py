@@ -106,6 +106,20 @@ def test_embeddings_equal_plain_sentence_transformers(near_wh):
     assert len(lic) == CLUSTER and all(np.array_equal(v, lic[0]) for v in lic)
 
 
+def test_model_batches_do_not_depend_on_shuffle_order(spark):
+    # sentence-transformers gives a text other bits in another batch (padding, kernel shapes: ~1e-7); a shuffle
+    # delivers rows in fetch order, so a model task must put them in one order, or a rerun or a retried task (a
+    # cluster run with a lost worker is compared with a local one bit for bit) differs in the last bits.
+    from pyspark.sql import functions as F
+
+    from semmem.spark import model_tasks
+
+    df = spark.range(0, 300, numPartitions=4).orderBy(F.rand(seed=3))
+    parts = model_tasks(df, "id", partitions=3).rdd.glom().map(lambda rows: [r.id for r in rows]).collect()
+    assert len(parts) == 3 and all(p == sorted(p) for p in parts)
+    assert sorted(sum(parts, [])) == list(range(300))
+
+
 def test_embeddings_commit_metadata_names_the_model(near_wh):
     meta = near_wh["wh"].commit_metadata("embeddings")
     assert meta["model"] == DEFAULT_MODEL and meta["stage"] == "embed"

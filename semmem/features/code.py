@@ -455,7 +455,7 @@ def code_scores(sequences: DataFrame, model: CodeModel, *, nl_threshold: float =
                             return_type=DoubleType(), batch_size=udf_batch_size)
     texts = (sequences.select("sequence_id", F.coalesce(F.col("text"), F.lit("")).alias("text"))
              .groupBy("text").agg(F.collect_list("sequence_id").alias("ids")))
-    scored = model_tasks(texts).select("ids", udf(F.col("text")).alias("nl_score"))  # one task per GPU, if any
+    scored = model_tasks(texts, "text").select("ids", udf(F.col("text")).alias("nl_score"))  # one task per GPU, if any
     return scored.select(F.explode("ids").alias("sequence_id"), "nl_score",
                          is_code_of(F.col("nl_score"), nl_threshold=nl_threshold,
                                     code_threshold=code_threshold).alias("is_code"))

@@ -177,6 +177,6 @@ def embed_sequences(sequences: DataFrame, name: str, revision: str | None = None
                             return_type=ArrayType(FloatType()), batch_size=udf_batch_size)
     texts = (sequences.select("sequence_id", F.coalesce(F.col("text"), F.lit("")).alias("text"))
              .groupBy("text").agg(F.collect_list("sequence_id").alias("ids")))
-    texts = model_tasks(texts, partitions)  # one task per GPU where executors have GPUs
+    texts = model_tasks(texts, "text", partitions)  # one task per GPU where executors have GPUs
     return (texts.select("ids", udf(F.col("text")).alias("embedding"))
             .select(F.explode("ids").alias("sequence_id"), "embedding"))

@@ -161,7 +161,7 @@ def score_stage(ctx: StageContext) -> None:
 def _score_chunk(sequences: DataFrame, spec: ModelSpec, cfg: Config, tokenizer_vocab: int | None) -> DataFrame:
     from semmem.scoring.memorization import score_sequences
 
-    return score_sequences(model_tasks(sequences), spec, mode=cfg.score.mode,  # a GPU per task
+    return score_sequences(model_tasks(sequences, "sequence_id"), spec, mode=cfg.score.mode,  # a GPU per task
                            upstream_perplexity=cfg.score.upstream_perplexity, eod_id=cfg.stream.eod_id,
                            batch_size=cfg.score.batch_size, dtype=cfg.model.dtype, device=cfg.model.device,
                            tokenizer_vocab=tokenizer_vocab)

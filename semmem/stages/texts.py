@@ -126,7 +126,7 @@ def _write_texts(ctx: StageContext, lines: DataFrame, tok: Tokenizer, digest: st
     keyed = stored.select(_key().alias("key"), "tokens")
     frames = []
     for spec in specs:
-        scores = score_windows(model_tasks(keyed), spec, mode=cfg.score.mode, batch_size=cfg.score.batch_size,
+        scores = score_windows(model_tasks(keyed, "key"), spec, mode=cfg.score.mode, batch_size=cfg.score.batch_size,
                                dtype=cfg.model.dtype, device=cfg.model.device, tokenizer_vocab=tok.get_vocab_size())
         frames.append(scores.select(
             F.lit(spec.model).alias("model"), F.lit(spec.revision).alias("revision"),
