@@ -234,6 +234,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  {'table':<{width}}  version  {'made (UTC)':<19}  {'stage':<22}  {'config':<16}  state")
     for r in rows:
         print(f"  {r.table:<{width}}  {r.version:>7}  {r.made:<19}  {r.stage:<22}  {r.config_hash:<16}  {r.state}")
+        for name, made_from in r.artifacts.items():
+            print(f"  {'':<{width}}  made from {name}: {made_from}")
     return 0
 
 
@@ -292,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_tables)
 
     p = sub.add_parser("status", help="each table: published version, when and by which stage run it was made, "
-                                      "and whether it is stale")
+                                      "the artifacts it was made from, and whether it is stale")
     p.add_argument("--warehouse", required=True)
     _config_args(p)
     p.set_defaults(fn=cmd_status)

@@ -1,5 +1,6 @@
-"""`semmem status`: every published table with its version, when and by which stage run it was made, and whether it
-is stale (an input table has a newer published version, the input files or, given a config, the config changed)."""
+"""`semmem status`: every published table with its version, when and by which stage run it was made, the artifacts
+it was made from, and whether it is stale (an input table has a newer published version or, given a config, the
+config, the input files or an artifact such as a model's weights changed)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 from semmem import storage
 from semmem.config import Config
-from semmem.tables import (ADOPTED, DIRECT, RUNS, Publication, Publications, digest, latest_version, list_tables,
-                           published_version, read_publications, table_path)
+from semmem.errors import SemmemError
+from semmem.tables import (ADOPTED, ARTIFACTS, DIRECT, FILES, RUNS, Publication, Publications, Warehouse, digest,
+                           latest_version, list_tables, published_version, read_publications, table_path)
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class TableStatus:
     stage: str
     config_hash: str
     state: str  # current | stale: why | unpublished commits | not tracked
+    artifacts: dict[str, str]  # what else it was made from (model weights, a classifier, a tokenizer): digests
 
 
 def status_rows(warehouse: str | Path, cfg: Config | None = None) -> list[TableStatus]:
@@ -34,7 +37,7 @@ def status_rows(warehouse: str | Path, cfg: Config | None = None) -> list[TableS
             continue
         p = pubs.newest.get(info.name) if pubs is not None else None
         if p is None:
-            rows.append(TableStatus(info.name, info.version, "-", "-", "-", "not tracked (no publication log)"))
+            rows.append(TableStatus(info.name, info.version, "-", "-", "-", "not tracked (no publication log)", {}))
             continue
         why = _stale(p, root, pubs, cfg, REGISTRY.get(p.stage))
         latest = latest_version(table_path(root, info.name))
@@ -42,22 +45,39 @@ def status_rows(warehouse: str | Path, cfg: Config | None = None) -> list[TableS
             why = [f"current; {latest - p.version} newer unpublished commit(s) (a run failed or is running)"]
         rows.append(TableStatus(info.name, p.version, p.published_at.strftime("%Y-%m-%d %H:%M:%S"), p.stage,
                                 p.config_hash if p.stage not in (ADOPTED, DIRECT) else "-",
-                                "; ".join(why) if why else "current"))
+                                "; ".join(why) if why else "current", p.inputs.get(ARTIFACTS, {})))
     return rows
 
 
 def _stale(p: Publication, root: str, pubs, cfg: Config | None, stage) -> list[str]:  # noqa: ANN001
     if p.stage in (ADOPTED, DIRECT):
         return [f"not tracked ({'made before the publication log' if p.stage == ADOPTED else 'written directly'})"]
-    now = {name: published_version(root, name, pubs) for name in p.inputs if name != "files"}
+    now = {name: published_version(root, name, pubs) for name in p.inputs if name not in (FILES, ARTIFACTS)}
     why = [f"stale: {name} is at version {now[name]}, made from {v}" for name, v in p.inputs.items()
            if name in now and now[name] != v]
     if cfg is not None and stage is not None:
         if digest(stage.config_of(cfg)) != p.config_hash:
             why.append(f"stale: the config of stage {p.stage} changed")
-        if "files" in p.inputs and stage.reads_files and stage.files_digest(cfg) != p.inputs["files"]:
+        if FILES in p.inputs and stage.reads_files and stage.files_digest(cfg) != p.inputs[FILES]:
             why.append("stale: the input files changed")
+        if stage.artifacts is not None:
+            why += _changed_artifacts(p.inputs.get(ARTIFACTS, {}), stage, cfg, root)
     return why
+
+
+def _changed_artifacts(before: dict[str, str], stage, cfg: Config, root: str) -> list[str]:  # noqa: ANN001
+    """What changed among the artifacts a stage read (model weights, a classifier, a tokenizer), as the stage would
+    find them now: no Spark session is needed, only the warehouse's metadata."""
+    from semmem.stages import StageContext
+
+    try:
+        now = stage.artifacts(StageContext(None, cfg, Warehouse(None, root, backend="delta-rs")))  # type: ignore[arg-type]
+    except SemmemError as e:
+        return [f"stale?: its artifacts cannot be checked ({e})"]
+    why = [f"stale: {name} changed ({before[name]} -> {now[name]})" for name in sorted(now)
+           if name in before and before[name] != now[name]]
+    why += [f"stale: {name} is new" for name in sorted(set(now) - set(before))]
+    return why + [f"stale: {name} is gone" for name in sorted(set(before) - set(now))]
 
 
 def stale_inputs(warehouse: str | Path, name: str, pubs: Publications | None) -> list[str]:
@@ -70,7 +90,7 @@ def stale_inputs(warehouse: str | Path, name: str, pubs: Publications | None) ->
         return []
     why = []
     for inp, made_from in p.inputs.items():
-        if inp == "files":
+        if inp in (FILES, ARTIFACTS):
             continue
         now = published_version(root, inp, pubs)
         if now != made_from:

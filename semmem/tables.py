@@ -37,7 +37,7 @@ import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
 from deltalake import write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -222,6 +222,9 @@ def semmem_version() -> str:
         return "unknown"
 
 
+FILES, ARTIFACTS = "files", "artifacts"  # the inputs of a stage run that are not tables
+
+
 @dataclass
 class StageRun:
     """One stage run in progress: what it read, what it has committed so far (unpublished) and its side files."""
@@ -230,6 +233,7 @@ class StageRun:
     config: dict
     inputs: dict
     base: dict[str, int | None]  # newest version of each output when the run began (optimistic concurrency)
+    forced: bool = False  # --force: nothing of an earlier run is kept
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     written: dict[str, int] = field(default_factory=dict)
     dropped: set[str] = field(default_factory=set)
@@ -348,7 +352,8 @@ class Warehouse:
         """Read the publication log again (another process may have published)."""
         self.pubs = read_publications(self.root)
 
-    def begin_stage(self, stage: str, outputs: Iterable[str], config: dict, inputs: dict) -> StageRun:
+    def begin_stage(self, stage: str, outputs: Iterable[str], config: dict, inputs: dict, *,
+                    forced: bool = False) -> StageRun:
         """Open a stage run: its commits stay unpublished until `publish`. Creates the publication log when the
         warehouse has none (adopting the tables already there, at their newest versions)."""
         if self.run is not None:
@@ -356,7 +361,7 @@ class Warehouse:
         self.refresh()
         if self.pubs is None:
             self._adopt()
-        self.run = StageRun(stage, config, inputs, {n: latest_version(self.path(n)) for n in outputs})
+        self.run = StageRun(stage, config, inputs, {n: latest_version(self.path(n)) for n in outputs}, forced)
         return self.run
 
     def publish(self) -> None:
@@ -406,6 +411,29 @@ class Warehouse:
         newest = self.pubs.newest if self.pubs is not None else {}
         return bool(rows) and all(p.config_hash == digest(config) and p.inputs == json.loads(json.dumps(inputs))
                                   and newest.get(p.table_name) == p for p in rows)
+
+    def run_artifacts(self) -> dict[str, str]:
+        """The artifacts' digests the running stage's lineage records."""
+        return self.run.inputs.get(ARTIFACTS, {}) if self.run is not None else {}
+
+    def unchanged_artifacts(self) -> set[str]:
+        """The artifacts of the running stage with the digests its newest published run read, when that run had the
+        same config and table inputs and its tables are still visible (and the run is not forced): a stage that
+        reads one artifact per partition (a model per (model, revision) of memorization) redoes only the others."""
+        run = self._open_run()
+        if self.pubs is None or run.forced:
+            return set()
+        rows, newest = self.pubs.last_run(run.stage), self.pubs.newest
+        now = json.loads(json.dumps(run.inputs))
+
+        def but_artifacts(inputs: dict) -> dict:
+            return {k: v for k, v in inputs.items() if k != ARTIFACTS}
+
+        if not rows or not all(p.config_hash == run.config_hash and newest.get(p.table_name) == p and
+                               but_artifacts(p.inputs) == but_artifacts(now) for p in rows):
+            return set()
+        before = rows[0].inputs.get(ARTIFACTS, {})
+        return {k for k, v in now.get(ARTIFACTS, {}).items() if before.get(k) == v}
 
     def _open_run(self) -> StageRun:
         if self.run is None:

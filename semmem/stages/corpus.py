@@ -26,7 +26,8 @@ from semmem.tables import Warehouse
 log = logging.getLogger(__name__)
 
 
-@stage("duplicates", inputs=("sequences", "stream"), outputs=("sequence_duplicates",), config=("duplicates", "stream"))
+@stage("duplicates", inputs=("sequences", "stream"), outputs=("sequence_duplicates",),
+       config=("duplicates", "stream", "ingest.megatron_rows_per_task"))
 def duplicates(ctx: StageContext) -> None:
     """Exact stream occurrences of each continuation 32-gram -> sequence_duplicates."""
     d = ctx.cfg.duplicates
@@ -55,7 +56,7 @@ def duplicate_counts(wh: Warehouse, sequences: DataFrame, stream: DataFrame | St
 
 
 @stage("frequencies", inputs=("sequences", "stream"), outputs=("token_frequencies", "token_frequency_stats"),
-       config=("duplicates", "stream"))
+       config=("ingest.megatron_rows_per_task",))
 def frequencies(ctx: StageContext) -> None:
     """Corpus token counts -> token_frequencies; per-sequence statistics -> token_frequency_stats."""
     ctx.warehouse.write(token_frequencies(read_stream(ctx.warehouse, ctx.cfg)), "token_frequencies",

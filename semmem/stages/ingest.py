@@ -6,6 +6,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +16,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 from tokenizers import Tokenizer
 
+from semmem import storage
+from semmem.artifacts import folder_digest
 from semmem.catalog import table
 from semmem.errors import InputError
 from semmem.ingest import megatron, pile
@@ -28,9 +31,19 @@ from semmem.stages.registry import StageContext, stage
 log = logging.getLogger("semmem")
 
 
+def _tokenizer_files(ctx: StageContext) -> dict[str, str]:
+    """A local tokenizer's files (edited in place, they give other tokens); a hub id is its name and revision."""
+    t = ctx.cfg.tokenizer
+    where = t.name if storage.is_remote(t.name) else Path(t.name).expanduser()
+    if storage.is_remote(where) or Path(where).exists():
+        return {"tokenizer": folder_digest(where)}
+    return {"tokenizer": f"hub {t.name}@{t.revision or 'main'}"}
+
+
 @stage("ingest", inputs=(), outputs=("token_rows", "sequences", "ingest_rejects", "stream_sources",
                                      "published_memorization"),
-       config=("input", "tokenizer", "stream", "sample", "ingest"), reads_files="input.path")
+       config=("input", "tokenizer", "stream", "sample", "ingest"), reads_files="input.path",
+       artifacts=_tokenizer_files)
 def ingest(ctx: StageContext) -> None:
     """Read the corpus: the training stream (token_rows) and the sampled evaluation sequences."""
     fmt = ctx.cfg.input.format

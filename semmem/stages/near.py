@@ -24,7 +24,12 @@ from semmem.tables import Scratch
 log = logging.getLogger("semmem")
 
 
-@stage("embed", inputs=("sequences",), outputs=("embeddings",), config=("embed",))
+def _embedding_model(ctx: StageContext) -> dict[str, str]:
+    e = ctx.cfg.embed
+    return {"embedding model": resolve_embedding_model(e.model, e.revision).version}
+
+
+@stage("embed", inputs=("sequences",), outputs=("embeddings",), config=("embed",), artifacts=_embedding_model)
 def embed(ctx: StageContext) -> None:
     """Sentence embedding of every sequence's text (embed.model, L2-normalized) -> embeddings."""
     e = ctx.cfg.embed
@@ -109,7 +114,7 @@ def semantic(ctx: StageContext) -> None:
 
 
 @stage("textual", inputs=("embeddings", "sequences"), outputs=("textual_matches",),
-       reads_also=("semantic_matches",), config=("semantic", "textual"))
+       config=("semantic", "textual"))
 def textual(ctx: StageContext) -> None:
     """Semantic matches whose prompt is within textual.{min,max}_distance edits -> textual_matches."""
     s, t, wh = ctx.cfg.semantic, ctx.cfg.textual, ctx.warehouse

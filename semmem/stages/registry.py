@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from semmem import storage
 from semmem.config import Config
 from semmem.errors import StageError
-from semmem.tables import Warehouse, digest
+from semmem.tables import ARTIFACTS, FILES, Warehouse, digest
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +37,33 @@ class Stage:
     fn: Callable[[StageContext], None]
     description: str
     default: bool = True  # part of `semmem run` without --stages
-    config: tuple[str, ...] = ()  # the config sections it reads: its lineage, a change re-runs it
+    # the config it reads, whole sections ("score") or single keys ("taxonomy.seed"): its lineage, a change re-runs it
+    config: tuple[str, ...] = ()
     reads_also: tuple[str, ...] = ()  # tables it reads when they exist (their versions are in its lineage too)
     reads_files: str = ""  # the config key of the files it reads ("input.path"): their sizes and times are lineage
+    # the digests of what else it reads (model weights, a classifier, label files): a changed one re-runs it
+    artifacts: Callable[[StageContext], dict[str, str]] | None = None
 
     def config_of(self, cfg: Config) -> dict:
-        """The config sections this stage reads."""
+        """The config this stage reads: {section: {key: value}} with the keys it declares."""
         full = cfg.to_dict()
-        return {section: full[section] for section in self.config}
+        out: dict[str, dict] = {}
+        for entry in self.config:
+            section, _, key = entry.partition(".")
+            out.setdefault(section, {}).update({key: full[section][key]} if key else full[section])
+        return out
 
-    def input_versions(self, cfg: Config, version_of: Callable[[str], int | None]) -> dict:
-        """The versions of the tables it reads (None: absent), and a digest of its input files' sizes and times."""
+    def input_versions(self, ctx: StageContext, version_of: Callable[[str], int | None]) -> dict:
+        """The versions of the tables it reads (None: absent), a digest of its input files' sizes and times, and
+        its artifacts' digests."""
         inputs: dict[str, object] = {}
         for name in (*self.inputs, *self.reads_also):
             for t in (("token_rows", "stream_sources") if name == "stream" else (name,)):
                 inputs[t] = version_of(t)
         if self.reads_files:
-            inputs["files"] = self.files_digest(cfg)
+            inputs[FILES] = self.files_digest(ctx.cfg)
+        if self.artifacts is not None:
+            inputs[ARTIFACTS] = self.artifacts(ctx)
         return inputs
 
     def files_digest(self, cfg: Config) -> str:
@@ -66,7 +76,8 @@ REGISTRY: dict[str, Stage] = {}
 
 
 def stage(name: str, *, inputs: tuple[str, ...], outputs: tuple[str, ...], default: bool = True,
-          config: tuple[str, ...] = (), reads_also: tuple[str, ...] = (), reads_files: str = ""
+          config: tuple[str, ...] = (), reads_also: tuple[str, ...] = (), reads_files: str = "",
+          artifacts: Callable[[StageContext], dict[str, str]] | None = None
           ) -> Callable[[Callable[[StageContext], None]], Callable[[StageContext], None]]:
     """Register `fn` as stage `name`; its docstring's first line is the description `semmem stages` shows."""
 
@@ -75,7 +86,7 @@ def stage(name: str, *, inputs: tuple[str, ...], outputs: tuple[str, ...], defau
             raise StageError(f"stage {name!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
         REGISTRY[name] = Stage(name, inputs, outputs, fn, doc[0] if doc else "", default, config, reads_also,
-                               reads_files)
+                               reads_files, artifacts)
         return fn
 
     return register
@@ -112,7 +123,7 @@ def check_inputs(stages: list[Stage], warehouse: Warehouse) -> None:
 
 def run_stages(ctx: StageContext, names: list[str], force: Collection[str] = ("all",)) -> list[str]:
     """Run the named stages in order, each as one stage run whose tables are published together when it succeeds;
-    a stage whose outputs are current (same config sections, same input versions) is skipped unless forced ("all"
+    a stage whose outputs are current (same config, input versions and artifacts) is skipped unless forced ("all"
     forces every stage). Returns the names of the stages that ran."""
     stages = resolve(names)
     unknown = set(force) - set(REGISTRY) - {"all"}
@@ -123,14 +134,15 @@ def run_stages(ctx: StageContext, names: list[str], force: Collection[str] = ("a
     for s in stages:
         wh = ctx.warehouse
         wh.refresh()
-        config, inputs = s.config_of(ctx.cfg), s.input_versions(ctx.cfg, wh.visible_version)
-        if s.outputs and "all" not in force and s.name not in force and wh.is_current(s.name, config, inputs):
+        config, inputs = s.config_of(ctx.cfg), s.input_versions(ctx, wh.visible_version)
+        forced = "all" in force or s.name in force
+        if s.outputs and not forced and wh.is_current(s.name, config, inputs):
             log.info("stage %s: skipped: its tables are current (same config and inputs; --force %s reruns it)",
                      s.name, s.name)
             continue
         start = time.monotonic()
         log.info("stage %s: starting", s.name)
-        wh.begin_stage(s.name, s.outputs, config, inputs)
+        wh.begin_stage(s.name, s.outputs, config, inputs, forced=forced)
         try:
             s.fn(ctx)
             wh.publish()

@@ -13,7 +13,8 @@ from semmem.catalog import table
 from semmem.config import Config
 from semmem.errors import ConfigError, ModelError
 from semmem.ingest.tokenizer import from_json, saved_tokenizer_json, saved_tokenizer_path
-from semmem.scoring.models import ModelSpec, check_model_available, check_same_tokenizer, parse_model_spec
+from semmem.scoring.models import (ModelSpec, check_model_available, check_same_tokenizer, model_digest,
+                                   parse_model_spec)
 from semmem.spark import gpu_task_profile, model_tasks, one_task_each
 from semmem.stages.chunks import write_in_chunks
 from semmem.stages.registry import StageContext, stage
@@ -35,7 +36,7 @@ def uses_family(names: list[str], family: str) -> bool:
 
 
 @stage("train_model", inputs=("stream",), outputs=("model_family",), reads_also=("sequences",),
-       config=("train_model", "stream"))
+       config=("train_model", "stream", "model.names"))
 def train_model_stage(ctx: StageContext) -> None:
     """Train the family of train_model.sizes on the stream, one Spark task per size, with checkpoints -> model_family.
 
@@ -129,13 +130,24 @@ def model_specs(ctx: StageContext, names: list[str] | None = None) -> list[Model
     return specs
 
 
+def model_label(spec: ModelSpec) -> str:
+    """How a model@revision is named among a stage's artifacts."""
+    return f"model {spec.model}@{spec.revision}"
+
+
+def model_weights(ctx: StageContext, names: list[str] | None = None) -> dict[str, str]:
+    """The weights identity of each model `names` (default model.names) resolves to."""
+    return {model_label(spec): model_digest(spec) for spec in model_specs(ctx, names)}
+
+
 @stage("score", inputs=("sequences",), outputs=("memorization",), reads_also=("model_family",),
-       config=("model", "score", "stream", "train_model"))
+       config=("model", "score", "stream.eod_id", "train_model"), artifacts=model_weights)
 def score_stage(ctx: StageContext) -> None:
     """Memorization score, matched prefix and perplexities of every sequence under each model in model.names.
 
-    One partition (model, revision) of table memorization is overwritten per model; other partitions stay. Each
-    model's rows are committed in chunks of score.rows_per_commit: a re-run after a failure resumes.
+    One partition (model, revision) of table memorization is overwritten per model; other partitions stay, and so
+    does the partition of a model whose weights are those it was scored with, when nothing else changed. Each model's
+    rows are committed in chunks of score.rows_per_commit: a re-run after a failure resumes.
     """
     cfg = ctx.cfg
     if not cfg.model.names:
@@ -148,7 +160,12 @@ def score_stage(ctx: StageContext) -> None:
     recorded = wh.side_file("sequences", "tokenizer")
     tok_json = saved_tokenizer_json(wh.root, recorded)  # the one that made them
     vocab = from_json(tok_json).get_vocab_size() if tok_json is not None else None
+    kept = wh.unchanged_artifacts()
     for spec in specs:
+        if model_label(spec) in kept:
+            log.info("score: %s@%s is current (same weights, config and sequences as its scores)", spec.model,
+                     spec.revision)
+            continue
         check_model_available(spec, vocab)  # on the driver: a clear error before any executor loads weights
         if tok_json is not None:
             check_same_tokenizer(spec, from_json(tok_json), saved_tokenizer_path(wh.root, recorded))

@@ -25,7 +25,7 @@ TAXONOMY_TABLES = ("taxonomy_metrics", "taxonomy_weights", "feature_correlations
                    "duplicate_threshold_kl", "memorization_forecast")
 
 
-@stage("combine", inputs=("sequences",), outputs=("combined",), config=("combine", "taxonomy"),
+@stage("combine", inputs=("sequences",), outputs=("combined",), config=("combine", "taxonomy.duplicate_threshold"),
        reads_also=("memorization", "published_memorization", "model_family", *FEATURE_TABLES))
 def combine_stage(ctx: StageContext) -> None:
     """Every feature of every scored sequence, one row per model@revision, with its category -> combined."""
@@ -95,7 +95,7 @@ def _reference_model(ctx: StageContext, label_rows: DataFrame) -> tuple[str, str
     return key
 
 
-@stage("taxonomy", inputs=("combined",), outputs=TAXONOMY_TABLES, reads_also=("model_family",), config=("taxonomy",))
+@stage("taxonomy", inputs=("combined",), outputs=TAXONOMY_TABLES, config=("taxonomy",))
 def taxonomy_stage(ctx: StageContext) -> None:
     """The baseline and taxonomic models, partition search, correlations, KL curve and forecasts, per model."""
     wh, t = ctx.warehouse, ctx.cfg.taxonomy
@@ -158,7 +158,10 @@ def _model_rows(combined: DataFrame, model: str, revision: str, max_rows: int | 
     return df.toPandas()
 
 
-@stage("report", inputs=("combined", *TAXONOMY_TABLES), outputs=(), config=("report", "taxonomy"))
+@stage("report", inputs=("combined", "sequences", *TAXONOMY_TABLES), outputs=(),
+       reads_also=("model_family", "capacity", "embeddings", "code_scores"),
+       config=("report", *(f"taxonomy.{k}" for k in ("duplicate_threshold", "revisions", "upstream_protocol",
+                                                     "test_fraction", "bootstrap_rounds", "seed"))))
 def report_stage(ctx: StageContext) -> None:
     """The answer as a page: <warehouse>/report/index.html (self-contained) with its figures as PNGs beside it."""
     wh, t = ctx.warehouse, ctx.cfg.taxonomy

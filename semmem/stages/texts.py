@@ -32,14 +32,14 @@ from semmem.scoring.models import ModelSpec, check_model_available, model_tokeni
 from semmem.spark import model_tasks, one_task_each
 from semmem.stages.corpus import duplicate_counts
 from semmem.stages.registry import StageContext, stage
-from semmem.stages.scoring import model_specs
+from semmem.stages.scoring import model_specs, model_weights
 
 log = logging.getLogger(__name__)
 
 
 @stage("texts", inputs=(), outputs=("texts", "text_windows", "text_memorization", "text_answers"), default=False,
        config=("texts", "model", "score", "duplicates", "train_model"), reads_also=("model_family", "stream"),
-       reads_files="texts.path")
+       reads_files="texts.path", artifacts=lambda ctx: model_weights(ctx, ctx.cfg.texts.models))
 def texts_stage(ctx: StageContext) -> None:
     """Score your own texts (texts.path) with texts.models, beside the corpus -> texts, text_windows, ..."""
     cfg = ctx.cfg
