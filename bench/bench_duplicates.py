@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from semmem.features.duplicates import (  # noqa: E402
     QueryIndex, ScanPlan, WindowHasher, pass_index, query_hashes, scan_batches, scan_block, window_candidates)
 from semmem.catalog import table  # noqa: E402
-from semmem.ingest.megatron import index_record, open_index, write_megatron  # noqa: E402
+from semmem.ingest.megatron import index_record, open_index  # noqa: E402
+from tests.corpus import write_megatron  # noqa: E402
 from semmem.ingest.stream import shard_batches  # noqa: E402
 
 L = 2049

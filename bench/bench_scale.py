@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from semmem.features.duplicates import QueryIndex, WindowHasher, plan_passes, scan_block  # noqa: E402
-from semmem.ingest.megatron import write_megatron  # noqa: E402
+from tests.corpus import write_megatron  # noqa: E402
 
 L = 2049
 WIN = 32

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from semmem.config import TaxonomyConfig, load_config  # noqa: E402
 from semmem.taxonomy.model import taxonomy_model  # noqa: E402
 from semmem.taxonomy.search import CandidateEvaluator, partition_candidates, search_partitions  # noqa: E402
-from semmem.taxonomy.synthetic import synthetic_combined  # noqa: E402
+from tests.synthetic import synthetic_combined  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

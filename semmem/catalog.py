@@ -14,6 +14,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StructType
 
 from semmem.errors import TableError
+from semmem.features.declarations import COMBINE_COLUMNS, FEATURE_BY_TABLE, FEATURE_TABLES, FEATURES, Feature
 
 TOKENS = pa.list_(pa.int32())
 
@@ -75,6 +76,20 @@ def _table(name: str, fields: list[tuple[str, pa.DataType]], key: tuple[str, ...
                     threshold_prefixes)
 
 
+def _feature_table(f: Feature) -> TableDef:
+    return _table(f.table, [*f.key, *((c.name, c.type) for c in f.columns)], tuple(k for k, _ in f.key),
+                  f.description, f.partition_by, (f.threshold_prefix,) if f.threshold_prefix else ())
+
+
+def _combined_fields() -> list[tuple[str, pa.DataType]]:
+    """The labels' and every per-sequence feature's columns that enter `combined`, then combine's own."""
+    fields = [("model", pa.string()), ("revision", pa.string()), ("sequence_id", pa.int64()),
+              ("pile_set_name", pa.string())]
+    for f in (FEATURE_BY_TABLE["memorization"], *(FEATURE_BY_TABLE[t] for t in FEATURE_TABLES)):
+        fields += [(c.name, c.type) for c in f.columns if c.combined]
+    return [*fields, *COMBINE_COLUMNS]
+
+
 TABLES: dict[str, TableDef] = {
     t.name: t
     for t in [
@@ -94,32 +109,14 @@ TABLES: dict[str, TableDef] = {
         _table("published_memorization", [("model", pa.string()), ("sequence_id", pa.int64()),
                                           ("memorization_score", pa.float64())], ("model", "sequence_id"),
                "Memorization scores that came with a sequences-parquet input (one column per model upstream)."),
-        # corpus statistics
-        _table("sequence_duplicates", [("sequence_id", pa.int64()), ("sequence_duplicates", pa.int64())],
-               ("sequence_id",), "Occurrences of each continuation 32-gram anywhere in the stream (>= 1)."),
+        # corpus statistics, model scoring, near matches, code detection: semmem.features.declarations
+        *(_feature_table(f) for f in FEATURES),
+        _table("combined", _combined_fields(), ("model", "revision", "sequence_id"),
+               "Every feature of every scored sequence, one row per model@revision, with its taxonomy category "
+               "(spec §3): the table the taxonomic model is fitted on.", partition_by=("model", "revision"),
+               threshold_prefixes=tuple(f.threshold_prefix for f in FEATURES if f.threshold_prefix)),
         _table("token_frequencies", [("token_id", pa.int32()), ("frequency", pa.int64())], ("token_id",),
                "Corpus count of every token id over the whole stream."),
-        _table("token_frequency_stats", [
-            ("sequence_id", pa.int64()), ("max_frequency", pa.int64()), ("min_frequency", pa.int64()),
-            ("avg_frequency", pa.float64()), ("median_frequency", pa.float64()), ("p25_frequency", pa.int64()),
-            ("p75_frequency", pa.int64()), ("frequencies", pa.list_(pa.int64()))], ("sequence_id",),
-            "Corpus-frequency statistics over the 64 tokens of each sequence."),
-        _table("templating", [("sequence_id", pa.int64()), ("is_incrementing", pa.bool_()),
-                              ("is_repeating", pa.bool_()), ("is_templating", pa.bool_())], ("sequence_id",),
-               "Incrementing / repeating text (spec §2.7)."),
-        _table("huffman", [("sequence_id", pa.int64()), ("huffman_coding_length", pa.float64()),
-                           ("huffman_code_length_true", pa.float64())], ("sequence_id",),
-               "Shannon code length per character as upstream, and a true Huffman code length (spec §2.8)."),
-        # model scoring
-        _table("memorization", [
-            ("model", pa.string()), ("revision", pa.string()), ("sequence_id", pa.int64()),
-            ("memorization_score", pa.float64()), ("is_memorized", pa.bool_()), ("matched_prefix", pa.int32()),
-            ("prompt_perplexity", pa.float64()), ("generation_perplexity", pa.float64()),
-            ("sequence_perplexity", pa.float64()), ("continuation_nll_bits", pa.float64())],
-            ("model", "revision", "sequence_id"),
-            "k-extractable memorization and perplexities per model@revision (spec §1.2, §2.9); "
-            "continuation_nll_bits: -log2 P of the 32 true continuation tokens given the true prefix.",
-            partition_by=("model", "revision")),
         _table("model_family", [
             ("model", pa.string()), ("revision", pa.string()), ("size", pa.string()), ("num_parameters", pa.int64()),
             ("hidden_size", pa.int32()), ("num_layers", pa.int32()), ("num_heads", pa.int32()), ("step", pa.int64()),
@@ -137,37 +134,10 @@ TABLES: dict[str, TableDef] = {
         # near matches and code detection
         _table("embeddings", [("sequence_id", pa.int64()), ("embedding", pa.list_(pa.float32()))], ("sequence_id",),
                "L2-normalized sentence embedding of each sequence's text (model and version in the commit metadata)."),
-        _table("semantic_matches", [("sequence_id", pa.int64()), ("semantic_matches_0_8", pa.int64()),
-                                    ("semantic_matches_0_9", pa.int64())], ("sequence_id",),
-               "Reference sequences with cosine >= each threshold, the sequence itself included (spec §2.4).",
-               threshold_prefixes=("semantic_matches_",)),
         _table("semantic_neighbors", [("sequence_id", pa.int64()), ("neighbor_id", pa.int64()),
                                       ("cosine", pa.float64())], ("sequence_id", "neighbor_id"),
                "Pairs with cosine >= the lowest threshold, itself excluded, at most semantic.max_neighbors per "
                "sequence (highest cosine first)."),
-        _table("textual_matches", [("sequence_id", pa.int64()), ("textual_matches_0_8", pa.int64()),
-                                   ("textual_matches_0_9", pa.int64())], ("sequence_id",),
-               "Semantic matches whose prompt is within the configured Levenshtein distance (spec §2.5).",
-               threshold_prefixes=("textual_matches_",)),
-        _table("code_scores", [("sequence_id", pa.int64()), ("nl_score", pa.float64()), ("is_code", pa.bool_())],
-               ("sequence_id",), "P(natural language) of each text; is_code NULL when uncertain (spec §2.6)."),
-        # the answer
-        _table("combined", [
-            ("model", pa.string()), ("revision", pa.string()), ("sequence_id", pa.int64()),
-            ("pile_set_name", pa.string()), ("memorization_score", pa.float64()), ("is_memorized", pa.bool_()),
-            ("matched_prefix", pa.int32()), ("prompt_perplexity", pa.float64()),
-            ("generation_perplexity", pa.float64()), ("sequence_perplexity", pa.float64()),
-            ("sequence_duplicates", pa.int64()), ("max_frequency", pa.int64()), ("min_frequency", pa.int64()),
-            ("avg_frequency", pa.float64()), ("median_frequency", pa.float64()), ("p25_frequency", pa.int64()),
-            ("p75_frequency", pa.int64()), ("is_incrementing", pa.bool_()), ("is_repeating", pa.bool_()),
-            ("is_templating", pa.bool_()), ("huffman_coding_length", pa.float64()),
-            ("huffman_code_length_true", pa.float64()), ("semantic_matches_0_8", pa.int64()),
-            ("semantic_matches_0_9", pa.int64()), ("textual_matches_0_8", pa.int64()),
-            ("textual_matches_0_9", pa.int64()), ("nl_score", pa.float64()), ("is_code", pa.bool_()),
-            ("memorized_bits", pa.float64()), ("category", pa.string())], ("model", "revision", "sequence_id"),
-            "Every feature of every scored sequence, one row per model@revision, with its taxonomy category (spec §3): "
-            "the table the taxonomic model is fitted on.",
-            partition_by=("model", "revision"), threshold_prefixes=("semantic_matches_", "textual_matches_")),
         # taxonomy statistics (semmem.taxonomy; small, one set of rows per model@revision)
         _table("taxonomy_metrics", [
             ("model", pa.string()), ("revision", pa.string()), ("predictor", pa.string()), ("subset", pa.string()),

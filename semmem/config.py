@@ -7,7 +7,6 @@ values of the wrong type raise ConfigError naming the key, so a typo never silen
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from collections.abc import Callable
@@ -317,9 +316,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
 
 # Values a config can hold but no stage can use, refused when the config is loaded (key, test, what is expected),

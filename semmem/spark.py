@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from semmem import storage
 from semmem.config import Config
@@ -152,6 +153,13 @@ def gpu_slots(spark: SparkSession) -> int:
     executors = max(sc._jsc.sc().getExecutorIds().size(),  # noqa: SLF001 - registered executors
                     int(sc.getConf().get("spark.executor.instances", "0") or 0), 1)
     return max(1, int(executors * executor_gpus(spark)))
+
+
+def distinct_texts(sequences: DataFrame) -> DataFrame:
+    """sequences(sequence_id, text) -> (text, ids): each distinct text once with the ids that have it (a NULL text is
+    ""), so a model scores it once and identical texts get identical values (`F.explode("ids")` gives them back)."""
+    return (sequences.select("sequence_id", F.coalesce(F.col("text"), F.lit("")).alias("text"))
+            .groupBy("text").agg(F.collect_list("sequence_id").alias("ids")))
 
 
 def model_tasks(df: DataFrame, order: str, partitions: int | None = None) -> DataFrame:

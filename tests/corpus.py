@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
+
+import numpy as np
 
 import zstandard
 from tokenizers import Tokenizer
 
+from semmem.ingest.megatron import MAGIC
 from semmem.ingest.tokenizer import train_bpe
 from semmem.sample import documents
 
@@ -59,3 +63,15 @@ def reference_stream(shards: list[Path], tokenizer: Path, seq_length: int, eod: 
     n = len(stream) // seq_length
     rows = [stream[i * seq_length:(i + 1) * seq_length] for i in range(n)]
     return rows, [owner[i * seq_length] for i in range(n)]
+
+
+def write_megatron(prefix: Path, rows: np.ndarray) -> None:
+    """Write `rows` ([n, seq_length] token ids < 65536) as Pythia's `prefix.bin` / `prefix.idx`, one document per
+    row: the layout `open_index` reads (for tests and benchmarks)."""
+    count, seq_length = rows.shape
+    prefix.with_suffix(".bin").write_bytes(rows.astype(np.uint16).tobytes())
+    sizes = np.full(count, seq_length, dtype=np.int32)
+    pointers = np.arange(count, dtype=np.int64) * seq_length * 2
+    doc_idx = np.arange(count + 1, dtype=np.int64)
+    head = MAGIC + struct.pack("<QBQQ", 1, 8, count, count + 1)
+    prefix.with_suffix(".idx").write_bytes(head + sizes.tobytes() + pointers.tobytes() + doc_idx.tobytes())

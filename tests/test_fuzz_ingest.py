@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from semmem.errors import InputError
 from semmem.ingest import megatron, pile, texts
+from tests.corpus import write_megatron
 
 RECORD_REASONS = {"invalid_utf8", "invalid_json", "missing_text"}  # a bad line of a Pile shard (README, Ingestion)
 TEXT_REASONS = RECORD_REASONS | {"empty_text", "bad_id"}  # ... and of a file for `semmem texts`
@@ -92,7 +93,7 @@ def test_truncated_zstd_shard(tmp_path, cut):
 @given(cut=st.integers(min_value=0, max_value=34 + 40 * 12 + 41 * 8 - 1), which=st.sampled_from([".idx", ".bin"]))
 def test_truncated_megatron_pair(tmp_path, cut, which):
     rows = np.arange(40 * 64, dtype=np.int64).reshape(40, 64) % 500
-    megatron.write_megatron(tmp_path / "document", rows)
+    write_megatron(tmp_path / "document", rows)
     target = tmp_path / f"document{which}"
     data = target.read_bytes()
     if cut >= len(data):

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from semmem.cli import run_pipeline
 from semmem.config import Config, with_overrides
 from semmem.errors import InputError
-from semmem.ingest.megatron import write_megatron
+from tests.corpus import write_megatron
 from semmem.ingest.sequences import sample_key
 from semmem.tables import Warehouse
 from tests.corpus import reference_stream, small_corpus, small_tokenizer, write_jsonl

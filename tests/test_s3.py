@@ -21,7 +21,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from semmem import storage
-from semmem.ingest.megatron import write_megatron
+from tests.corpus import write_megatron
 from semmem.sql import run_sql
 from semmem.tables import read_publications
 from tests.corpus import small_corpus, small_tokenizer

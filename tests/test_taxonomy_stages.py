@@ -18,7 +18,7 @@ from semmem.errors import StageError
 from semmem.stages.registry import StageContext, run_stages
 from semmem.summary import summary_text
 from semmem.tables import Warehouse
-from semmem.taxonomy.synthetic import synthetic_combined
+from tests.synthetic import synthetic_combined
 from tests.conftest import TEST_OVERRIDES
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

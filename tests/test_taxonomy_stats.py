@@ -13,7 +13,7 @@ from scipy import stats
 from semmem.catalog import table
 from semmem.taxonomy.stats import (
     chatterjee_xi, duplicate_threshold_kl, feature_correlations, memorization_forecast, symmetric_kl)
-from semmem.taxonomy.synthetic import synthetic_combined
+from tests.synthetic import synthetic_combined
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,7 @@
-"""Two warehouses hold the same tables: same names, schemas, rows and values (a reference for runs that must agree)."""
+"""Two warehouses hold the same tables: same names, schemas, rows and values (a reference for runs that must agree).
+
+`python -m tests.warehouses WH_A WH_B` checks two warehouses from the command line (e.g. the embedded default run
+before and after a refactoring) and prints each table it compared."""
 
 from __future__ import annotations
 
@@ -42,3 +45,12 @@ def assert_same_warehouse(want: str, got: str, *, ignore: set[tuple[str, str]] =
             else:
                 assert a.equals(b), f"{name}.{column} differs"
     return names
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m tests.warehouses WH_A WH_B")
+    for name in assert_same_warehouse(sys.argv[1], sys.argv[2]):
+        print(f"same: {name}")

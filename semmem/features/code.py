@@ -28,7 +28,7 @@ from semmem import storage
 from semmem.artifacts import weights_digest
 from semmem.errors import ConfigError, InputError, ModelError
 from semmem.scoring.models import models_dir
-from semmem.spark import model_tasks
+from semmem.spark import distinct_texts, model_tasks
 
 if TYPE_CHECKING:  # scikit-learn is imported lazily: the driver of the code stage needs only the DataFrame plan
     from sklearn.pipeline import Pipeline
@@ -446,9 +446,7 @@ def code_scores(sequences: DataFrame, model: CodeModel, *, nl_threshold: float =
     check_thresholds(nl_threshold, code_threshold)
     udf = predict_batch_udf(make_code_predict_fn(model, batch_size=batch_size, device=device, counter=counter),
                             return_type=DoubleType(), batch_size=udf_batch_size)
-    texts = (sequences.select("sequence_id", F.coalesce(F.col("text"), F.lit("")).alias("text"))
-             .groupBy("text").agg(F.collect_list("sequence_id").alias("ids")))
-    scored = model_tasks(texts, "text").select("ids", udf(F.col("text")).alias("nl_score"))  # one task per GPU, if any
+    scored = model_tasks(distinct_texts(sequences), "text").select("ids", udf(F.col("text")).alias("nl_score"))  # one task per GPU, if any
     return scored.select(F.explode("ids").alias("sequence_id"), "nl_score",
                          is_code_of(F.col("nl_score"), nl_threshold=nl_threshold,
                                     code_threshold=code_threshold).alias("is_code"))

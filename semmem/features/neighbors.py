@@ -328,11 +328,6 @@ def band_of(backend: NumpyGemm) -> float:
     return BANDS[backend.dtype]
 
 
-def weighted_counts(rows: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
-    """Sum of `weight` per row index in [0, n) (float64: exact for integer sums < 2^53)."""
-    return np.bincount(rows, weights=weight, minlength=n)[:n]
-
-
 def match_decisions(q: Block, r: Block, c0: int, ii: np.ndarray, jj: np.ndarray, s: np.ndarray,
                     thresholds: np.ndarray, band: float) -> np.ndarray:
     """bool [len(ii), T]: is the pair (q row c0+ii, r row jj), whose GEMM value is s, a match at each threshold?

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -107,15 +106,3 @@ def recorded_index(warehouse) -> MegatronIndex:  # noqa: ANN001 - Warehouse (imp
         raise InputError(f"{r['path']}: {size} bytes, but ingest recorded {r['bin_bytes']}: the file changed since; "
                          "run stage 'ingest' again")
     return MegatronIndex(r["path"], r["num_rows"], r["seq_length"], np.dtype(r["dtype"]).type, r["first_pointer"])
-
-
-def write_megatron(prefix: Path, rows: np.ndarray) -> None:
-    """Write `rows` ([n, seq_length] token ids < 65536) as Pythia's `prefix.bin` / `prefix.idx`, one document per
-    row: the layout `open_index` reads (for tests, benchmarks and exporting a sample)."""
-    count, seq_length = rows.shape
-    prefix.with_suffix(".bin").write_bytes(rows.astype(np.uint16).tobytes())
-    sizes = np.full(count, seq_length, dtype=np.int32)
-    pointers = np.arange(count, dtype=np.int64) * seq_length * 2
-    doc_idx = np.arange(count + 1, dtype=np.int64)
-    head = MAGIC + struct.pack("<QBQQ", 1, 8, count, count + 1)
-    prefix.with_suffix(".idx").write_bytes(head + sizes.tobytes() + pointers.tobytes() + doc_idx.tobytes())

@@ -1,4 +1,5 @@
-"""Stages `duplicates`, `frequencies`, `templating`, `huffman`: the intrinsic and corpus features of the taxonomy.
+"""Stages `duplicates`, `frequencies` and one per feature declared with `compute` (`templating`, `huffman`): the
+intrinsic and corpus features of the taxonomy.
 
 Each reads `sequences` (and the training stream where needed), calls the pure functions of semmem.features and
 overwrites its output table.
@@ -7,17 +8,17 @@ overwrites its output table.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 
 from pyspark.sql import DataFrame
 
 from semmem.config import DuplicatesConfig
+from semmem.features.declarations import FEATURES, Feature
 from semmem.features.duplicates import (QueryIndex, ScanPlan, WindowHasher, plan_passes, query_hashes, query_keys,
                                         sequence_duplicates)
 from semmem.features.frequencies import token_frequencies, token_frequency_stats
-from semmem.features.huffman import huffman as huffman_lengths
-from semmem.features.templating import templating as templating_flags
 from semmem.ingest.stream import StreamShards, read_stream, stream_shards
 from semmem.spark import tasks_per_executor
 from semmem.stages.registry import StageContext, stage
@@ -65,14 +66,20 @@ def frequencies(ctx: StageContext) -> None:
     ctx.warehouse.write(stats, "token_frequency_stats", mode="overwrite")
 
 
-@stage("templating", inputs=("sequences",), outputs=("templating",), config=("templating",))
-def templating(ctx: StageContext) -> None:
-    """Incrementing / repeating text flags (spec §2.7) -> templating."""
-    out = templating_flags(ctx.warehouse.read("sequences"), upstream_quirks=ctx.cfg.templating.upstream_quirks)
-    ctx.warehouse.write(out, "templating", mode="overwrite")
+def computed_feature(feature: Feature) -> Callable[[StageContext], None]:
+    """The stage of a feature declared with `compute`: the sequences in, its table out (semmem.features
+    .declarations), its config section's keys as keyword arguments."""
+
+    def run(ctx: StageContext) -> None:
+        kwargs = asdict(getattr(ctx.cfg, feature.config)) if feature.config else {}
+        ctx.warehouse.write(feature.compute(ctx.warehouse.read("sequences"), **kwargs),  # type: ignore[misc]
+                            feature.table, mode="overwrite")
+
+    run.__doc__ = f"{feature.description.rstrip('.')} -> {feature.table}"
+    return stage(feature.stage, inputs=("sequences",), outputs=(feature.table,),
+                 config=(feature.config,) if feature.config else ())(run)
 
 
-@stage("huffman", inputs=("sequences",), outputs=("huffman",))
-def huffman(ctx: StageContext) -> None:
-    """Shannon and true Huffman code lengths of the text (spec §2.8) -> huffman."""
-    ctx.warehouse.write(huffman_lengths(ctx.warehouse.read("sequences")), "huffman", mode="overwrite")
+for _feature in FEATURES:
+    if _feature.compute is not None:
+        computed_feature(_feature)

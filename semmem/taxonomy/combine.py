@@ -14,14 +14,11 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from semmem.catalog import table
+from semmem.errors import StageError
+from semmem.features.declarations import FEATURE_BY_TABLE, FEATURE_TABLES
 from semmem.taxonomy.features import category_column
 
-# Feature table -> the stage that writes it, in the column order of `combined`.
-FEATURE_TABLES: dict[str, str] = {
-    "sequence_duplicates": "duplicates", "token_frequency_stats": "frequencies", "templating": "templating",
-    "huffman": "huffman", "semantic_matches": "semantic", "textual_matches": "textual", "code_scores": "code"}
-LABEL_COLUMNS = ("memorization_score", "is_memorized", "matched_prefix", "prompt_perplexity",
-                 "generation_perplexity", "sequence_perplexity", "continuation_nll_bits")
+LABEL_COLUMNS = tuple(c.name for c in FEATURE_BY_TABLE["memorization"].columns)
 
 
 @dataclass(frozen=True)
@@ -51,11 +48,11 @@ def labels(memorization: DataFrame | None, published: DataFrame | None) -> DataF
         frames.append(memorization.select("model", "revision", "sequence_id", *LABEL_COLUMNS))
     if published is not None:
         score = F.col("memorization_score")
+        types = {f.name: f.dataType for f in table("memorization").spark_schema.fields}
         frames.append(published.select(
             "model", F.lit("published").alias("revision"), "sequence_id", score,
-            (score >= 1.0).alias("is_memorized"), *[F.lit(None).cast(t).alias(c) for c, t in (
-                ("matched_prefix", "int"), ("prompt_perplexity", "double"), ("generation_perplexity", "double"),
-                ("sequence_perplexity", "double"), ("continuation_nll_bits", "double"))]))
+            (score >= 1.0).alias("is_memorized"),
+            *[F.lit(None).cast(types[c]).alias(c) for c in LABEL_COLUMNS[2:]]))
     out = frames[0]
     for f in frames[1:]:
         out = out.unionByName(f)
@@ -64,9 +61,9 @@ def labels(memorization: DataFrame | None, published: DataFrame | None) -> DataF
 
 def null_columns(name: str) -> list[Column]:
     """The columns table `name` would add to `combined`, as typed NULLs (for a table allowed to be missing)."""
-    tdef = table(name)
-    return [F.lit(None).cast(f.dataType).alias(f.name) for f in tdef.spark_schema.fields if f.name != "sequence_id"
-            and f.name in table("combined").columns]
+    declared = FEATURE_BY_TABLE[name]
+    return [F.lit(None).cast(f.dataType).alias(f.name) for f in table(name).spark_schema.fields
+            if f.name != "sequence_id" and declared.enters_combined(f.name)]
 
 
 def memorized_bits(label_rows: DataFrame, reference: tuple[str, str] | None) -> DataFrame:
@@ -85,16 +82,20 @@ def combine(label_rows: DataFrame, sequences: DataFrame, features: dict[str, Dat
     """The combined rows: labels x sequences (pile_set_name) x each feature table (None: NULL columns), + category,
     + memorized_bits against the `reference` (model, revision).
 
-    `features` maps each FEATURE_TABLES name to its deduplicated rows, restricted to the columns `combined` keeps."""
-    combined_columns = set(table("combined").columns)
+    `features` maps each FEATURE_TABLES name to its deduplicated rows; of each, the columns its declaration lets
+    into `combined` are kept, and a column it does not declare is a StageError (never silently dropped)."""
     out = memorized_bits(label_rows, reference).join(sequences.select("sequence_id", "pile_set_name"), "sequence_id",
                                                      "left")
     for name in FEATURE_TABLES:
-        df = features.get(name)
+        df, declared = features.get(name), FEATURE_BY_TABLE[name]
         if df is None:
             out = out.select("*", *null_columns(name))
-        else:
-            keep = [c for c in df.columns if c == "sequence_id" or c in combined_columns
-                    or c.startswith(("semantic_matches_", "textual_matches_"))]
-            out = out.join(df.select(*keep), "sequence_id", "left")
+            continue
+        unknown = [c for c in df.columns if c != "sequence_id" and not declared.declares(c)]
+        if unknown:
+            raise StageError(f"combine: table {name} has column(s) {', '.join(unknown)} that its declaration "
+                             "(semmem.features.declarations) does not list; declare each, and whether it enters "
+                             "combined")
+        out = out.join(df.select("sequence_id", *[c for c in df.columns if declared.enters_combined(c)]),
+                       "sequence_id", "left")
     return out.withColumn("category", category_column(duplicate_threshold))

@@ -20,41 +20,18 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from semmem.errors import ConfigError
+from semmem.features.declarations import MODEL_COLUMNS
 from semmem.scoring.models import checkpoint_step
 
 CATEGORIES = ("recitation", "reconstruction", "recollection")
 LABEL = "is_memorized"
 
-# our column -> upstream column (spec §2, §4.1), in upstream's model order
-UPSTREAM_NAMES: dict[str, str] = {
-    "sequence_duplicates": "sequence_duplicates",
-    "max_frequency": "max_frequency",
-    "avg_frequency": "avg_frequency",
-    "min_frequency": "min_frequency",
-    "median_frequency": "median_frequency",
-    "p25_frequency": "p25_frequency",
-    "p75_frequency": "p75_frequency",
-    "generation_perplexity": "generation_perplexity",
-    "prompt_perplexity": "prompt_perplexity",
-    "sequence_perplexity": "sequence_perplexity",
-    "textual_matches_0_8": "0_8_templates",
-    "semantic_matches_0_8": "0_8_snowclones",
-    "huffman_coding_length": "huffman_coding_length",
-    "is_templating": "is_templating",
-}
+# the taxonomic model's features (spec §2, §4.1), as semmem.features.declarations declares them: our column ->
+# upstream's, in upstream's model order; the plot names of spec §4.5 for three of them, plain words for the rest
+UPSTREAM_NAMES: dict[str, str] = {c.name: c.upstream for c in MODEL_COLUMNS}
 MODEL_FEATURES: tuple[str, ...] = tuple(UPSTREAM_NAMES)
-BINARY_FEATURES = frozenset({"is_templating"})  # used as 0/1, never standardized (as upstream)
-
-# plot labels of spec §4.5; the others are upstream's column names
-# Upstream's plot names for three features (spec §4.5); plain words for the rest.
-DISPLAY_NAMES: dict[str, str] = {
-    "sequence_duplicates": "Duplicates", "max_frequency": "Max frequency", "avg_frequency": "Mean frequency",
-    "min_frequency": "Min frequency", "median_frequency": "Median frequency", "p25_frequency": "P25 frequency",
-    "p75_frequency": "P75 frequency", "generation_perplexity": "Continuation PPL", "prompt_perplexity": "Prompt PPL",
-    "sequence_perplexity": "Sequence PPL", "textual_matches_0_8": "Textual Matches",
-    "semantic_matches_0_8": "Semantic Matches", "huffman_coding_length": "Huffman coding length",
-    "is_templating": "Templating", "intercept": "Intercept",
-}
+BINARY_FEATURES = frozenset(c.name for c in MODEL_COLUMNS if c.binary)  # used as 0/1, never standardized
+DISPLAY_NAMES: dict[str, str] = {**{c.name: c.display for c in MODEL_COLUMNS}, "intercept": "Intercept"}
 
 
 def category_column(duplicate_threshold: int = 5) -> Column:
