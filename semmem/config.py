@@ -2,11 +2,17 @@
 
 Every section is a frozen dataclass; config keys equal the keyword arguments of the functions they feed. Unknown keys and
 values of the wrong type raise ConfigError naming the key, so a typo never silently falls back to a default.
+
+Paths: a relative path in a config file is relative to the file's folder (so `semmem run --config conf/local.yaml`
+means the same from any working directory); one given with `--set` is relative to the working directory, as on any
+command line; one starting with `semmem/data/` names the data bundled in the installed package (the sample corpus,
+the human code labels), wherever semmem is installed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Callable
@@ -17,6 +23,12 @@ from typing import Any, Literal
 import yaml
 
 from semmem.errors import ConfigError
+
+BUNDLED = "semmem/data/"  # a path under the installed package (see the module docstring)
+PATH_KEYS = ("warehouse", "spark.delta_jars", "storage.s3_jars", "input.path", "texts.path", "code_classifier.labels",
+             "code_classifier.eval_labels")
+# a hub id or a local folder: resolved against the config file's folder only where that folder exists
+MAYBE_PATH_KEYS = ("tokenizer.name", "embed.model", "code.model")
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,8 @@ class StorageConfig:
 class InputConfig:
     # a user's own texts are not a corpus: `semmem texts` scores them beside it (section texts)
     format: Literal["pile-jsonl", "megatron", "sequences-parquet"] = "pile-jsonl"
-    path: list[str] = field(default_factory=lambda: ["data/sample"])  # files, directories or globs
+    # files, directories or globs; default: the bundled sample
+    path: list[str] = field(default_factory=lambda: ["semmem/data/sample"])
 
 
 @dataclass(frozen=True)
@@ -366,10 +379,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping at the top level, found {type(loaded).__name__}")
-        raw = loaded or {}
+        raw = _resolve_paths(loaded or {}, p.resolve().parent)
     for item in overrides or []:
         _apply_override(raw, item)
-    return validate(_build(Config, raw, ""))
+    return validate(_bundled(_build(Config, raw, "")))
 
 
 def with_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -377,7 +390,7 @@ def with_overrides(cfg: Config, overrides: list[str]) -> Config:
     raw = cfg.to_dict()
     for item in overrides:
         _apply_override(raw, item)
-    return validate(_build(Config, raw, ""))
+    return validate(_bundled(_build(Config, raw, "")))
 
 
 def with_section(cfg: Config, name: str, raw: dict[str, Any]) -> Config:
@@ -385,6 +398,38 @@ def with_section(cfg: Config, name: str, raw: dict[str, Any]) -> Config:
     full = cfg.to_dict()
     full[name] = raw
     return validate(_build(Config, full, ""))
+
+
+def _resolve_paths(raw: dict[str, Any], folder: Path | None) -> dict[str, Any]:
+    """`raw` with the relative paths of PATH_KEYS (and of MAYBE_PATH_KEYS where they exist) joined to `folder`, and
+    paths starting with BUNDLED made absolute in the installed package."""
+    for key in (*PATH_KEYS, *MAYBE_PATH_KEYS):
+        section, _, name = key.rpartition(".")
+        node = raw.get(section) if section else raw
+        if not isinstance(node, dict) or node.get(name) in (None, ""):
+            continue
+        value = node[name]
+        resolved = [_resolve_path(v, folder, maybe=key in MAYBE_PATH_KEYS) for v in
+                    (value if isinstance(value, list) else [value])]
+        node[name] = resolved if isinstance(value, list) else resolved[0]
+    return raw
+
+
+def _resolve_path(value: Any, folder: Path | None, *, maybe: bool) -> Any:
+    if not isinstance(value, str) or "://" in value or value in ("pile_set_name", "auto", "trained"):
+        return value
+    if value.startswith(BUNDLED):
+        return str(Path(__file__).resolve().parent.parent / value)
+    if folder is None or Path(value).expanduser().is_absolute() or value.startswith("~"):
+        return value
+    joined = os.path.normpath(folder / value)
+    return value if maybe and not os.path.exists(joined) else joined
+
+
+def _bundled(cfg: Config) -> Config:
+    """`cfg` with BUNDLED paths (from a file, an override or a default) made absolute in the installed package."""
+    raw = cfg.to_dict()
+    return _build(Config, _resolve_paths(raw, None), "")
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+import semmem
 from semmem.config import load_config, with_overrides
 from semmem.errors import ConfigError
 
@@ -60,3 +65,38 @@ def test_a_bad_value_is_one_line_and_exit_2_before_spark_starts(capsys):
     assert main(["run", "--set", "sample.size=-5"]) == 2
     err = capsys.readouterr().err
     assert "semmem: error: config key sample.size = -5; expected a positive number of rows" in err
+
+
+def test_paths_in_a_config_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)  # anywhere but the checkout
+    cfg = load_config(root / "conf" / "local.yaml")
+    sample = Path(cfg.input.path[0])
+    assert sample.is_absolute() and sorted(p.name for p in sample.glob("*.jsonl.zst"))  # the bundled sample
+    assert sample == Path(semmem.__file__).resolve().parent / "data" / "sample"
+    assert cfg.warehouse == str(root / "warehouse") and cfg.storage.s3_jars == str(root / ".jars" / "s3")
+    assert Path(cfg.code_classifier.eval_labels).is_file()  # the bundled human labels (a default)
+
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "tok").mkdir()
+    (tmp_path / "exp" / "my.yaml").write_text(
+        "warehouse: wh\ninput: {path: [corpus, 'shards/*.jsonl']}\ntokenizer: {name: tok}\n"
+        "embed: {model: sentence-transformers/all-MiniLM-L6-v2}\ncode_classifier: {labels: pile_set_name}\n")
+    mine = load_config("exp/my.yaml", ["texts.path=[mine.jsonl]"])
+    exp = tmp_path / "exp"
+    assert mine.warehouse == str(exp / "wh") and mine.input.path == [str(exp / "corpus"), str(exp / "shards/*.jsonl")]
+    assert mine.tokenizer.name == str(exp / "tok")  # a folder that exists there
+    assert mine.embed.model == "sentence-transformers/all-MiniLM-L6-v2"  # a hub id stays one
+    assert mine.code_classifier.labels == "pile_set_name"
+    assert mine.texts.path == ["mine.jsonl"]  # --set: relative to the working directory, as typed
+    assert with_overrides(mine, ["warehouse=/abs/wh"]).input.path == mine.input.path
+
+
+def test_spark_submit_works_from_a_fresh_shell(tmp_path):
+    # the README's `bin/spark-submit jobs/<stage>.py ...`, with nothing on PATH but the system's and no venv active
+    root = Path(__file__).resolve().parents[1]
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "SEMMEM_VENV": str(Path(sys.executable).parents[1])}
+    out = subprocess.run([str(root / "bin" / "spark-submit"), str(root / "jobs" / "run.py"), "--help"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "--stages STAGES" in out.stdout

@@ -11,7 +11,6 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-import semmem
 from semmem.artifacts import file_digest
 from semmem.errors import ConfigError, ModelError, StageError
 from semmem.features import code as cf
@@ -35,8 +34,8 @@ class ClassifierInputs:
 
 def classifier_inputs(ctx: StageContext) -> ClassifierInputs:
     c, wh = ctx.cfg.code_classifier, ctx.warehouse
-    labels_file = _resolve_path(c.labels) if c.labels != "pile_set_name" else None
-    eval_file = _resolve_path(c.eval_labels) if c.eval_labels is not None else None
+    labels_file = Path(c.labels).expanduser() if c.labels != "pile_set_name" else None
+    eval_file = Path(c.eval_labels).expanduser() if c.eval_labels is not None else None
     tokenizer = saved_tokenizer_json(wh.root, wh.side_file("sequences", "tokenizer"))
     source = f"file sha256:{file_digest(labels_file)}" if labels_file else f"sequences@{wh.version('sequences')}"
     fp = cf.fingerprint({"config": {k: v for k, v in asdict(c).items() if k != "force"}, "labels": source,
@@ -86,15 +85,6 @@ def train_code_classifier(ctx: StageContext) -> None:
     log.info("train_code_classifier: saved %s (%s, %d training texts): held-out F1(code) %.3f, human labels F1(code) "
              "%s", folder, m["variant"], m["rows"]["train_final"], m["held_out"]["f1_code"],
              f"{m['human_labels']['f1_code']:.3f}" if human else "not evaluated")
-
-
-def _resolve_path(path: str) -> Path:
-    """As given when it exists, else relative to the checkout (the bundled eval file's default is repo-relative)."""
-    p = Path(path).expanduser()
-    if p.exists() or p.is_absolute():
-        return p
-    beside = Path(semmem.__file__).resolve().parents[1] / p
-    return beside if beside.exists() else p
 
 
 def _sha(data: bytes) -> str:
