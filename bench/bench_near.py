@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semmem.config import load_config  # noqa: E402
 from semmem.features.embeddings import normalize_rows  # noqa: E402
-from semmem.features.neighbors import NumpyGemm, read_block  # noqa: E402
+from semmem.features.allpairs import NumpyGemm, read_block  # noqa: E402
 from semmem.features.semantic import block_pair  # noqa: E402
 from semmem.sample import LICENCE, code, natural_language  # noqa: E402
 from semmem.spark import build_session  # noqa: E402
@@ -167,7 +167,7 @@ def bench_semantic(spark, root: Path, n: int, cores: int) -> None:
 
 
 def _as_block(v: np.ndarray):
-    from semmem.features.neighbors import Block
+    from semmem.features.allpairs import Block
 
     return Block(np.arange(len(v), dtype=np.int64), v, np.ones(len(v)), None, None)
 
@@ -241,7 +241,7 @@ def bench_textual(spark, root: Path, n_clusters: int, cores: int) -> None:
 
 def read_items(v: np.ndarray, prompts: list[str]):
     """The stage's items of (embedding, prompt): identical copies merged, with their weight."""
-    from semmem.features.neighbors import Block
+    from semmem.features.allpairs import Block
 
     keys: dict[tuple[bytes, str], int] = {}
     for i, (x, p) in enumerate(zip(v, prompts)):

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(torch.get_num_threads())
     if args.warehouse:
         from semmem import storage
-        from semmem.scoring.family import checkpoint_folders
+        from semmem.training.family import checkpoint_folders
         from semmem.scoring.models import load_model, models_dir, parse_model_spec
 
         saved = checkpoint_folders(storage.join(models_dir(args.warehouse), args.member))

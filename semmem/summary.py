@@ -11,7 +11,7 @@ from semmem.lineage import stale_inputs
 from semmem.scoring.models import checkpoint_step
 from semmem.sql import run_sql
 from semmem.tables import published_version, read_publications
-from semmem.taxonomy.features import fitted_revisions
+from semmem.taxonomy.vocabulary import fitted_revisions
 
 CATEGORIES = ("recitation", "reconstruction", "recollection")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from semmem.taxonomy.features import categorize
+from semmem.taxonomy.vocabulary import categorize
 
 # beta per category on the standardized features; features not listed have 0 (paper, via review, spec §6.4: low
 # continuation perplexity predicts memorization everywhere, high prompt perplexity except in reconstruction, duplicates

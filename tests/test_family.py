@@ -14,7 +14,7 @@ import torch
 from semmem.config import ModelShape, with_overrides
 from semmem.errors import ConfigError
 from semmem.ingest.tokenizer import saved_tokenizer_path
-from semmem.scoring import capacity as cap
+from semmem.training import capacity as cap
 from semmem.scoring.models import models_dir
 from semmem.stages.registry import StageContext, run_stages
 from semmem.tables import Warehouse

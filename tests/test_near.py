@@ -15,7 +15,7 @@ from semmem.errors import ConfigError, InputError
 from semmem.features import semantic as sem
 from semmem.features import textual as txt
 from semmem.features.embeddings import DEFAULT_MODEL, normalize_rows, resolve_embedding_model
-from semmem.features.neighbors import BANDS, Block, NumpyGemm, TorchGemm, plan_blocks, top_per_group
+from semmem.features.allpairs import BANDS, Block, NumpyGemm, TorchGemm, plan_blocks, top_per_group
 from semmem.sample import LICENCE, natural_language
 from semmem.stages.registry import StageContext, run_stages
 from semmem.tables import DataFile, Warehouse

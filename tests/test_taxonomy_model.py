@@ -16,7 +16,7 @@ from sklearn.metrics import (
 
 from semmem.catalog import table
 from semmem.errors import ConfigError, InputError
-from semmem.taxonomy.features import CATEGORIES, MODEL_FEATURES, categorize, category_column, select_rows
+from semmem.taxonomy.vocabulary import CATEGORIES, MODEL_FEATURES, categorize, category_column, select_rows
 from semmem.taxonomy.metrics import bootstrap_weights, kfold_weights, weighted_metrics
 from semmem.taxonomy.model import (
     design, likelihood_ratio_test, prepare_split, stratified_mask, taxonomy_model, wald_standard_errors)

@@ -9,7 +9,7 @@ import torch
 
 from semmem.errors import ModelError
 from semmem.scoring.memorization import score_tokens
-from semmem.scoring.train import TrainParams, checkpoint_steps, train_model, windows_from_rows
+from semmem.training.trainer import TrainParams, checkpoint_steps, train_model, windows_from_rows
 
 VOCAB = 256
 EOD = 0
@@ -91,6 +91,6 @@ def test_checkpoints_are_taken_at_fractions_of_training(trained):
 
 
 def summary_steps(windows, params) -> int:
-    from semmem.scoring.train import total_steps
+    from semmem.training.trainer import total_steps
 
     return total_steps(len(windows), params)

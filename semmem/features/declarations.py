@@ -3,7 +3,7 @@
 
 From FEATURES come the catalog's feature tables and the schema of `combined` (semmem.catalog), the tables `combine`
 joins and the columns it keeps (semmem.taxonomy.combine), and the taxonomic model's features with their upstream
-and display names (semmem.taxonomy.features). A feature that is a function of the sequences alone (`compute`) gets
+and display names (semmem.taxonomy.vocabulary). A feature that is a function of the sequences alone (`compute`) gets
 its stage from here too (semmem.stages.corpus): adding one touches its module, its declaration and its test.
 """
 

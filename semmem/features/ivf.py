@@ -19,7 +19,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from semmem.features.neighbors import Block, PairResult, result_schema, result_batch
+from semmem.features.allpairs import Block, PairResult, result_schema, result_batch
 from semmem.tables import Scratch
 
 SAMPLE_PER_LIST = 64  # k-means training points per centroid (faiss warns below 39)

@@ -1,7 +1,7 @@
 """Semantic matches (spec §2.4): how many reference sequences lie within cosine >= t of each sequence.
 
 The reference set is every evaluation sequence, so each sequence counts itself (>= 1). All thresholds are counted in
-one pass of the exact grid of semmem.features.neighbors. The same pass keeps, per item, its best `keep` neighbour
+one pass of the exact grid of semmem.features.allpairs. The same pass keeps, per item, its best `keep` neighbour
 items, from which `semantic_neighbors` lists up to `max_neighbors` neighbour sequences per sequence (highest cosine
 first, then smallest neighbor_id; the sequence itself excluded). The cap bounds that table only; counts stay exact.
 """
@@ -14,7 +14,7 @@ import numpy as np
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from semmem.features.neighbors import NO_NEIGHBORS, Block, Chunk, NumpyGemm, PairResult, band_of, exact_cosines, \
+from semmem.features.allpairs import NO_NEIGHBORS, Block, Chunk, NumpyGemm, PairResult, band_of, exact_cosines, \
     make_backend, match_decisions, top_per_group
 
 COUNTS_PREFIX = "semantic_matches_"

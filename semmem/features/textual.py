@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from pyspark import Accumulator
 
-from semmem.features.neighbors import NO_NEIGHBORS, Block, NumpyGemm, PairResult, band_of, make_backend, \
+from semmem.features.allpairs import NO_NEIGHBORS, Block, NumpyGemm, PairResult, band_of, make_backend, \
     match_decisions
 
 COUNTS_PREFIX = "textual_matches_"

@@ -13,7 +13,7 @@ from semmem.features import semantic as sem
 from semmem.features import textual as txt
 from semmem.features.embeddings import embed_sequences, resolve_embedding_model
 from semmem.features.ivf import default_nlist, run_ivf, train_centroids
-from semmem.features.neighbors import Block, PairResult, check_embeddings, grid_frame, items_of, match_counts, \
+from semmem.features.allpairs import Block, PairResult, check_embeddings, grid_frame, items_of, match_counts, \
     plan_blocks, run_grid
 from semmem.progress import progress
 from semmem.spark import default_parallelism

@@ -45,7 +45,7 @@ def train_model_stage(ctx: StageContext) -> None:
     """
     from semmem.ingest.stream import read_stream
     from semmem.progress import progress
-    from semmem.scoring import family as fam
+    from semmem.training import family as fam
 
     t, wh = ctx.cfg.train_model, ctx.warehouse
     if ctx.cfg.model.names and not uses_family(ctx.cfg.model.names, t.name):
@@ -106,7 +106,7 @@ def _member_folder(ctx: StageContext, member) -> str:  # noqa: ANN001 - a family
 def model_specs(ctx: StageContext, names: list[str] | None = None) -> list[ModelSpec]:
     """`names` (default model.names) resolved; the family's name expands to every size and checkpoint train_model
     saved."""
-    from semmem.scoring import family as fam
+    from semmem.training import family as fam
 
     t, root = ctx.cfg.train_model, ctx.warehouse.root
     members = {m.model: m for m in fam.Member.all_of(t, root)}
@@ -188,7 +188,7 @@ def _score_chunk(sequences: DataFrame, spec: ModelSpec, cfg: Config, tokenizer_v
 def capacity_stage(ctx: StageContext) -> None:
     """Bits a model stores of uniformly random data, per size and dataset size (Morris et al. 2025) -> capacity."""
     from semmem.progress import progress
-    from semmem.scoring import capacity as cap
+    from semmem.training import capacity as cap
     from semmem.taxonomy.report import capacity_figure, png_bytes
 
     c = ctx.cfg.capacity

@@ -26,7 +26,7 @@ when no row is left, InputError names the columns. Features that are entirely NU
 status `missing`).
 """
 
-from semmem.taxonomy.features import (
+from semmem.taxonomy.vocabulary import (
     CATEGORIES, DISPLAY_NAMES, MODEL_FEATURES, UPSTREAM_NAMES, categorize, category_column, fitted_revisions,
     select_rows)
 from semmem.taxonomy.model import Split, TaxonomyResult, prepare_split, taxonomy_model

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from semmem.catalog import table
 from semmem.errors import StageError
 from semmem.features.declarations import FEATURE_BY_TABLE, FEATURE_TABLES
-from semmem.taxonomy.features import category_column
+from semmem.taxonomy.vocabulary import category_column
 
 LABEL_COLUMNS = tuple(c.name for c in FEATURE_BY_TABLE["memorization"].columns)
 

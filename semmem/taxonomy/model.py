@@ -44,7 +44,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from semmem.errors import ConfigError, InputError
-from semmem.taxonomy.features import (
+from semmem.taxonomy.vocabulary import (
     BINARY_FEATURES, CATEGORIES, DISPLAY_NAMES, LABEL, RowSelection, one_model, select_rows)
 from semmem.taxonomy.frames import table_frame
 from semmem.taxonomy.metrics import METRICS, bootstrap_weights, kfold_weights, summarize, weighted_metrics
@@ -128,7 +128,7 @@ def prepare_split(combined: pd.DataFrame, *, upstream_protocol: bool = False, te
     unknown = sorted(set(rows["category"]) - set(CATEGORIES))
     if unknown:
         raise InputError(f"combined has category values {unknown[:5]}; expected {', '.join(CATEGORIES)} or NULL "
-                         f"(semmem.taxonomy.features.category_column)")
+                         f"(semmem.taxonomy.vocabulary.category_column)")
     rng = np.random.default_rng(seed)
     strata = rows["category"].astype(str).to_numpy() + rows[LABEL].astype(bool).astype(str).to_numpy()
     n_capped = 0

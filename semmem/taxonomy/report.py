@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semmem.taxonomy.features import DISPLAY_NAMES, MODEL_FEATURES
+from semmem.taxonomy.vocabulary import DISPLAY_NAMES, MODEL_FEATURES
 
 CATEGORY_ORDER = ("recitation", "reconstruction", "recollection")
 SUBSET_ORDER = (*CATEGORY_ORDER, "aggregate")
@@ -273,7 +273,7 @@ def family_figure(family: pd.DataFrame, memorized: pd.DataFrame, forecast: pd.Da
 
 def capacity_figure(capacity: pd.DataFrame):
     """Memorized bits vs dataset size per model (mean and range over seeds), each model's plateau marked."""
-    from semmem.scoring.capacity import plateau
+    from semmem.training.capacity import plateau
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 3.8))
@@ -501,7 +501,7 @@ def write_report(data: ReportData, folder: Path) -> Path:
         parts.append("<p>Only one model@revision was scored: score two or more (model.names, or the trained "
                      "family's checkpoints) to see how well one predicts another.</p>")
     if len(data.capacity):
-        from semmem.scoring.capacity import plateau
+        from semmem.training.capacity import plateau
 
         parts.append('<h2 id="capacity">Capacity: bits per parameter</h2>')
         parts.append(_img(capacity_figure(data.capacity), folder, "capacity.png", "capacity curves"))

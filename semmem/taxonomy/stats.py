@@ -33,7 +33,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from scipy import stats
 
-from semmem.taxonomy.features import CATEGORIES, DISPLAY_NAMES, LABEL, MODEL_FEATURES, one_model
+from semmem.taxonomy.vocabulary import CATEGORIES, DISPLAY_NAMES, LABEL, MODEL_FEATURES, one_model
 from semmem.taxonomy.frames import table_frame
 from semmem.taxonomy.metrics import summarize
 

@@ -27,7 +27,7 @@ from semmem import storage
 from semmem.config import ModelShape, TrainModelConfig
 from semmem.errors import ModelError
 from semmem.scoring.models import checkpoint_step, models_dir
-from semmem.scoring.train import (
+from semmem.training.trainer import (
     TrainParams, checkpoint_steps, fingerprint, save_trained, total_steps, train_model, windows_from_rows)
 
 FAMILY_INFO = "semmem_family.json"

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from semmem.config import ModelShape
-from semmem.scoring.train import TrainParams, build_model, warmup_cosine
+from semmem.training.trainer import TrainParams, build_model, warmup_cosine
 
 CAPACITY_COLUMNS = ("model", "params", "dtype", "seed", "dataset_sequences", "dataset_bits", "memorized_bits",
                     "bits_per_param", "memorized_bits_per_token", "control_bits", "final_loss")

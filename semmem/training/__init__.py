@@ -1,0 +1,1 @@
+"""Training code: the trainer of GPT-NeoX models, the model family of controlled experiments, and capacity runs."""
