@@ -420,8 +420,8 @@ class Warehouse:
         """The artifacts of the running stage with the digests its newest published run read, when that run had the
         same config and table inputs and its tables are still visible (and the run is not forced): a stage that
         reads one artifact per partition (a model per (model, revision) of memorization) redoes only the others."""
-        run = self._open_run()
-        if self.pubs is None or run.forced:
+        run = self.run
+        if run is None or self.pubs is None or run.forced:  # a stage function called on its own: nothing to keep
             return set()
         rows, newest = self.pubs.last_run(run.stage), self.pubs.newest
         now = json.loads(json.dumps(run.inputs))
