@@ -25,7 +25,7 @@ run: venv  ## run the whole pipeline on the bundled sample (CONFIG=conf/local.ya
 	$(BIN)/semmem run --config $(CONFIG)
 
 test: venv  ## run the test suite (CPU; the GPU tests too where CUDA is present)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test-delta: venv  ## the delta-spark backend tests, in a session with the Delta jars of .jars/ (skipped without them)
 	@if ls .jars/delta-spark_*.jar >/dev/null 2>&1; then SEMMEM_TEST_DELTA_JARS=$(abspath .jars) $(BIN)/pytest -q -m delta_spark tests/test_delta_spark.py; \
