@@ -202,7 +202,8 @@ def _delta_stream(spark, base_cfg, rows):
 
 def _megatron_stream(spark, base_cfg, tmp_path, rows):
     from semmem.catalog import table
-    from semmem.ingest.megatron import index_record, open_index, write_megatron
+    from semmem.ingest.megatron import index_record, open_index
+    from tests.corpus import write_megatron
 
     write_megatron(tmp_path / "document", np.array(rows, np.int64))
     wh = Warehouse(spark, base_cfg.warehouse)

@@ -29,7 +29,7 @@ from semmem.scoring.memorization import check_batch, fixed_length_tokens, score_
 from semmem.scoring.models import check_local_files, check_model_available, parse_model_spec
 from semmem.tables import Warehouse
 from semmem.taxonomy import taxonomy_model
-from semmem.taxonomy.synthetic import synthetic_combined
+from tests.synthetic import synthetic_combined
 from tests.conftest import TEST_OVERRIDES
 from tests.corpus import small_tokenizer
 from tests.test_scoring import VOCAB, tiny_model

@@ -14,7 +14,7 @@ import pytest
 from semmem import storage
 from semmem.errors import ConfigError, InputError
 from semmem.ingest import megatron, pile
-from tests.corpus import small_corpus
+from tests.corpus import small_corpus, write_megatron
 from tests.s3server import moto_server
 from tests.standalone import free_port
 
@@ -116,7 +116,7 @@ def test_jsonl_shards_read_from_s3_equal_local(s3_root, tmp_path):
 
 def test_megatron_pair_on_s3_validates_and_reads_like_local(s3_root, tmp_path):
     rows = np.random.default_rng(3).integers(0, 60000, size=(50, 80))
-    megatron.write_megatron(tmp_path / "document", rows)
+    write_megatron(tmp_path / "document", rows)
     for ext in (".bin", ".idx"):
         storage.write_bytes(f"{s3_root}/mega/document{ext}", (tmp_path / f"document{ext}").read_bytes())
     local = megatron.open_index(str(tmp_path / "document"), 80)

@@ -20,7 +20,7 @@ from semmem.taxonomy.vocabulary import CATEGORIES, MODEL_FEATURES, categorize, c
 from semmem.taxonomy.metrics import bootstrap_weights, kfold_weights, weighted_metrics
 from semmem.taxonomy.model import (
     design, likelihood_ratio_test, prepare_split, stratified_mask, taxonomy_model, wald_standard_errors)
-from semmem.taxonomy.synthetic import PLANTED, synthetic_combined
+from tests.synthetic import PLANTED, synthetic_combined
 
 RULE_ROWS = [  # (sequence_duplicates, is_templating) -> category at thresholds 5 and 1
     ((6, False), "recitation", "recitation"),

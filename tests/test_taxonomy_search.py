@@ -14,7 +14,7 @@ from semmem.errors import ConfigError
 from semmem.taxonomy.model import Part, prepare_split, taxonomy_model
 from semmem.taxonomy.search import (
     CandidateEvaluator, Partition, partition_candidates, search_partitions, with_best_partition)
-from semmem.taxonomy.synthetic import standardized, synthetic_combined
+from tests.synthetic import standardized, synthetic_combined
 
 SEARCH = TaxonomyConfig().search_features
 QUANTILES = TaxonomyConfig().search_quantiles
