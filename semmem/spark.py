@@ -165,18 +165,28 @@ def distinct_texts(sequences: DataFrame) -> DataFrame:
 def model_tasks(df: DataFrame, order: str, partitions: int | None = None) -> DataFrame:
     """`df` laid out for the model that runs next in the same Spark stage (a predict_batch_udf projection).
 
-    With executor GPUs: repartitioned to the GPU task slots and passed through a mapInArrow under
+    With executor GPUs: partitioned into the GPU task slots and passed through a mapInArrow under
     `gpu_task_profile`, which puts the whole stage (and so the model) one task per GPU; the CPU stages keep the
-    default profile and every core. Without: repartitioned to `partitions` when given, else unchanged.
-    Each task's rows are sorted by `order` (a unique column): the rows a shuffle delivers come in fetch order, and a
-    batch made of other rows pads and multiplies differently, so without it a rerun or a retried task gives floats
-    that differ in the last bits.
+    default profile and every core. Without: partitioned into `partitions` tasks when given, else unchanged.
+
+    The model must see the same batches on every run: a text batched with other texts is padded and multiplied
+    differently (sentence-transformers moves a vector by ~1e-7). So rows are hash-partitioned by `order` (a unique
+    column): a row's task depends on its key and the task count only, not on how the input was laid out (adaptive
+    execution coalesces a shuffle by the cluster's cores at that moment); and each task's rows are sorted by it (a
+    shuffle delivers them in fetch order).
     """
     profile = gpu_task_profile(df.sparkSession)
     if profile is None:
-        return (df.repartition(partitions) if partitions else df).sortWithinPartitions(order)
-    return (df.repartition(gpu_slots(df.sparkSession)).sortWithinPartitions(order)
+        return (df.repartition(partitions, order) if partitions else df).sortWithinPartitions(order)
+    return (df.repartition(gpu_slots(df.sparkSession), order).sortWithinPartitions(order)
             .mapInArrow(_unchanged, df.schema, profile=profile))
+
+
+def model_partitions(spark: SparkSession) -> int:
+    """Tasks for a model over the distinct texts: Spark would otherwise leave a small input in few tasks, on few
+    cores. Every core, and at least spark.sql.shuffle.partitions (a fixed count, so a local run and a cluster run of
+    up to that many cores batch the texts alike)."""
+    return max(default_parallelism(spark), int(spark.conf.get("spark.sql.shuffle.partitions")))
 
 
 def _unchanged(batches):

@@ -106,18 +106,22 @@ def test_embeddings_equal_plain_sentence_transformers(near_wh):
     assert len(lic) == CLUSTER and all(np.array_equal(v, lic[0]) for v in lic)
 
 
-def test_model_batches_do_not_depend_on_shuffle_order(spark):
-    # sentence-transformers gives a text other bits in another batch (padding, kernel shapes: ~1e-7); a shuffle
-    # delivers rows in fetch order, so a model task must put them in one order, or a rerun or a retried task (a
-    # cluster run with a lost worker is compared with a local one bit for bit) differs in the last bits.
+def test_model_batches_do_not_depend_on_the_input_layout(spark):
+    # sentence-transformers gives a text other bits in another batch (padding, kernel shapes: ~1e-7). A model task
+    # must get the same rows in the same order whatever the input's partitioning (adaptive execution coalesces a
+    # shuffle by the cores there are at that moment) and row order (a shuffle delivers rows in fetch order), or a
+    # cluster run, with a worker lost, differs from a local one in the last bits.
     from pyspark.sql import functions as F
 
     from semmem.spark import model_tasks
 
-    df = spark.range(0, 300, numPartitions=4).orderBy(F.rand(seed=3))
-    parts = model_tasks(df, "id", partitions=3).rdd.glom().map(lambda rows: [r.id for r in rows]).collect()
-    assert len(parts) == 3 and all(p == sorted(p) for p in parts)
-    assert sorted(sum(parts, [])) == list(range(300))
+    def tasks(layout: int, seed: int) -> list[list[int]]:
+        df = spark.range(0, 300, numPartitions=layout).orderBy(F.rand(seed=seed)).repartition(layout)
+        return model_tasks(df, "id", partitions=4).rdd.glom().map(lambda rows: [r.id for r in rows]).collect()
+
+    one = tasks(3, seed=1)
+    assert len(one) == 4 and all(p == sorted(p) for p in one) and sorted(sum(one, [])) == list(range(300))
+    assert tasks(7, seed=2) == one and tasks(1, seed=3) == one
 
 
 def test_embeddings_commit_metadata_names_the_model(near_wh):

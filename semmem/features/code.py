@@ -435,10 +435,11 @@ def is_code_of(nl_score: Column, *, nl_threshold: float, code_threshold: float) 
 
 def code_scores(sequences: DataFrame, model: CodeModel, *, nl_threshold: float = 0.525, code_threshold: float = 0.4,
                 batch_size: int = 64, device: str = "auto", udf_batch_size: int = 1024,
-                counter: Accumulator | None = None) -> DataFrame:
+                counter: Accumulator | None = None, partitions: int | None = None) -> DataFrame:
     """sequences(sequence_id, text) -> code_scores(sequence_id, nl_score, is_code), lazily (runs on executors).
 
     Distinct texts are scored once, so identical texts get identical scores; a NULL text is scored as "".
+    `partitions`: the distinct texts are spread over this many tasks (semmem.spark.model_tasks).
     """
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql.types import DoubleType
@@ -446,7 +447,7 @@ def code_scores(sequences: DataFrame, model: CodeModel, *, nl_threshold: float =
     check_thresholds(nl_threshold, code_threshold)
     udf = predict_batch_udf(make_code_predict_fn(model, batch_size=batch_size, device=device, counter=counter),
                             return_type=DoubleType(), batch_size=udf_batch_size)
-    scored = model_tasks(distinct_texts(sequences), "text").select("ids", udf(F.col("text")).alias("nl_score"))  # one task per GPU, if any
+    scored = model_tasks(distinct_texts(sequences), "text", partitions).select("ids", udf(F.col("text")).alias("nl_score"))  # one task per GPU, if any
     return scored.select(F.explode("ids").alias("sequence_id"), "nl_score",
                          is_code_of(F.col("nl_score"), nl_threshold=nl_threshold,
                                     code_threshold=code_threshold).alias("is_code"))

@@ -16,6 +16,7 @@ from semmem.errors import ConfigError, ModelError, StageError
 from semmem.features import code as cf
 from semmem.ingest.tokenizer import saved_tokenizer_json
 from semmem.progress import progress
+from semmem.spark import model_partitions
 from semmem.stages.registry import StageContext, stage
 
 log = logging.getLogger("semmem")
@@ -169,7 +170,8 @@ def code(ctx: StageContext) -> None:
     log.info("code: %s (%s classifier, version %s) from %s", model.name, model.kind, model.version, model.path)
     texts = ctx.spark.sparkContext.accumulator(0)
     out = cf.code_scores(wh.read("sequences"), model, nl_threshold=c.nl_threshold, code_threshold=c.code_threshold,
-                         batch_size=c.batch_size, device=c.device, counter=texts)
+                         batch_size=c.batch_size, device=c.device, counter=texts,
+                         partitions=model_partitions(ctx.spark))
     meta: dict[str, Any] = {
         "stage": "code", "model": model.name, "kind": model.kind, "model_version": model.version,
         "model_path": model.path, "metrics": model.metrics_path, "nl_threshold": c.nl_threshold,
