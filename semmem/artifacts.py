@@ -69,22 +69,28 @@ def file_digest(path: str | Path) -> str:
     return file_digests([path])[path] if storage.is_file(path) else "missing"
 
 
-def folder_digest(folder: str | Path, suffixes: tuple[str, ...] = ("",)) -> str:
-    """A digest of the names and contents of a folder's files ending with one of `suffixes`, or of one file."""
+def folder_digest(folder: str | Path) -> str:
+    """A digest of the names and contents of a folder's files, or of one file."""
     root = storage.normalize(folder)
-    if storage.is_file(root):
-        return file_digest(root)
-    files = [loc for loc, _ in storage.find_files(root, suffixes)]
-    digests = file_digests(files)
-    return _sha(json.dumps([[loc[len(root):], digests[loc]] for loc in files]).encode())
+    return file_digest(root) if storage.is_file(root) else _files_digest(root, ("",)) or "empty"
 
 
 def weights_digest(folder: str | Path) -> str:
     """A digest of a model folder's weight files: the version of a folder that has no other. ModelError when it
     holds none."""
-    if not storage.find_files(storage.normalize(folder), WEIGHT_SUFFIXES):
+    digest = _files_digest(storage.normalize(folder), WEIGHT_SUFFIXES)
+    if digest is None:
         raise ModelError(f"{folder} holds no model weights (*.safetensors, *.bin or *.joblib)")
-    return folder_digest(folder, WEIGHT_SUFFIXES)
+    return digest
+
+
+def _files_digest(root: str, suffixes: tuple[str, ...]) -> str | None:
+    """The digest of the names and contents of the files under `root` ending with one of `suffixes` (None: none)."""
+    files = [loc for loc, _ in storage.find_files(root, suffixes)]
+    if not files:
+        return None
+    digests = file_digests(files)
+    return _sha(json.dumps([[loc[len(root):], digests[loc]] for loc in files]).encode())
 
 
 def _sha(data: bytes) -> str:

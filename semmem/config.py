@@ -25,6 +25,7 @@ import yaml
 from semmem.errors import ConfigError
 
 BUNDLED = "semmem/data/"  # a path under the installed package (see the module docstring)
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # where BUNDLED paths start
 PATH_KEYS = ("warehouse", "spark.delta_jars", "storage.s3_jars", "input.path", "texts.path", "code_classifier.labels",
              "code_classifier.eval_labels")
 # a hub id or a local folder: resolved against the config file's folder only where that folder exists
@@ -60,7 +61,7 @@ class InputConfig:
     # a user's own texts are not a corpus: `semmem texts` scores them beside it (section texts)
     format: Literal["pile-jsonl", "megatron", "sequences-parquet"] = "pile-jsonl"
     # files, directories or globs; default: the bundled sample
-    path: list[str] = field(default_factory=lambda: ["semmem/data/sample"])
+    path: list[str] = field(default_factory=lambda: [str(PACKAGE_PARENT / BUNDLED / "sample")])
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ class CodeClassifierConfig:
     holdout_fraction: float = 0.2  # held-out share for the saved metrics
     seed: int = 1234
     # Human labels to report F1 on (never trained on); the bundled file holds upstream's 500 labelled Pile texts.
-    eval_labels: str | None = "semmem/data/eval/code_labels.jsonl"
+    eval_labels: str | None = str(PACKAGE_PARENT / BUNDLED / "eval" / "code_labels.jsonl")
     force: bool = False  # retrain even when the saved classifier's fingerprint (config, labels' version) matches
 
 
@@ -382,7 +383,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = _resolve_paths(loaded or {}, p.resolve().parent)
     for item in overrides or []:
         _apply_override(raw, item)
-    return validate(_bundled(_build(Config, raw, "")))
+    return validate(_build(Config, _resolve_paths(raw, None), ""))
 
 
 def with_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -390,7 +391,7 @@ def with_overrides(cfg: Config, overrides: list[str]) -> Config:
     raw = cfg.to_dict()
     for item in overrides:
         _apply_override(raw, item)
-    return validate(_bundled(_build(Config, raw, "")))
+    return validate(_build(Config, _resolve_paths(raw, None), ""))
 
 
 def with_section(cfg: Config, name: str, raw: dict[str, Any]) -> Config:
@@ -419,17 +420,11 @@ def _resolve_path(value: Any, folder: Path | None, *, maybe: bool) -> Any:
     if not isinstance(value, str) or "://" in value or value in ("pile_set_name", "auto", "trained"):
         return value
     if value.startswith(BUNDLED):
-        return str(Path(__file__).resolve().parent.parent / value)
+        return str(PACKAGE_PARENT / value)
     if folder is None or Path(value).expanduser().is_absolute() or value.startswith("~"):
         return value
     joined = os.path.normpath(folder / value)
     return value if maybe and not os.path.exists(joined) else joined
-
-
-def _bundled(cfg: Config) -> Config:
-    """`cfg` with BUNDLED paths (from a file, an override or a default) made absolute in the installed package."""
-    raw = cfg.to_dict()
-    return _build(Config, _resolve_paths(raw, None), "")
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

@@ -31,6 +31,7 @@ def status_rows(warehouse: str | Path, cfg: Config | None = None) -> list[TableS
 
     root = storage.normalize(warehouse)
     pubs = read_publications(root)
+    found: dict[str, dict[str, str] | SemmemError] = {}  # each stage's artifacts as found now, once per stage
     rows = []
     for info in list_tables(root):
         if info.name == RUNS:
@@ -39,7 +40,7 @@ def status_rows(warehouse: str | Path, cfg: Config | None = None) -> list[TableS
         if p is None:
             rows.append(TableStatus(info.name, info.version, "-", "-", "-", "not tracked (no publication log)", {}))
             continue
-        why = _stale(p, root, pubs, cfg, REGISTRY.get(p.stage))
+        why = _stale(p, root, pubs, cfg, REGISTRY.get(p.stage), found)
         latest = latest_version(table_path(root, info.name))
         if not why and latest is not None and latest > p.version:
             why = [f"current; {latest - p.version} newer unpublished commit(s) (a run failed or is running)"]
@@ -49,7 +50,8 @@ def status_rows(warehouse: str | Path, cfg: Config | None = None) -> list[TableS
     return rows
 
 
-def _stale(p: Publication, root: str, pubs, cfg: Config | None, stage) -> list[str]:  # noqa: ANN001
+def _stale(p: Publication, root: str, pubs, cfg: Config | None, stage,  # noqa: ANN001
+           found: dict[str, dict[str, str] | SemmemError]) -> list[str]:
     if p.stage in (ADOPTED, DIRECT):
         return [f"not tracked ({'made before the publication log' if p.stage == ADOPTED else 'written directly'})"]
     now = {name: published_version(root, name, pubs) for name in p.inputs if name not in (FILES, ARTIFACTS)}
@@ -61,19 +63,28 @@ def _stale(p: Publication, root: str, pubs, cfg: Config | None, stage) -> list[s
         if FILES in p.inputs and stage.reads_files and stage.files_digest(cfg) != p.inputs[FILES]:
             why.append("stale: the input files changed")
         if stage.artifacts is not None:
-            why += _changed_artifacts(p.inputs.get(ARTIFACTS, {}), stage, cfg, root)
+            if stage.name not in found:
+                found[stage.name] = _artifacts_now(stage, cfg, root)
+            why += _changed_artifacts(p.inputs.get(ARTIFACTS, {}), found[stage.name])
     return why
 
 
-def _changed_artifacts(before: dict[str, str], stage, cfg: Config, root: str) -> list[str]:  # noqa: ANN001
-    """What changed among the artifacts a stage read (model weights, a classifier, a tokenizer), as the stage would
-    find them now: no Spark session is needed, only the warehouse's metadata."""
+def _artifacts_now(stage, cfg: Config, root: str) -> dict[str, str] | SemmemError:  # noqa: ANN001
+    """The artifacts (model weights, a classifier, a tokenizer) as the stage would find them now, or why they cannot
+    be found: no Spark session is needed, only the warehouse's metadata."""
     from semmem.stages import StageContext
 
     try:
-        now = stage.artifacts(StageContext(None, cfg, Warehouse(None, root, backend="delta-rs")))  # type: ignore[arg-type]
+        metadata_only = Warehouse(None, root, backend="delta-rs")  # type: ignore[arg-type]
+        return stage.artifacts(StageContext(None, cfg, metadata_only))  # type: ignore[arg-type]
     except SemmemError as e:
-        return [f"stale?: its artifacts cannot be checked ({e})"]
+        return e
+
+
+def _changed_artifacts(before: dict[str, str], now: dict[str, str] | SemmemError) -> list[str]:
+    """What changed among the artifacts a stage read."""
+    if isinstance(now, SemmemError):
+        return [f"stale?: its artifacts cannot be checked ({now})"]
     why = [f"stale: {name} changed ({before[name]} -> {now[name]})" for name in sorted(now)
            if name in before and before[name] != now[name]]
     why += [f"stale: {name} is new" for name in sorted(set(now) - set(before))]

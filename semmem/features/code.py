@@ -447,7 +447,8 @@ def code_scores(sequences: DataFrame, model: CodeModel, *, nl_threshold: float =
     check_thresholds(nl_threshold, code_threshold)
     udf = predict_batch_udf(make_code_predict_fn(model, batch_size=batch_size, device=device, counter=counter),
                             return_type=DoubleType(), batch_size=udf_batch_size)
-    scored = model_tasks(distinct_texts(sequences), "text", partitions).select("ids", udf(F.col("text")).alias("nl_score"))  # one task per GPU, if any
+    texts = model_tasks(distinct_texts(sequences), "text", partitions)  # one task per GPU, if any
+    scored = texts.select("ids", udf(F.col("text")).alias("nl_score"))
     return scored.select(F.explode("ids").alias("sequence_id"), "nl_score",
                          is_code_of(F.col("nl_score"), nl_threshold=nl_threshold,
                                     code_threshold=code_threshold).alias("is_code"))

@@ -44,8 +44,8 @@ def classifier_inputs(ctx: StageContext) -> ClassifierInputs:
     return ClassifierInputs(labels_file, eval_file, tokenizer, source, fp)
 
 
-@stage("train_code_classifier", inputs=("sequences",), outputs=(), config=("code_classifier", "code.model", "code.nl_threshold",
-                                                                            "code.code_threshold"))
+@stage("train_code_classifier", inputs=("sequences",), outputs=(),
+       config=("code_classifier", "code.model", "code.nl_threshold", "code.code_threshold"))
 def train_code_classifier(ctx: StageContext) -> None:
     """Fit the offline code-vs-NL classifier (code_classifier.*), saved in <warehouse>/_semmem/models/code-classifier.
 
