@@ -109,3 +109,13 @@ def summarize(values: np.ndarray, ci_level: float) -> tuple[float, float, float,
     alpha = (1.0 - ci_level) / 2.0
     low, high = np.quantile(v, [alpha, 1.0 - alpha])
     return float(v.mean()), float(low), float(high), float(v.std(ddof=1)) if len(v) > 1 else np.nan
+
+
+def wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval of a proportion k/n (NaN where n = 0)."""
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half

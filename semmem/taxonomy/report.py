@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from semmem.taxonomy.vocabulary import DISPLAY_NAMES, MODEL_FEATURES
+from semmem.taxonomy.metrics import wilson
 
 CATEGORY_ORDER = ("recitation", "reconstruction", "recollection")
 SUBSET_ORDER = (*CATEGORY_ORDER, "aggregate")
@@ -56,16 +57,6 @@ class ReportData:
 
 def slug(model: str, revision: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model}@{revision}").strip("_")
-
-
-def wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    """95% Wilson score interval of a proportion k/n (NaN where n = 0)."""
-    k, n = np.asarray(k, float), np.asarray(n, float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def _in_model_order(rows: pd.DataFrame) -> list[str]:
