@@ -145,15 +145,25 @@ TABLES: dict[str, TableDef] = {
             ("std", pa.float64()), ("n_rows", pa.int64()), ("n_positive", pa.int64()), ("protocol", pa.string())],
             ("model", "revision", "protocol", "predictor", "subset", "metric"),
             "Test metrics of baseline / taxonomic / best_partition per category subset and aggregate, with resampled "
-            "CIs; lrt_* rows: likelihood-ratio test against the baseline (spec §4.2)."),
+            "CIs; lrt_* rows (upstream_protocol only): upstream's likelihood-ratio test against the baseline."),
+        _table("taxonomy_comparison", [
+            ("model", pa.string()), ("revision", pa.string()), ("predictor", pa.string()), ("reference", pa.string()),
+            ("metric", pa.string()), ("difference", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+            ("p_value", pa.float64()), ("n_test", pa.int64()), ("protocol", pa.string())],
+            ("model", "revision", "protocol", "predictor", "reference", "metric"),
+            "Predictor minus reference (the baseline) on the test rows, paired on the same seeded bootstrap resamples: "
+            "the difference on all test rows, its percentile interval and a two-sided bootstrap p-value "
+            "(log_loss: lower is better; pr_auc, roc_auc, f1: higher)."),
         _table("taxonomy_weights", [
             ("model", pa.string()), ("revision", pa.string()), ("predictor", pa.string()), ("subset", pa.string()),
             ("feature", pa.string()), ("display_name", pa.string()), ("coefficient", pa.float64()),
             ("std_error", pa.float64()), ("z_value", pa.float64()), ("p_value", pa.float64()),
-            ("status", pa.string()), ("note", pa.string()), ("n_rows", pa.int64()), ("protocol", pa.string())],
+            ("status", pa.string()), ("note", pa.string()), ("n_rows", pa.int64()), ("vif", pa.float64()),
+            ("protocol", pa.string())],
             ("model", "revision", "protocol", "predictor", "subset", "feature"),
             "Logistic-regression coefficients (standardized features) with Wald tests; status fitted | constant | "
-            "missing | not_fitted."),
+            "missing | not_fitted; vif: the feature's variance inflation factor on the fitting rows (associations "
+            "between correlated features, not causes: above 10, its weight is unstable)."),
         _table("feature_correlations", [
             ("model", pa.string()), ("revision", pa.string()), ("category", pa.string()), ("text_type", pa.string()),
             ("feature", pa.string()), ("display_name", pa.string()), ("statistic", pa.string()),
@@ -165,26 +175,38 @@ TABLES: dict[str, TableDef] = {
             ("model", pa.string()), ("revision", pa.string()), ("candidate_id", pa.int64()), ("feature_1", pa.string()),
             ("quantile_1", pa.float64()), ("threshold_1", pa.float64()), ("feature_2", pa.string()),
             ("quantile_2", pa.float64()), ("threshold_2", pa.float64()), ("status", pa.string()),
-            ("reason", pa.string()), ("rank", pa.int64()), ("f1", pa.float64()), ("precision", pa.float64()),
-            ("recall", pa.float64()), ("roc_auc", pa.float64()), ("pr_auc", pa.float64()), ("ece", pa.float64()),
-            ("n_train_1", pa.int64()), ("n_train_2", pa.int64()), ("n_train_3", pa.int64()),
-            ("protocol", pa.string())],
+            ("reason", pa.string()), ("rank", pa.int64()), ("validation_f1", pa.float64()),
+            ("validation_precision", pa.float64()), ("validation_recall", pa.float64()),
+            ("validation_roc_auc", pa.float64()), ("validation_pr_auc", pa.float64()),
+            ("validation_ece", pa.float64()), ("n_validation", pa.int64()), ("n_train_1", pa.int64()),
+            ("n_train_2", pa.int64()), ("n_train_3", pa.int64()), ("protocol", pa.string())],
             ("model", "revision", "protocol", "candidate_id"),
             "Optimal-partition candidates (spec §4.4): T1 if feature_1 >= threshold_1, else T2 if feature_2 >= "
-            "threshold_2, else T3; aggregate test metrics; rank 1 = best F1."),
+            "threshold_2, else T3; fitted on the training rows outside the validation share (n_train_*), ranked by "
+            "their aggregate metrics on it (rank 1 = best validation F1). No test metrics: the winner's are in "
+            "taxonomy_metrics (predictor best_partition)."),
         _table("duplicate_threshold_kl", [
-            ("model", pa.string()), ("revision", pa.string()), ("sequence_duplicates", pa.int64()),
-            ("n_memorized", pa.int64()), ("n_non_memorized", pa.int64()), ("sample_size", pa.int64()),
-            ("rounds", pa.int64()), ("kl_mean", pa.float64()), ("kl_low", pa.float64()), ("kl_high", pa.float64()),
-            ("kl_max", pa.float64())], ("model", "revision", "sequence_duplicates"),
-            "Symmetric KL between generation perplexities of memorized and non-memorized rows per duplicate count "
-            "(spec §3), bootstrap mean and band."),
+            ("model", pa.string()), ("revision", pa.string()), ("statistic", pa.string()),
+            ("duplicates_from", pa.int64()), ("duplicates_to", pa.int64()), ("n_memorized", pa.int64()),
+            ("n_non_memorized", pa.int64()), ("rounds", pa.int64()), ("value", pa.float64()),
+            ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("sample_size", pa.int64()), ("kl_max", pa.float64())],
+            ("model", "revision", "statistic", "duplicates_from", "duplicates_to"),
+            "Do memorized and other rows differ more in log generation perplexity above the recitation threshold "
+            "(spec §3)? statistic 'jensen_shannon': JS divergence (nats, 0..ln 2) of their histograms "
+            "(taxonomy.js_bins shared bins, 0.5 pseudo-count per bin) per duplicate count (from = to) and pooled over "
+            "1..threshold and threshold+1..kl_max_duplicates; value on the full groups, bootstrap band. "
+            "'upstream_paired_kl' (taxonomy.upstream_protocol only): upstream's randomly paired symmetric KL per "
+            "count, value = bootstrap mean, with sample_size and kl_max; it grows with the spread within each group."),
         _table("memorization_forecast", [
             ("model_a", pa.string()), ("revision_a", pa.string()), ("model_b", pa.string()),
             ("revision_b", pa.string()), ("n_sequences", pa.int64()), ("n_memorized_a", pa.int64()),
             ("n_memorized_b", pa.int64()), ("n_memorized_both", pa.int64()), ("precision", pa.float64()),
-            ("recall", pa.float64())], ("model_a", "revision_a", "model_b", "revision_b"),
-            "'Memorized by A' as a predictor of 'memorized by B' on the sequences both scored (Biderman et al. 2023)."),
+            ("precision_ci_low", pa.float64()), ("precision_ci_high", pa.float64()), ("recall", pa.float64()),
+            ("recall_ci_low", pa.float64()), ("recall_ci_high", pa.float64())],
+            ("model_a", "revision_a", "model_b", "revision_b"),
+            "'Memorized by A' as a predictor of 'memorized by B' on the sequences both scored (Biderman et al. 2023); "
+            "precision = n_memorized_both / n_memorized_a, recall = n_memorized_both / n_memorized_b, each with its "
+            "Wilson interval at taxonomy.ci_level (NaN where the denominator is 0)."),
         # a user's texts (`semmem texts`), beside the corpus tables
         _table("texts", [("text_id", pa.int64()), ("id", pa.int64()), ("path", pa.string()), ("line", pa.int64()),
                          ("text", pa.string()), ("n_tokens", pa.int32()), ("tokenizer", pa.string())], ("text_id",),

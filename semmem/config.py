@@ -277,6 +277,11 @@ class TaxonomyConfig:
     min_memorized: int = 10
     upstream_protocol: bool = False  # true: upstream's leaky scaler, hard-label AUC/LRT, KFold(100) "bootstrap"
     test_fraction: float = 0.2  # test share of the split stratified on label + category
+    # share of the training rows the partition search ranks its candidates on (stratified, seeded); the test rows
+    # never choose. A search whose validation share has fewer than search_min_validation memorized or other rows
+    # is skipped (and said)
+    validation_fraction: float = 0.25
+    search_min_validation: int = 5
     seed: int = 1024  # upstream's seed; drives splits, subsampling, resampling and tie-breaking
     # rows the driver holds and the search broadcasts (seeded stratified subsample); None: all. The search fits
     # 3 x 810 LRs on the training share: about 0.1 core-second per candidate per 16,000 training rows
@@ -297,6 +302,9 @@ class TaxonomyConfig:
     kl_max_duplicates: int = 999  # duplicate counts 1..this in the KL curve (upstream: 1..999)
     kl_bootstrap_rounds: int = 1000  # as upstream
     kl_min_rows: int = 10  # a count with fewer memorized or non-memorized rows gets NaN
+    # equal-width bins of log(generation_perplexity), one binning per model@revision, for the JS divergence between
+    # memorized and other rows per duplicate count (spec §3)
+    js_bins: int = 20
 
 
 @dataclass(frozen=True)
@@ -349,6 +357,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("semantic.max_neighbors", lambda v: v >= 0, "0 or more neighbours per sequence"),
     ("textual.min_distance", lambda v: v >= 0, "0 or more edits"),
     ("taxonomy.test_fraction", lambda v: 0 < v < 1, "a share strictly between 0 and 1"),
+    ("taxonomy.validation_fraction", lambda v: 0 < v < 1, "a share strictly between 0 and 1"),
+    ("taxonomy.search_min_validation", lambda v: v >= 1, "1 or more rows"),
     ("taxonomy.bootstrap_rounds", lambda v: v >= 0, "0 or more rounds"),
     ("taxonomy.ci_level", lambda v: 0 < v < 1, "a level strictly between 0 and 1, e.g. 0.95"),
 ]

@@ -12,6 +12,7 @@ from semmem.scoring.models import checkpoint_step
 from semmem.sql import run_sql
 from semmem.tables import published_version, read_publications
 from semmem.taxonomy.vocabulary import fitted_revisions
+from semmem.taxonomy.words import verdict
 
 CATEGORIES = ("recitation", "reconstruction", "recollection")
 
@@ -30,7 +31,7 @@ def summary_text(warehouse: str | Path) -> str:
     cats = run_sql(root, "SELECT model, revision, category, count(*) AS n, "
                          "sum(CASE WHEN is_memorized THEN 1 ELSE 0 END) AS m FROM combined "
                          "GROUP BY model, revision, category ORDER BY model, revision, category").to_pylist()
-    metrics = []
+    metrics, compared = [], []
     taxonomy_ran = published_version(root, "taxonomy_metrics", pubs) is not None
     late = [why for t in ("taxonomy_metrics", "memorization_forecast") for why in stale_inputs(root, t, pubs)]
     taxonomy_ran = taxonomy_ran and not late
@@ -38,6 +39,9 @@ def summary_text(warehouse: str | Path) -> str:
         metrics = run_sql(root, "SELECT model, revision, predictor, metric, value, ci_low, ci_high FROM "
                                 "taxonomy_metrics WHERE subset = 'aggregate' AND metric IN ('f1', 'pr_auc') "
                                 "ORDER BY model, revision, predictor, metric").to_pylist()
+        if published_version(root, "taxonomy_comparison", pubs) is not None:
+            compared = run_sql(root, "SELECT model, revision, predictor, metric, difference, ci_low, ci_high, "
+                                     "p_value, n_test FROM taxonomy_comparison").to_pylist()
     fitted = {(r["model"], r["revision"]) for r in metrics}
     models = sorted(dict.fromkeys((r["model"], r["revision"]) for r in cats), key=_revision_order)
     shown = fitted | set(fitted_revisions(models, "final"))  # in detail; other checkpoints get one line
@@ -61,18 +65,30 @@ def summary_text(warehouse: str | Path) -> str:
             vals = {r["metric"]: r for r in mine if r["predictor"] == predictor}
             if vals:
                 lines.append(f"    {predictor:<15} " + "  ".join(_with_ci(k, vals.get(k)) for k in ("f1", "pr_auc")))
+        for predictor in ("taxonomic", "best_partition"):
+            versus = {r["metric"]: r for r in compared
+                      if (r["model"], r["revision"], r["predictor"]) == (model, revision, predictor)}
+            if versus:
+                lines.append(f"    {verdict(predictor, versus)}")
         if taxonomy_ran and not mine:
             lines.append("    no taxonomic model: too few memorized (or other) sequences (taxonomy.min_memorized)")
     lines += [f"  not shown: {why}" for why in late]
     if published_version(root, "memorization_forecast", pubs) is not None and not late and len(shown) > 1:
-        forecast = run_sql(root, "SELECT model_a, revision_a, model_b, revision_b, precision, recall FROM "
-                                 "memorization_forecast ORDER BY model_b, revision_b, model_a, revision_a").to_pylist()
+        forecast = run_sql(root, "SELECT model_a, revision_a, model_b, revision_b, precision, precision_ci_low, "
+                                 "precision_ci_high, recall, recall_ci_low, recall_ci_high FROM memorization_forecast "
+                                 "ORDER BY model_b, revision_b, model_a, revision_a").to_pylist()
+
+        def est(r: dict, stat: str) -> str:
+            """The value with its Wilson interval; '-' alone where A (or B) memorized none of the common ones."""
+            return _num(r[stat]) if _num(r[stat]) == "-" else \
+                f"{_num(r[stat])} [{_num(r[f'{stat}_ci_low'])}, {_num(r[f'{stat}_ci_high'])}]"
+
         pairs = [r for r in forecast if (r["model_a"], r["revision_a"]) in shown
                  and (r["model_b"], r["revision_b"]) in shown]
         if pairs:
-            lines.append("  forecasts ('memorized by A' predicting 'memorized by B'):")
+            lines.append("  forecasts ('memorized by A' predicting 'memorized by B', Wilson intervals):")
             lines += [f"    {r['model_a']}@{r['revision_a']} -> {r['model_b']}@{r['revision_b']}: precision "
-                      f"{_num(r['precision'])}, recall {_num(r['recall'])}" for r in pairs]
+                      f"{est(r, 'precision')}, recall {est(r, 'recall')}" for r in pairs]
         for model, revision in sorted(shown, key=_revision_order):
             earlier = sorted((r for r in forecast if r["model_a"] == model == r["model_b"]
                               and r["revision_b"] == revision and (model, r["revision_a"]) not in shown),

@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, f1_score
 
 from semmem.catalog import table
 from semmem.config import TaxonomyConfig
 from semmem.errors import ConfigError
-from semmem.taxonomy.model import Part, prepare_split, taxonomy_model
+from semmem.taxonomy.model import Part, design, prepare_split, taxonomy_model
 from semmem.taxonomy.search import (
     CandidateEvaluator, Partition, partition_candidates, search_partitions, with_best_partition)
 from tests.synthetic import standardized, synthetic_combined
@@ -69,7 +71,8 @@ def test_810_candidates_from_memorized_quantiles(result):
     assert len(got) == 810 and got.candidate_id.tolist() == list(range(810))
     assert (got.feature_1 != got.feature_2).all()
     assert len(got[["feature_1", "quantile_1", "feature_2", "quantile_2"]].drop_duplicates()) == 810
-    mem = split.train.raw[split.train.y]
+    fitting = ~split.validation  # thresholds come from the memorized rows the search fits on, never the test rows
+    mem = split.train.raw[fitting & split.train.y]
     first = got.iloc[0]
     assert (first.feature_1, first.quantile_1, first.feature_2, first.quantile_2) == (SEARCH[0], 0.25, SEARCH[1], 0.25)
     for _, c in got.sample(20, random_state=0).iterrows():
@@ -102,19 +105,61 @@ def test_search_finds_planted_split(spark, result):
     assert best.candidate_id == 0
     assert got.loc[5, "status"] == "skipped" and got.loc[5, "reason"] == "t1: no training rows"
     assert pd.isna(got.loc[5, "rank"]) and sorted(got["rank"].dropna()) == [1, 2, 3, 4, 5]
-    assert got.loc[0, "n_train_1"] + got.loc[0, "n_train_2"] + got.loc[0, "n_train_3"] == len(result.split.train.y)
+    split = result.split
+    assert got.loc[0, "n_train_1"] + got.loc[0, "n_train_2"] + got.loc[0, "n_train_3"] == (~split.validation).sum()
+    assert (got.n_validation == split.validation.sum()).all()
+    # ranked by F1 on the validation rows, written from the definition: fit on the other training rows
+    fit, val = ~split.validation, split.validation
+    x = design(split, split.train)
+    for i, c in cands.iterrows():
+        if got.loc[i, "status"] != "evaluated":
+            continue
+        groups = Partition.of(c).assign(split, split.train)
+        p = np.empty(len(groups))
+        for g in ("t1", "t2", "t3"):
+            rows = fit & (groups == g)
+            model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=10_000, random_state=split.seed)
+            model.fit(x[rows], split.train.y[rows])
+            p[groups == g] = model.predict_proba(x[groups == g])[:, 1]
+        assert got.loc[i, "validation_f1"] == pytest.approx(f1_score(split.train.y[val], p[val] > 0.5), abs=1e-9)
+        assert got.loc[i, "validation_pr_auc"] == pytest.approx(
+            average_precision_score(split.train.y[val], p[val]), abs=1e-9)
     # Spark tasks = a local evaluation of each candidate; and reruns are identical
-    local = CandidateEvaluator(result.split)
+    local = CandidateEvaluator(split)
     for i in range(len(cands)):
         want = local(cands.iloc[i])
         for m in ("f1", "precision", "recall", "roc_auc", "pr_auc", "ece"):
+            m = f"validation_{m}"
             assert got.loc[i, m] == pytest.approx(want.get(m, np.nan), abs=1e-9, nan_ok=True)
-    assert_frame_equal(got, search_partitions(spark, result.split, cands, search_tasks=2))
-    # the best partition beats one model for all rows and the intuitive taxonomy
+    assert_frame_equal(got, search_partitions(spark, split, cands, search_tasks=2))
+    # the winner, refitted on all training rows and tested once, beats one model for all rows and the taxonomy
     m = with_best_partition(result, got).metrics.set_index(["predictor", "subset", "metric"])
     f1 = {p: m.loc[(p, "aggregate", "f1")].value for p in ("baseline", "taxonomic", "best_partition")}
-    assert f1["best_partition"] == pytest.approx(best.f1, abs=1e-12)
     assert f1["best_partition"] > f1["baseline"] + 0.05 and f1["best_partition"] > f1["taxonomic"] + 0.05
+
+
+def test_a_search_over_noise_finds_nothing_the_test_rows_confirm(spark):
+    """Candidate features of pure noise: the winner on the validation rows is no better than the baseline on the
+    test rows: its paired interval covers 0."""
+    df = synthetic_combined(6000, seed=5)
+    rng = np.random.default_rng(1)
+    noise = ["avg_frequency", "huffman_coding_length", "semantic_matches_0_8", "textual_matches_0_8"]
+    for f in noise:
+        df[f] = rng.normal(size=len(df))
+    result = taxonomy_model(df, bootstrap_rounds=200)
+    cands = partition_candidates(result.split, search_features=noise, search_quantiles=QUANTILES)
+    search = search_partitions(spark, result.split, cands, search_tasks=2)
+    out = with_best_partition(result, search)
+    f1 = out.comparison.set_index(["predictor", "metric"]).loc[("best_partition", "f1")]
+    assert f1.ci_low <= 0 <= f1.ci_high and f1.p_value > 0.05
+
+
+def test_a_validation_share_too_small_skips_the_search(spark, result):
+    cands = _candidates(PLANTED_AND_DECOYS[:2])
+    got = search_partitions(spark, result.split, cands, min_validation=10 ** 6)
+    assert (got.status == "skipped").all() and got["rank"].isna().all()
+    assert got.reason[0].startswith("validation split too small to rank candidates") and "test rows" in got.reason[0]
+    assert with_best_partition(result, got) is result
 
 
 def test_with_best_partition_tables(result):

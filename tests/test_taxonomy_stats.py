@@ -1,7 +1,9 @@
-"""Correlations and Chatterjee's xi, the duplicate-threshold KL curve and memorization forecasts, against hand-computed
-values and independent implementations (scipy, xicorpy)."""
+"""Correlations and Chatterjee's xi, the duplicate-threshold divergence and memorization forecasts, against
+hand-computed values and independent implementations (scipy, xicorpy)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -11,8 +13,10 @@ from pandas.testing import assert_frame_equal
 from scipy import stats
 
 from semmem.catalog import table
+from semmem.errors import ConfigError
+from semmem.taxonomy.report import _kl_note
 from semmem.taxonomy.stats import (
-    chatterjee_xi, duplicate_threshold_kl, feature_correlations, memorization_forecast, symmetric_kl)
+    chatterjee_xi, duplicate_threshold_kl, feature_correlations, jensen_shannon, memorization_forecast, symmetric_kl)
 from tests.synthetic import synthetic_combined
 
 
@@ -91,39 +95,146 @@ def test_symmetric_kl_hand_computed():
     assert got[0] == pytest.approx(0.25 * np.log(2), abs=1e-15)
 
 
-def _kl_rows(rows: list[tuple[int, bool, float]]) -> pd.DataFrame:
+def _kl_rows(rows: list[tuple[int, bool, float | None]]) -> pd.DataFrame:
     return pd.DataFrame([{"model": "m", "revision": "r", "sequence_duplicates": d, "is_memorized": y,
                           "generation_perplexity": g} for d, y, g in rows])
 
 
-def test_duplicate_threshold_kl_hand_computed():
+def _js_reference(mem: list[float], non: list[float], edges: list[float], pseudo: float) -> float:
+    """JS (nats) from its definition: histograms on [e_i, e_i+1) bins (the last closed), pseudo-count per bin."""
+    def dist(xs: list[float]) -> list[float]:
+        c = [pseudo + sum(edges[i] <= x < edges[i + 1] or (i == len(edges) - 2 and x == edges[-1]) for x in xs)
+             for i in range(len(edges) - 1)]
+        return [v / sum(c) for v in c]
+
+    p, q = dist(mem), dist(non)
+    m = [(a + b) / 2 for a, b in zip(p, q)]
+    return 0.5 * sum(a * math.log(a / c) for a, c in zip(p, m)) + 0.5 * sum(b * math.log(b / c) for b, c in zip(q, m))
+
+
+def test_duplicate_threshold_js_hand_computed():
+    # log-perplexities over [0, 4] in 4 bins (edges 0 1 2 3 4); d = 1: memorized bins (0 0 1 3) -> counts (2 1 0 1),
+    # other bins (1 2 3 3) -> (0 1 1 2). d = 2: one memorized row, below kl_min_rows. d = 0, NULL and 0 perplexities,
+    # and d > kl_max_duplicates (log-perplexity 10) are left out, also of the binning range.
+    mem, non = [0.0, 0.5, 1.5, 4.0], [1.2, 2.5, 3.5, 3.9]
+    rows = [(1, True, math.exp(x)) for x in mem] + [(1, False, math.exp(x)) for x in non] + [
+        (2, True, math.exp(2.2)), (2, False, math.exp(0.7)), (2, False, math.exp(3.2)), (3, True, None),
+        (3, False, 0.0), (0, True, 1.0), (1000, False, math.exp(10.0))]
+    got = duplicate_threshold_kl(_kl_rows(rows), duplicate_threshold=1, kl_bootstrap_rounds=0, kl_min_rows=2,
+                                 js_bins=4, seed=3)  # no rounds: the plug-in JS
+    assert list(got.columns) == table("duplicate_threshold_kl").columns
+    # a pooled span of one count (1..1) is that count's row; the pool above is 2..999
+    assert list(zip(got.duplicates_from, got.duplicates_to)) == [(1, 1), (2, 2), (2, 999)]
+    assert (got.statistic == "jensen_shannon").all() and got.sample_size.isna().all() and got.kl_max.isna().all()
+    one = got.iloc[0]
+    want = _js_reference(mem, non, [0.0, 1.0, 2.0, 3.0, 4.0], 0.5)
+    assert one.value == pytest.approx(want, rel=1e-12, abs=1e-15)
+    assert jensen_shannon(np.array([2, 1, 0, 1]), np.array([0, 1, 1, 2]))[()] == pytest.approx(want, rel=1e-12)
+    assert (one.n_memorized, one.n_non_memorized, one.rounds) == (4, 4, 0) and np.isnan(one.ci_low)
+    # with rounds: 2 JS - the mean of the JS of resampled bin counts, the basic bootstrap band around it
+    boot = duplicate_threshold_kl(_kl_rows(rows), duplicate_threshold=1, kl_bootstrap_rounds=200, kl_min_rows=2,
+                                  js_bins=4, seed=3).iloc[0]
+    rng = np.random.default_rng(3)
+    draws = jensen_shannon(rng.multinomial(4, np.array([2, 1, 0, 1]) / 4, size=200),
+                           rng.multinomial(4, np.array([0, 1, 1, 2]) / 4, size=200))
+    assert boot.value == pytest.approx(2 * want - draws.mean(), rel=1e-12) and boot.rounds == 200
+    assert boot.ci_low == pytest.approx(2 * want - np.quantile(draws, 0.975), rel=1e-12)
+    assert boot.ci_high == pytest.approx(2 * want - np.quantile(draws, 0.025), rel=1e-12)
+    for i in (1, 2):  # one memorized row: below kl_min_rows
+        assert (got.iloc[i].n_memorized, got.iloc[i].n_non_memorized, got.iloc[i].rounds) == (1, 2, 0)
+        assert np.isnan(got.iloc[i].value) and np.isnan(got.iloc[i].ci_low)
+    assert jensen_shannon(np.array([5, 0]), np.array([0, 5]), pseudo_count=0.0)[()] == pytest.approx(np.log(2))
+    with pytest.raises(ConfigError, match="js_bins"):
+        duplicate_threshold_kl(_kl_rows(rows), js_bins=0)
+
+
+def _planted(shift: float, seed: int, n: int = 400) -> pd.DataFrame:
+    """n memorized and n other rows at each count 1..10, log-perplexity N(2, 0.6); memorized rows above 5 duplicates
+    shifted by `shift`."""
+    rng = np.random.default_rng(seed)
+    return _kl_rows([(d, y, float(np.exp(v))) for d in range(1, 11) for y in (True, False)
+                     for v in rng.normal(2.0 + (shift if y and d > 5 else 0.0), 0.6, n)])
+
+
+def test_duplicate_threshold_js_same_distribution_is_near_zero():
+    got = duplicate_threshold_kl(_planted(0.0, seed=4), duplicate_threshold=5, kl_bootstrap_rounds=300, seed=1)
+    assert len(got) == 12 and (got.rounds == 300).all()
+    # bias-corrected: about 0, and every band covers 0
+    assert (got.value.abs() < 0.01).all() and (got.ci_low <= 0).all() and (got.ci_high >= 0).all()
+    pooled = got.set_index(["duplicates_from", "duplicates_to"])
+    below, above = pooled.loc[(1, 5)], pooled.loc[(6, 999)]
+    assert (below.n_memorized, above.n_non_memorized) == (2000, 2000)
+    assert above.ci_low <= below.ci_high and below.ci_low <= above.ci_high  # the bands overlap
+    assert "No difference detectable at this size" in _kl_note(got, 5)
+
+
+def test_duplicate_threshold_js_does_not_rise_where_groups_shrink():
+    """One distribution everywhere, groups shrinking with the count as in a real corpus (2,000 rows at d = 1, 100 at
+    d = 10): the plug-in JS rises with 1 / n; the corrected one finds no count above count 1."""
+    rng = np.random.default_rng(8)
+    sizes = {d: int(2000 / d) for d in range(1, 11)}
+    df = _kl_rows([(d, y, float(np.exp(v))) for d, n in sizes.items() for y in (True, False)
+                   for v in rng.normal(2.0, 0.6, n)])
+    got = duplicate_threshold_kl(df, duplicate_threshold=5, kl_bootstrap_rounds=400, seed=1)
+    per = got[got.duplicates_from == got.duplicates_to].set_index("duplicates_from")
+    assert not (per.loc[2:, "ci_low"] > per.loc[1, "ci_high"]).any()
+    assert "first rises clearly" not in _kl_note(got, 5)
+    plug_in = duplicate_threshold_kl(df, duplicate_threshold=5, kl_bootstrap_rounds=0, seed=1)
+    plug = plug_in[plug_in.duplicates_from == plug_in.duplicates_to].set_index("duplicates_from").value
+    assert plug[10] > 5 * plug[1]  # what the correction removes
+
+
+def test_duplicate_threshold_js_finds_a_shift_above_the_threshold():
+    got = duplicate_threshold_kl(_planted(-1.0, seed=5), duplicate_threshold=5, kl_bootstrap_rounds=300, seed=1)
+    per = got[got.duplicates_from == got.duplicates_to].set_index("duplicates_from")
+    assert (per.loc[6:, "ci_low"] > per.loc[:5, "value"].max()).all()  # bands above 5 exclude the values at 1..5
+    assert (per.loc[6:, "ci_low"] > per.loc[:5, "ci_high"].max()).all() and (per.loc[6:, "value"] > 0.1).all()
+    pooled = got.set_index(["duplicates_from", "duplicates_to"])
+    assert pooled.loc[(6, 999)].ci_low > pooled.loc[(1, 5)].ci_high
+    note = _kl_note(got, 5)
+    assert "The data support the threshold" in note and "first rises clearly at d = 6" in note
+
+
+def test_duplicate_threshold_js_is_seeded():
+    df = _planted(-0.5, seed=6, n=100)
+    got = duplicate_threshold_kl(df, kl_bootstrap_rounds=200, seed=1)
+    assert_frame_equal(got, duplicate_threshold_kl(df, kl_bootstrap_rounds=200, seed=1))
+    other = duplicate_threshold_kl(df, kl_bootstrap_rounds=200, seed=2)
+    assert_frame_equal(got.drop(columns=["value", "ci_low", "ci_high"]),
+                       other.drop(columns=["value", "ci_low", "ci_high"]))
+    assert not np.allclose(got.ci_low, other.ci_low)  # the bands and the bias correction resample
+    capped = duplicate_threshold_kl(df, kl_max_duplicates=1, kl_bootstrap_rounds=10)  # both pools reduce to count 1
+    assert list(zip(capped.duplicates_from, capped.duplicates_to)) == [(1, 1)]
+
+
+def test_duplicate_threshold_upstream_paired_kl():
     # d = 1: memorized (1, 3), non-memorized (2, 2), m = 2. A round draws two of (1, 3) with replacement: equal values
     # (prob 1/2) give P = Q = (.5, .5) and KL 0; (1, 3) or (3, 1) give P = (.25, .75) vs Q = (.5, .5):
     # (.25 ln 2 + .25 ln 1.5) / 2 = ln(3) / 8. Mean: ln(3) / 16.
     rows = [(1, True, 1.0), (1, True, 3.0), (1, False, 2.0), (1, False, 2.0),
             (2, True, 1.5), (2, False, 4.0), (2, False, 5.0), (3, False, 2.0), (3, True, None), (0, True, 1.0)]
-    got = duplicate_threshold_kl(_kl_rows(rows), kl_bootstrap_rounds=4000, kl_min_rows=2, seed=3)
+    got = duplicate_threshold_kl(_kl_rows(rows), kl_bootstrap_rounds=4000, kl_min_rows=2, upstream_protocol=True,
+                                 seed=3)
     assert list(got.columns) == table("duplicate_threshold_kl").columns
-    assert got.sequence_duplicates.tolist() == [1, 2, 3]  # 0 and NULL perplexities left out
+    assert (got.statistic == "upstream_paired_kl").all()  # per count only, no pooled rows
+    assert got.duplicates_from.tolist() == got.duplicates_to.tolist() == [1, 2, 3]  # 0 and NULL perplexities left out
     one = got.iloc[0]
     assert (one.n_memorized, one.n_non_memorized, one.sample_size, one.rounds) == (2, 2, 2, 4000)
-    assert one.kl_max == pytest.approx(np.log(3) / 8, abs=1e-15) and one.kl_low == 0
-    assert one.kl_mean == pytest.approx(np.log(3) / 16, abs=0.006)  # 4000 rounds: sd of the mean 0.0011
+    assert one.kl_max == pytest.approx(np.log(3) / 8, abs=1e-15) and one.ci_low == 0
+    assert one.value == pytest.approx(np.log(3) / 16, abs=0.006)  # 4000 rounds: sd of the mean 0.0011
     for i in (1, 2):  # one memorized row / none: below kl_min_rows
-        assert got.iloc[i].rounds == 0 and np.isnan(got.iloc[i].kl_mean)
+        assert got.iloc[i].rounds == 0 and np.isnan(got.iloc[i].value)
     assert (got.iloc[1].n_memorized, got.iloc[1].n_non_memorized, got.iloc[1].sample_size) == (1, 2, 1)
-
-
-def test_duplicate_threshold_kl_separates_and_is_seeded():
+    # random pairing: identical-looking groups with spread score high, as upstream's notebook
     rng = np.random.default_rng(0)
     same = [(1, bool(i % 2), float(g)) for i, g in enumerate(1 + rng.random(400) * 0.05)]
     apart = [(2, True, float(g)) for g in 1 + rng.random(200) * 0.2] + \
             [(2, False, float(g)) for g in rng.lognormal(1.5, 0.8, 200)]
     df = _kl_rows(same + apart)
-    got = duplicate_threshold_kl(df, kl_bootstrap_rounds=200, seed=1)
-    assert got.kl_mean[1] > 3 * got.kl_mean[0]
-    assert_frame_equal(got, duplicate_threshold_kl(df, kl_bootstrap_rounds=200, seed=1))
-    assert duplicate_threshold_kl(df, kl_max_duplicates=1, kl_bootstrap_rounds=10).sequence_duplicates.tolist() == [1]
+    up = duplicate_threshold_kl(df, kl_bootstrap_rounds=200, upstream_protocol=True, seed=1)
+    assert up.value[1] > 3 * up.value[0]
+    assert_frame_equal(up, duplicate_threshold_kl(df, kl_bootstrap_rounds=200, upstream_protocol=True, seed=1))
+    assert "does not test the threshold" in _kl_note(up, 5)
 
 
 def test_memorization_forecast_hand_count(spark):
@@ -150,4 +261,61 @@ def test_memorization_forecast_hand_count(spark):
     assert row.precision == pytest.approx(1 / 2) and row.recall == pytest.approx(1 / 3)
     back = g.loc[("b", "s1", "a", "s2")]
     assert back.precision == pytest.approx(1 / 3) and back.recall == pytest.approx(1 / 2)
+    # Wilson at 95%, z = 1.95996...: centre (p + z^2/2n) / (1 + z^2/n),
+    # half-width z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n)
+    z = 1.959963984540054
+    for k, n, low, high in ((1, 3, back.precision_ci_low, back.precision_ci_high),
+                            (1, 2, back.recall_ci_low, back.recall_ci_high)):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        assert (low, high) == (pytest.approx(centre - half, abs=1e-12), pytest.approx(centre + half, abs=1e-12))
+    assert back.precision_ci_low == pytest.approx(0.0615, abs=1e-4)  # 1/3: [0.0615, 0.7923]
+    assert back.precision_ci_high == pytest.approx(0.7923, abs=1e-4)
+    wide = memorization_forecast(frame, ci_level=0.99).set_index(["model_a", "revision_a", "model_b", "revision_b"])
+    assert wide.loc[("b", "s1", "a", "s2")].precision_ci_low < back.precision_ci_low
     assert memorization_forecast(frame.where(frame.model == "b")).empty
+
+
+def test_memorization_forecast_40_checkpoints_against_a_hand_count(spark):
+    rng = np.random.default_rng(40)
+    revisions = [f"step{1000 * i}" for i in range(1, 41)]
+    rows = []
+    for s in range(300):
+        affinity = rng.random()  # some sequences are memorized by most checkpoints, so pairs agree
+        for r in revisions:
+            draw = rng.random()
+            if draw < 0.15:
+                continue  # not scored: no row
+            state = None if draw < 0.25 else bool(rng.random() < affinity)
+            rows.append(("m", r, s, state))
+            if rng.random() < 0.05:  # a repeated row, possibly saying otherwise or NULL
+                rows.append(("m", r, s, [None, True, False][rng.integers(3)]))
+    rng.shuffle(rows)
+    frame = spark.createDataFrame(rows, "model string, revision string, sequence_id long, is_memorized boolean") \
+        .repartition(7)
+    got = memorization_forecast(frame).set_index(["revision_a", "revision_b"])
+    assert len(got) == 40 * 39 and (got.model_a == "m").all() and (got.model_b == "m").all()
+    scored: dict[str, set[int]] = {r: set() for r in revisions}
+    memorized: dict[str, set[int]] = {r: set() for r in revisions}
+    for _, r, s, state in rows:
+        if state is not None:
+            scored[r].add(s)
+            if state:
+                memorized[r].add(s)
+    for a in revisions:
+        for b in revisions:
+            if a == b:
+                continue
+            common = both_mem = mem_a = mem_b = 0
+            for s in range(300):
+                if s in scored[a] and s in scored[b]:
+                    common += 1
+                    mem_a += s in memorized[a]
+                    mem_b += s in memorized[b]
+                    both_mem += s in memorized[a] and s in memorized[b]
+            row = got.loc[(a, b)]
+            assert (row.n_sequences, row.n_memorized_a, row.n_memorized_b, row.n_memorized_both) == \
+                (common, mem_a, mem_b, both_mem), (a, b)
+            assert row.precision == pytest.approx(both_mem / mem_a) and row.recall == pytest.approx(both_mem / mem_b)
+            assert row.precision_ci_low <= row.precision <= row.precision_ci_high

@@ -15,14 +15,14 @@ from semmem.errors import StageError
 from semmem.stages.registry import StageContext, stage
 from semmem.taxonomy import (
     MODEL_FEATURES, duplicate_threshold_kl, feature_correlations, fitted_revisions, partition_candidates,
-    search_partitions, taxonomy_model, with_best_partition)
+    search_partitions, taxonomy_model, validation_problem, with_best_partition)
 from semmem.taxonomy.combine import FEATURE_TABLES, combine, deduplicate, labels
 from semmem.taxonomy.report import ReportData, write_report
 from semmem.taxonomy.stats import memorization_forecast
 
 log = logging.getLogger("semmem")
-TAXONOMY_TABLES = ("taxonomy_metrics", "taxonomy_weights", "feature_correlations", "taxonomy_search",
-                   "duplicate_threshold_kl", "memorization_forecast")
+TAXONOMY_TABLES = ("taxonomy_metrics", "taxonomy_comparison", "taxonomy_weights", "feature_correlations",
+                   "taxonomy_search", "duplicate_threshold_kl", "memorization_forecast")
 
 
 @stage("combine", inputs=("sequences",), outputs=("combined",), config=("combine", "taxonomy.duplicate_threshold"),
@@ -111,29 +111,38 @@ def taxonomy_stage(ctx: StageContext) -> None:
         frames["feature_correlations"].append(feature_correlations(rows, nl_threshold=t.nl_threshold,
                                                                    code_threshold=t.code_threshold, seed=t.seed))
         frames["duplicate_threshold_kl"].append(duplicate_threshold_kl(
-            rows, kl_max_duplicates=t.kl_max_duplicates, kl_bootstrap_rounds=t.kl_bootstrap_rounds,
-            kl_min_rows=t.kl_min_rows, seed=t.seed, ci_level=t.ci_level))
+            rows, duplicate_threshold=t.duplicate_threshold, kl_max_duplicates=t.kl_max_duplicates,
+            kl_bootstrap_rounds=t.kl_bootstrap_rounds, kl_min_rows=t.kl_min_rows, js_bins=t.js_bins,
+            upstream_protocol=t.upstream_protocol, seed=t.seed, ci_level=t.ci_level))
         if min(memorized, other) < t.min_memorized:
             log.warning("taxonomy: %s@%s: %d memorized and %d other rows, fewer than taxonomy.min_memorized = %d: "
                         "no fitted model or partition search (correlations and the KL curve only)", model, revision,
                         memorized, other, t.min_memorized)
             continue
         result = taxonomy_model(rows, upstream_protocol=t.upstream_protocol, test_fraction=t.test_fraction,
-                                seed=t.seed, max_rows=t.max_rows, bootstrap_rounds=t.bootstrap_rounds,
-                                ci_level=t.ci_level, ece_bins=t.ece_bins)
+                                validation_fraction=t.validation_fraction, seed=t.seed, max_rows=t.max_rows,
+                                bootstrap_rounds=t.bootstrap_rounds, ci_level=t.ci_level, ece_bins=t.ece_bins)
         sel = result.split.selection
+        for fit in result.predictors["taxonomic"].fits.values():
+            if fit.model is None:
+                log.warning("taxonomy: %s@%s: no model for category %s (%s): its test rows are scored by the "
+                            "baseline", model, revision, fit.name, fit.reason)
         if sel.missing:
             log.warning("taxonomy: %s@%s: features %s are NULL everywhere and left out of the model", model,
                         revision, ", ".join(sel.missing))
         candidates = partition_candidates(result.split, search_features=t.search_features,
                                           search_quantiles=t.search_quantiles)
+        problem = validation_problem(result.split, t.search_min_validation)
+        if problem:
+            log.warning("taxonomy: %s@%s: %s", model, revision, problem)
         search = search_partitions(ctx.spark, result.split, candidates, ece_bins=t.ece_bins,
-                                   search_tasks=t.search_tasks)
+                                   search_tasks=t.search_tasks, min_validation=t.search_min_validation)
         result = with_best_partition(result, search)
         frames["taxonomy_metrics"].append(result.metrics)
+        frames["taxonomy_comparison"].append(result.comparison)
         frames["taxonomy_weights"].append(result.weights)
         frames["taxonomy_search"].append(search)
-    frames["memorization_forecast"].append(memorization_forecast(combined))
+    frames["memorization_forecast"].append(memorization_forecast(combined, ci_level=t.ci_level))
     meta = {"stage": "taxonomy", "combined_version": wh.version("combined"), "models": [f"{m}@{r}" for m, r in keys],
             "upstream_protocol": t.upstream_protocol, "seed": t.seed}
     for name, parts in frames.items():
@@ -174,6 +183,7 @@ def report_stage(ctx: StageContext) -> None:
         title="semmem: what the model memorized, and why",
         categories=cats.fillna({"memorized": 0}),
         metrics=wh.read("taxonomy_metrics").toPandas(), weights=wh.read("taxonomy_weights").toPandas(),
+        comparison=wh.read("taxonomy_comparison").toPandas(),
         correlations=wh.read("feature_correlations").toPandas(),
         search=wh.read("taxonomy_search").toPandas(),  # 810 candidates per model
         kl=wh.read("duplicate_threshold_kl").toPandas(), forecast=wh.read("memorization_forecast").toPandas(),

@@ -15,8 +15,9 @@ Stage wiring; the keys of the `taxonomy:` config section equal these keyword arg
     result = with_best_partition(result, search)
     # taxonomy_search <- search; taxonomy_metrics <- result.metrics; taxonomy_weights <- result.weights
     feature_correlations(rows, nl_threshold=t.nl_threshold, code_threshold=t.code_threshold, seed=t.seed)
-    duplicate_threshold_kl(rows, kl_max_duplicates=t.kl_max_duplicates, kl_bootstrap_rounds=t.kl_bootstrap_rounds,
-                           kl_min_rows=t.kl_min_rows, seed=t.seed, ci_level=t.ci_level)
+    duplicate_threshold_kl(rows, duplicate_threshold=t.duplicate_threshold, kl_max_duplicates=t.kl_max_duplicates,
+                           kl_bootstrap_rounds=t.kl_bootstrap_rounds, kl_min_rows=t.kl_min_rows, js_bins=t.js_bins,
+                           upstream_protocol=t.upstream_protocol, seed=t.seed, ci_level=t.ci_level)
     memorization_forecast(<model, revision, sequence_id, is_memorized of every scored model@revision>)
 
 `taxonomy_model` holds at most `max_rows` rows (a seeded stratified subsample); the correlations and the KL curve use
@@ -31,7 +32,7 @@ from semmem.taxonomy.vocabulary import (
     select_rows)
 from semmem.taxonomy.model import Split, TaxonomyResult, prepare_split, taxonomy_model
 from semmem.taxonomy.search import (
-    Partition, partition_candidates, search_partitions, with_best_partition)
+    Partition, partition_candidates, search_partitions, validation_problem, with_best_partition)
 from semmem.taxonomy.stats import (
     chatterjee_xi, duplicate_threshold_kl, feature_correlations, memorization_forecast)
 
@@ -39,5 +40,5 @@ __all__ = [
     "CATEGORIES", "DISPLAY_NAMES", "MODEL_FEATURES", "UPSTREAM_NAMES", "Partition", "Split", "TaxonomyResult",
     "categorize", "category_column", "chatterjee_xi", "duplicate_threshold_kl", "feature_correlations",
     "fitted_revisions", "memorization_forecast", "partition_candidates", "prepare_split", "search_partitions", "select_rows",
-    "taxonomy_model", "with_best_partition",
+    "taxonomy_model", "validation_problem", "with_best_partition",
 ]

@@ -11,7 +11,9 @@ Definitions (label y, score p = P(memorized), prediction p > 0.5 as sklearn's Lo
 - pr_auc: average precision, sum_k (R_k - R_{k-1}) P_k over the distinct scores (sklearn's average_precision_score);
 - precision, recall, f1 at 0.5; 0 when the denominator is 0 (sklearn's zero_division default);
 - ece: conf = max(p, 1 - p), pred = argmax, equal-width bins (lo, hi] over [0, 1],
-  sum_b (n_b / n) |acc_b - conf_b| (upstream's expected_calibration_error on [1 - p, p]).
+  sum_b (n_b / n) |acc_b - conf_b| (upstream's expected_calibration_error on [1 - p, p]);
+- log_loss: mean of -(y log p + (1 - y) log(1 - p)), p clipped to [eps, 1 - eps] (sklearn's log_loss); a proper
+  score, so it rewards calibrated probabilities where F1 only sees which side of 0.5 they fall.
 `hard_label_auc=True` computes roc_auc and pr_auc from the 0/1 predictions as upstream's comparison file does; the ROC
 AUC of hard labels is the balanced accuracy (TPR + TNR) / 2. A metric undefined on a resample (an AUC with one class)
 is NaN there, and `summarize` leaves it out of the interval.
@@ -24,7 +26,8 @@ from collections.abc import Iterator
 import numpy as np
 from sklearn.model_selection import KFold
 
-METRICS = ("roc_auc", "pr_auc", "precision", "recall", "f1", "ece")
+METRICS = ("roc_auc", "pr_auc", "precision", "recall", "f1", "ece", "log_loss")
+PROBABILITY_EPS = float(np.finfo(np.float64).eps)  # probability clip of the log-likelihood, as sklearn's log_loss
 _CELLS_PER_CHUNK = 4_000_000  # rounds x rows held at once (32 MB of float64)
 
 
@@ -55,6 +58,8 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray, *, ece_b
     b, conf = ece_bin(p, ece_bins)
     calib = np.zeros((len(y), ece_bins))
     calib[np.arange(len(y)), b] = (pred == y) - conf
+    q = np.clip(p, PROBABILITY_EPS, 1.0 - PROBABILITY_EPS)
+    loss = -np.where(y, np.log(q), np.log1p(-q))
     out: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     step = max(1, _CELLS_PER_CHUNK // max(1, len(y)))
     for start in range(0, w.shape[0], step):
@@ -75,6 +80,7 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray, *, ece_b
         out["recall"].append(_ratio(tp_half, pos, 0.0))
         out["f1"].append(_ratio(2.0 * tp_half, n_pred + pos, 0.0))
         out["ece"].append(_ratio(np.abs(wc @ calib).sum(axis=1), wc.sum(axis=1), np.nan))
+        out["log_loss"].append(_ratio(wc @ loss, wc.sum(axis=1), np.nan))
     return {m: np.concatenate(v) for m, v in out.items()}
 
 
@@ -99,6 +105,17 @@ def kfold_weights(n: int, seed: int, folds: int = 100) -> Iterator[np.ndarray]:
     for i, (_, held_out) in enumerate(KFold(k, shuffle=True, random_state=seed).split(np.arange(n))):
         masks[i, held_out] = 0.0
     yield masks
+
+
+def bootstrap_p_value(differences: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "no difference": twice the smaller share of resampled differences on either
+    side of 0, counted with the +1 of Davison & Hinkley (so never 0 and 1 when every difference is 0); NaN rounds
+    left out, NaN without rounds."""
+    d = differences[~np.isnan(differences)]
+    if len(d) == 0:
+        return np.nan
+    tail = min(int((d <= 0).sum()), int((d >= 0).sum()))
+    return float(min(1.0, 2.0 * (tail + 1) / (len(d) + 1)))
 
 
 def summarize(values: np.ndarray, ci_level: float) -> tuple[float, float, float, float]:

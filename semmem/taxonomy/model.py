@@ -2,10 +2,16 @@
 
 Pure functions over the `combined` rows of ONE model@revision (pandas in, catalog-shaped pandas out; no Spark):
 - `prepare_split(combined, ...)` -> Split: the usable rows (`select_rows`), a seeded stratified cap of `max_rows`, a
-  train/test split stratified on label + category, and the scaler statistics.
+  train/test split stratified on label + category, the validation share of the training rows (the partition
+  search ranks on it) and the scaler statistics.
 - `taxonomy_model(combined, ...)` -> TaxonomyResult: the baseline (one LR on all training rows) and the taxonomic model
   (one LR per category; each test row is scored by its category's model), with `.metrics` (taxonomy_metrics rows)
-  and `.weights` (taxonomy_weights rows).
+  `.comparison` (taxonomy_comparison rows) and `.weights` (taxonomy_weights rows, with each feature's variance
+  inflation factor on the rows its model was fitted on: the weights of correlated features are associations, not
+  causes, and a large VIF says the split between them is unstable).
+- `comparison(split, predictors, ...)`: each predictor minus the baseline, paired on the same bootstrap resamples of
+  the test rows (taxonomy_comparison). It replaces a likelihood-ratio test, whose chi-squared reference (Wilks)
+  does not hold for penalized, class-weighted fits scored on held-out rows; that LRT is kept under upstream_protocol.
 - `add_predictor(result, name, train_groups, test_groups, names)`: one more grouped predictor (the best partition of
   semmem.taxonomy.search), metrics and weights recomputed on the same resamples.
 - `fit_groups`, `predict_groups`, `design`: one LR per group and its probabilities; the partition search reuses them.
@@ -17,7 +23,7 @@ Default protocol vs `upstream_protocol=True` (for comparison with the published 
 | LR fit rows | all training rows of the group | 80% of them (stratified by label); the 20% "validation" is unused |
 | roc_auc, pr_auc | from probabilities | from hard 0/1 predictions (the ROC AUC is then the balanced accuracy) |
 | value, CI, std | full test set; seeded bootstrap | mean, percentiles, std over KFold(100, shuffle)'s 99% folds |
-| LRT | from probabilities, df = extra parameters | from hard predictions (clipped at float eps), df = 1 |
+| vs baseline | paired bootstrap differences (taxonomy_comparison) | the same, plus upstream's LRT (hard labels, df 1) |
 | Wald test | training rows, the fit's class weights, sandwich SEs | test rows, unweighted inverse information |
 Both use the same split (`seed`), LogisticRegression(L2, C=1, balanced class weights, max_iter=10000,
 random_state=seed) on continuous features z-scored and is_templating as 0/1, precision/recall/F1 at P > 0.5 and an ECE
@@ -47,11 +53,12 @@ from semmem.errors import ConfigError, InputError
 from semmem.taxonomy.vocabulary import (
     BINARY_FEATURES, CATEGORIES, DISPLAY_NAMES, LABEL, RowSelection, one_model, select_rows)
 from semmem.taxonomy.frames import table_frame
-from semmem.taxonomy.metrics import METRICS, bootstrap_weights, kfold_weights, summarize, weighted_metrics
+from semmem.taxonomy.metrics import (
+    PROBABILITY_EPS, METRICS, bootstrap_p_value, bootstrap_weights, kfold_weights, summarize, weighted_metrics)
 
 log = logging.getLogger("semmem.taxonomy")
 AGGREGATE = "aggregate"
-_EPS = float(np.finfo(np.float64).eps)  # probability clip of the log-likelihood, as sklearn's log_loss
+COMPARED = ("log_loss", "pr_auc", "roc_auc", "f1")  # taxonomy_comparison's metrics
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class Split:
     scale: np.ndarray
     selection: RowSelection
     n_capped: int  # usable rows left out by max_rows
+    validation: np.ndarray  # (n_train,) bool: the training rows the partition search ranks candidates on
     upstream_protocol: bool
     seed: int
 
@@ -109,10 +117,12 @@ def stratified_mask(strata: np.ndarray, fraction: float, rng: np.random.Generato
 
 
 def prepare_split(combined: pd.DataFrame, *, upstream_protocol: bool = False, test_fraction: float = 0.2,
-                  seed: int = 1024, max_rows: int | None = None) -> Split:
-    """Usable rows, capped at `max_rows` and split train/test, both stratified on label + category and seeded."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"taxonomy.test_fraction = {test_fraction}; expected a share strictly between 0 and 1")
+                  validation_fraction: float = 0.25, seed: int = 1024, max_rows: int | None = None) -> Split:
+    """Usable rows, capped at `max_rows` and split train/test, then the training rows fit/validation (for the
+    partition search), each stratified on label + category and seeded."""
+    for key, share in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
+        if not 0.0 < share < 1.0:
+            raise ConfigError(f"taxonomy.{key} = {share}; expected a share strictly between 0 and 1")
     model, revision = one_model(combined)
     rows, selection = select_rows(combined)
     if selection.dropped_rows:
@@ -149,8 +159,9 @@ def prepare_split(combined: pd.DataFrame, *, upstream_protocol: bool = False, te
     ids = rows["sequence_id"].to_numpy(dtype=np.int64)
     y = rows[LABEL].to_numpy(dtype=bool)
     parts = [Part(ids[m], raw[m], y[m], category[m]) for m in (~test, test)]
-    return Split(model, revision, parts[0], parts[1], features, mean, scale, selection, n_capped, upstream_protocol,
-                 seed)
+    validation = stratified_mask(strata[~test], validation_fraction, rng)
+    return Split(model, revision, parts[0], parts[1], features, mean, scale, selection, n_capped, validation,
+                 upstream_protocol, seed)
 
 
 @dataclass(frozen=True)
@@ -210,7 +221,7 @@ def predict_groups(fits: dict[str, GroupFit], x: np.ndarray, groups: np.ndarray,
 
 def log_likelihood(y: np.ndarray, p: np.ndarray, *, hard_labels: bool = False) -> float:
     """sum y log p + (1 - y) log(1 - p), p clipped to [eps, 1 - eps]; hard_labels: p replaced by 1[p > 0.5]."""
-    q = np.clip((p > 0.5).astype(float) if hard_labels else p, _EPS, 1.0 - _EPS)
+    q = np.clip((p > 0.5).astype(float) if hard_labels else p, PROBABILITY_EPS, 1.0 - PROBABILITY_EPS)
     return float(np.sum(np.where(y, np.log(q), np.log1p(-q))))
 
 
@@ -256,18 +267,13 @@ class Predictor:
     test_groups: np.ndarray
     test_p: np.ndarray  # P(memorized) of every test row
 
-    def n_parameters(self, n_features: int) -> int:
-        """Coefficients + intercepts of its models; the baseline's count once if its fallback scores test rows."""
-        fitted = sum(f.model is not None for f in self.fits.values())
-        fallback = any(f.model is None and (self.test_groups == f.name).any() for f in self.fits.values())
-        return (n_features + 1) * (fitted + fallback)
-
 
 @dataclass(frozen=True)
 class TaxonomyResult:
     split: Split
     predictors: dict[str, Predictor]
     metrics: pd.DataFrame  # taxonomy_metrics rows
+    comparison: pd.DataFrame  # taxonomy_comparison rows
     weights: pd.DataFrame  # taxonomy_weights rows
     bootstrap_rounds: int
     ci_level: float
@@ -283,11 +289,12 @@ def _grouped(split: Split, name: str, train_groups: np.ndarray, test_groups: np.
 
 
 def taxonomy_model(combined: pd.DataFrame, *, upstream_protocol: bool = False, test_fraction: float = 0.2,
-                   seed: int = 1024, max_rows: int | None = None, bootstrap_rounds: int = 200,
-                   ci_level: float = 0.95, ece_bins: int = 10) -> TaxonomyResult:
-    """Baseline and taxonomic LRs of one model@revision, their test metrics (with CIs) and Wald-tested weights."""
-    split = prepare_split(combined, upstream_protocol=upstream_protocol, test_fraction=test_fraction, seed=seed,
-                          max_rows=max_rows)
+                   validation_fraction: float = 0.25, seed: int = 1024, max_rows: int | None = None,
+                   bootstrap_rounds: int = 200, ci_level: float = 0.95, ece_bins: int = 10) -> TaxonomyResult:
+    """Baseline and taxonomic LRs of one model@revision, their test metrics (with CIs), their paired comparison and
+    Wald-tested weights."""
+    split = prepare_split(combined, upstream_protocol=upstream_protocol, test_fraction=test_fraction,
+                          validation_fraction=validation_fraction, seed=seed, max_rows=max_rows)
     n_train, n_test = len(split.train.y), len(split.test.y)
     everyone = (np.full(n_train, AGGREGATE, dtype=object), np.full(n_test, AGGREGATE, dtype=object))
     baseline = _grouped(split, "baseline", *everyone, (AGGREGATE,), np.full(n_test, np.nan))
@@ -307,6 +314,7 @@ def add_predictor(result: TaxonomyResult, name: str, train_groups: np.ndarray, t
 def _result(split: Split, predictors: dict[str, Predictor], bootstrap_rounds: int, ci_level: float,
             ece_bins: int) -> TaxonomyResult:
     return TaxonomyResult(split, predictors, _metrics(split, predictors, bootstrap_rounds, ci_level, ece_bins),
+                          comparison(split, predictors, bootstrap_rounds, ci_level),
                           _weights(split, predictors), bootstrap_rounds, ci_level, ece_bins)
 
 
@@ -337,15 +345,46 @@ def _metrics(split: Split, predictors: dict[str, Predictor], bootstrap_rounds: i
                 rows.append({**base, "predictor": pname, "subset": sname, "metric": m,
                              "value": mean if upstream else float(point[m][0]), "ci_low": low, "ci_high": high,
                              "std": std, "n_rows": int(mask.sum()), "n_positive": int(test.y[mask].sum())})
-        if pname != "baseline":
-            k = len(split.features)
-            df = 1 if upstream else pred.n_parameters(k) - predictors["baseline"].n_parameters(k)
-            stat, p_value = likelihood_ratio_test(test.y, predictors["baseline"].test_p, pred.test_p, df,
-                                                  hard_labels=upstream)
-            for m, v in (("lrt_statistic", stat), ("lrt_df", float(df)), ("lrt_p_value", p_value)):
+        if pname != "baseline" and upstream:  # upstream's LRT, df 1; Wilks' theorem does not hold for these fits
+            stat, p_value = likelihood_ratio_test(test.y, predictors["baseline"].test_p, pred.test_p, 1,
+                                                  hard_labels=True)
+            for m, v in (("lrt_statistic", stat), ("lrt_df", 1.0), ("lrt_p_value", p_value)):
                 rows.append({**base, "predictor": pname, "subset": AGGREGATE, "metric": m, "value": v,
                              "n_rows": len(test.y), "n_positive": int(test.y.sum())})
     return table_frame("taxonomy_metrics", rows)
+
+
+def comparison(split: Split, predictors: dict[str, Predictor], bootstrap_rounds: int,
+               ci_level: float) -> pd.DataFrame:
+    """taxonomy_comparison rows: each predictor minus the baseline on the test rows, for the metrics of COMPARED.
+
+    Paired: both predictors are measured on the same seeded bootstrap resamples of the test rows, so the interval
+    is that of the difference, not two overlapping intervals. difference = on all test rows; ci = percentiles of
+    the resampled differences; p_value = `bootstrap_p_value`. Probabilities, not hard labels, under either protocol.
+    """
+    test = split.test
+    point = {name: weighted_metrics(test.y, pred.test_p, np.ones((1, len(test.y))))
+             for name, pred in predictors.items()}
+    resampled: dict[str, dict[str, list[np.ndarray]]] = {name: {m: [np.zeros(0)] for m in COMPARED}
+                                                          for name in predictors}
+    for w in bootstrap_weights(len(test.y), bootstrap_rounds, split.seed):
+        for name, pred in predictors.items():
+            got = weighted_metrics(test.y, pred.test_p, w)
+            for m in COMPARED:
+                resampled[name][m].append(got[m])
+    base = {"model": split.model, "revision": split.revision, "protocol": split.protocol, "reference": "baseline",
+            "n_test": len(test.y)}
+    rows = []
+    for name in predictors:
+        if name == "baseline":
+            continue
+        for m in COMPARED:
+            diff = np.concatenate(resampled[name][m]) - np.concatenate(resampled["baseline"][m])
+            _, low, high, _ = summarize(diff, ci_level)
+            rows.append({**base, "predictor": name, "metric": m,
+                         "difference": float(point[name][m][0] - point["baseline"][m][0]), "ci_low": low,
+                         "ci_high": high, "p_value": bootstrap_p_value(diff)})
+    return table_frame("taxonomy_comparison", rows)
 
 
 def _weights(split: Split, predictors: dict[str, Predictor]) -> pd.DataFrame:
@@ -376,11 +415,29 @@ def _weights(split: Split, predictors: dict[str, Predictor]) -> pd.DataFrame:
                 se[varies] = wald_standard_errors(design_x, p, weights=w, y=None if y is None else y.astype(float))
             z = beta / se
             p_value = 2.0 * stats.norm.sf(np.abs(z))
+            vif = np.r_[np.nan, variance_inflation(x_train[fit.rows])]
             for i, f in enumerate(names):
                 constant = len(x) > 0 and not varies[i]
                 note = "constant on the Wald-test rows: dropped from the test" if constant else \
                     None if len(x) else "no rows for the Wald test"
                 rows.append({**common, "feature": f, "display_name": DISPLAY_NAMES[f], "coefficient": float(beta[i]),
                              "std_error": se[i], "z_value": z[i], "p_value": p_value[i],
-                             "status": "constant" if constant else "fitted", "note": note, "n_rows": len(x)})
+                             "status": "constant" if constant else "fitted", "note": note, "n_rows": len(x),
+                             "vif": vif[i]})
     return table_frame("taxonomy_weights", rows)
+
+
+def variance_inflation(x: np.ndarray) -> np.ndarray:
+    """Each column's variance inflation factor 1 / (1 - R^2 of it regressed on the others) = the diagonal of the
+    inverse correlation matrix; NaN for a constant column, inf for columns when the others determine them exactly."""
+    out = np.full(x.shape[1], np.nan)
+    varies = np.ptp(x, axis=0) > 0 if len(x) > 1 else np.zeros(x.shape[1], dtype=bool)
+    if varies.sum() < 2:
+        out[varies] = 1.0
+        return out
+    corr = np.atleast_2d(np.corrcoef(x[:, varies], rowvar=False))
+    if np.linalg.cond(corr) > 1e12:
+        out[varies] = np.inf
+    else:
+        out[varies] = np.diag(np.linalg.inv(corr))
+    return out

@@ -21,6 +21,7 @@ import pandas as pd
 
 from semmem.taxonomy.vocabulary import DISPLAY_NAMES, MODEL_FEATURES
 from semmem.taxonomy.metrics import wilson
+from semmem.taxonomy.words import verdict
 
 CATEGORY_ORDER = ("recitation", "reconstruction", "recollection")
 SUBSET_ORDER = (*CATEGORY_ORDER, "aggregate")
@@ -41,7 +42,7 @@ class ReportData:
     title: str
     categories: pd.DataFrame  # model, revision, category, sequences, memorized
     metrics: pd.DataFrame  # taxonomy_metrics rows
-    weights: pd.DataFrame  # taxonomy_weights rows
+    weights: pd.DataFrame  # taxonomy_weights rows (with vif)
     correlations: pd.DataFrame  # feature_correlations rows
     search: pd.DataFrame  # taxonomy_search rows (the best few per model)
     kl: pd.DataFrame  # duplicate_threshold_kl rows
@@ -50,6 +51,7 @@ class ReportData:
     duplicate_threshold: int
     family: pd.DataFrame = field(default_factory=pd.DataFrame)  # model_family rows (empty: no trained family)
     capacity: pd.DataFrame = field(default_factory=pd.DataFrame)  # capacity rows (empty: stage capacity not run)
+    comparison: pd.DataFrame = field(default_factory=pd.DataFrame)  # taxonomy_comparison rows
     notes: list[str] = field(default_factory=list)  # provenance lines (warehouse, table versions, config)
     # the model@revisions the taxonomy covered (taxonomy.revisions), one section each; empty: every one of categories
     models: list[tuple[str, str]] = field(default_factory=list)
@@ -144,7 +146,7 @@ def weights_figure(weights: pd.DataFrame, model: str, revision: str):
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set(yticks=y, yticklabels=[DISPLAY_NAMES[f] for f in features],
            xlabel="coefficient (log-odds per standard deviation; symlog scale)",
-           title=f"{model}@{revision}: what predicts memorization in each category")
+           title=f"{model}@{revision}: what goes with memorization in each category (associations, not causes)")
     ax.invert_yaxis()
     if groups:
         ax.legend(frameon=False, fontsize=8, loc="lower right")
@@ -172,38 +174,112 @@ def correlations_figure(corr: pd.DataFrame, model: str, revision: str):
     return fig
 
 
+def _kl_parts(kl: pd.DataFrame, threshold: int) -> tuple[pd.DataFrame, pd.Series | None, pd.Series | None]:
+    """(per-count rows with a value, by count; the pooled row over 1..threshold; the pooled row above), None where
+    absent or without a value. A pooled span of one count is stored as that count's row; upstream's has no pools."""
+    per = kl[(kl["duplicates_from"] == kl["duplicates_to"]) & kl["value"].notna()].sort_values("duplicates_from")
+    if (kl["statistic"] == "upstream_paired_kl").any():
+        return per, None, None
+    below = kl[(kl["duplicates_from"] == 1) & (kl["duplicates_to"] == threshold)]
+    above = kl[kl["duplicates_from"] == threshold + 1].sort_values("duplicates_to").tail(1)
+    return per, *(r.iloc[0] if len(r) and pd.notna(r["value"].iloc[0]) else None for r in (below, above))
+
+
 def kl_figure(kl: pd.DataFrame, threshold: int, model: str, revision: str):
-    """Symmetric KL between the continuation perplexities of memorized and other sequences, per duplicate count."""
+    """How much the continuation log-perplexities of memorized and other sequences differ per duplicate count (JS
+    divergence, bootstrap band), and pooled at or below and above the threshold: does the threshold separate them?"""
     plt = _plt()
-    k = kl.dropna(subset=["kl_mean"]).sort_values("sequence_duplicates")
+    upstream = bool((kl["statistic"] == "upstream_paired_kl").any())
+    per, below, above = _kl_parts(kl, threshold)
+    counts = kl.loc[kl["duplicates_from"] == kl["duplicates_to"], "duplicates_from"]
+    right = max(float(counts.max()) if len(counts) else 0.0, threshold + 1.5)
     fig, ax = plt.subplots(figsize=(8, 3.4))
-    if len(k):
-        d = k["sequence_duplicates"].to_numpy(float)
-        ax.fill_between(d, k["kl_low"].to_numpy(float), k["kl_high"].to_numpy(float), color="#4e79a7", alpha=0.2,
-                        label="bootstrap band")
-        ax.plot(d, k["kl_mean"].to_numpy(float), "o-", color="#4e79a7", ms=3, label="mean KL")
-        ax.set_xscale("log")
+    if len(per):
+        d = per["duplicates_from"].to_numpy(float)
+        ax.fill_between(d, per["ci_low"].to_numpy(float), per["ci_high"].to_numpy(float), color="#4e79a7",
+                        alpha=0.2, label="bootstrap band")
+        ax.plot(d, per["value"].to_numpy(float), "o-", color="#4e79a7", ms=3,
+                label="bootstrap mean per count" if upstream else "per duplicate count")
+    for r, x0, x1, name, color in ((below, 1.0, threshold + 0.5, f"pooled 1..{threshold}", "#59a14f"),
+                                   (above, threshold + 0.5, right, f"pooled > {threshold}", "#f28e2b")):
+        if r is not None:
+            ax.hlines(r["value"], x0, x1, colors=color, lw=2, label=f"{name} (band shaded)")
+            ax.fill_between([x0, x1], r["ci_low"], r["ci_high"], color=color, alpha=0.15)
+    if len(per) or below is not None or above is not None:
         from matplotlib.ticker import FuncFormatter
 
+        ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     else:
         ax.text(0.5, 0.5, "too few memorized and non-memorized rows at any one duplicate count\n"
                 "(taxonomy.kl_min_rows of each are needed)", ha="center", transform=ax.transAxes)
         ax.set_xlim(0, 3 * (threshold + 1))
     ax.axvline(threshold + 0.5, color="#e15759", ls="--", label=f"recitation threshold (> {threshold})")
-    ax.set(xlabel="duplicates of the continuation in the training stream (count, log scale)",
-           ylabel="symmetric KL (nats)", title=f"{model}@{revision}: where duplication stops mattering")
-    ax.legend(frameon=False, fontsize=8)
+    ylabel, title = ("upstream's paired symmetric KL (nats)",
+                     "upstream's paired statistic (grows with the spread within each group)") if upstream else \
+        ("Jensen-Shannon divergence (nats, bias-corrected)", "memorized vs other continuation log-perplexity")
+    ax.set(xlabel="duplicates of the continuation in the training stream (count, log scale)", ylabel=ylabel,
+           title=f"{model}@{revision}: {title}")
+    ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
 
 
+def _kl_note(kl: pd.DataFrame, threshold: int) -> str:
+    """In words: whether the pooled divergence above the threshold exceeds the one at or below it (band vs band),
+    and the first count whose band lies above count 1's."""
+    per, below, above = _kl_parts(kl, threshold)
+
+    def est(r: pd.Series) -> str:
+        return (f"{_fmt(r['value'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] on {_fmt(int(r['n_memorized']))} "
+                f"memorized and {_fmt(int(r['n_non_memorized']))} other sequences")
+
+    if (kl["statistic"] == "upstream_paired_kl").any():
+        text = ("Upstream's statistic (taxonomy.upstream_protocol): it pairs the two groups' perplexities in random "
+                "order, so it grows with the spread inside each group as well as with their difference; it does not "
+                "test the threshold.")
+    elif below is None or above is None or pd.isna(below["ci_low"]) or pd.isna(above["ci_low"]):
+        text = (f"No comparison of 1..{threshold} and more than {threshold} duplicates: too few rows on one side "
+                "(taxonomy.kl_min_rows of each group are needed) or no bootstrap rounds.")
+    else:
+        both = f"JS above {threshold} duplicates {est(above)}; at 1..{threshold} {est(below)}"
+        if above["ci_low"] > below["ci_high"]:
+            text = (f"The data support the threshold: memorized and other sequences differ more above {threshold} "
+                    f"duplicates than at or below it ({both}).")
+        elif above["ci_high"] < below["ci_low"]:
+            text = (f"The data contradict the threshold: memorized and other sequences differ less above {threshold} "
+                    f"duplicates than at or below it ({both}).")
+        else:
+            text = f"No difference detectable at this size ({both})."
+        text += (" Values are bias-corrected by the bootstrap (the plain JS of finite samples grows as groups shrink), "
+                 "so groups of different sizes compare fairly.")
+    one = per[(per["duplicates_from"] == 1) & per["ci_high"].notna()]
+    if len(one):
+        clear = per[(per["duplicates_from"] > 1) & (per["ci_low"] > one["ci_high"].iloc[0])]
+        text += (f" The divergence first rises clearly at d = {int(clear['duplicates_from'].iloc[0])} (its band lies "
+                 "entirely above that of d = 1)." if len(clear) else
+                 " No duplicate count's band lies entirely above that of d = 1.")
+    return f"<p class=note>{text}</p>"
+
+
+FORECAST_MIN_MEMORIZED = 10  # a predictor that memorized fewer sequences gives intervals too wide to read
+
+
+def _few(forecast: pd.DataFrame) -> np.ndarray:
+    """The pairs whose predictor A memorized fewer than FORECAST_MIN_MEMORIZED of the common sequences."""
+    return (forecast["n_memorized_a"].fillna(0) < FORECAST_MIN_MEMORIZED).to_numpy(dtype=bool)
+
+
 def forecast_figure(forecast: pd.DataFrame):
-    """Precision and recall of 'memorized by A' predicting 'memorized by B', every ordered pair."""
+    """Precision and recall of 'memorized by A' predicting 'memorized by B', every ordered pair; the cells of a
+    predictor with few memorized sequences hatched and greyed, as their values rest on a handful of sequences."""
     plt = _plt()
     names = sorted(set(forecast["model_a"] + "@" + forecast["revision_a"]) |
                    set(forecast["model_b"] + "@" + forecast["revision_b"]))
     idx = {n: i for i, n in enumerate(names)}
+    few = np.zeros((len(names), len(names)), dtype=bool)
+    for r, f in zip(forecast.itertuples(), _few(forecast)):
+        few[idx[f"{r.model_a}@{r.revision_a}"], idx[f"{r.model_b}@{r.revision_b}"]] = f
     fig, axes = plt.subplots(1, 2, figsize=(4.2 * 2 + 0.4 * len(names), 1.2 + 0.45 * len(names) + 1.5))
     for ax, stat in zip(axes, ("precision", "recall")):
         mat = np.full((len(names), len(names)), np.nan)
@@ -212,17 +288,39 @@ def forecast_figure(forecast: pd.DataFrame):
         im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
         for i in range(len(names)):
             for j in range(len(names)):
+                if few[i, j]:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#ddd", edgecolor="#999",
+                                               hatch="///", linewidth=0))
                 if not np.isnan(mat[i, j]):
                     ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if mat[i, j] < 0.6 else "black")
+                            color="#555" if few[i, j] else "white" if mat[i, j] < 0.6 else "black")
         ax.set(xticks=range(len(names)), yticks=range(len(names)), title=stat.capitalize(),
                xlabel="B: the model whose memorization is predicted", ylabel="A: the predictor")
         ax.set_xticklabels(names, rotation=40, ha="right", fontsize=7)
         ax.set_yticklabels(names, fontsize=7)
         fig.colorbar(im, ax=ax, fraction=0.046, label=f"{stat} (0-1)")
-    fig.suptitle("Forecasting memorization: 'memorized by A' as a predictor of 'memorized by B'", fontsize=10)
+    fig.suptitle("Forecasting memorization: 'memorized by A' as a predictor of 'memorized by B'" + (
+        f"\nhatched grey: A memorized fewer than {FORECAST_MIN_MEMORIZED} of the sequences both scored (too few to "
+        "read)" if few.any() else ""), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _forecast_table(forecast: pd.DataFrame) -> str:
+    """Every ordered pair, precision and recall with their intervals; rows with few memorized by A greyed."""
+    def interval(stat: str) -> list[str]:
+        return [_fmt(v) if pd.isna(v) else f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]" for v, lo, hi in
+                zip(forecast[stat], forecast[f"{stat}_ci_low"], forecast[f"{stat}_ci_high"])]
+
+    shown = forecast[["model_a", "revision_a", "model_b", "revision_b", "n_sequences", "n_memorized_a",
+                      "n_memorized_b", "n_memorized_both"]].assign(precision=interval("precision"),
+                                                                    recall=interval("recall"))
+    left = {"model_a", "revision_a", "model_b", "revision_b"}
+    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(c)}</th>' for c in shown.columns)
+    body = "".join(f'<tr class="{"few" if few else ""}">' + "".join(
+        f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>' for c, v in zip(shown.columns, row)) + "</tr>"
+        for row, few in zip(shown.itertuples(index=False), _few(forecast)))
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def family_figure(family: pd.DataFrame, memorized: pd.DataFrame, forecast: pd.DataFrame):
@@ -311,7 +409,7 @@ th,td{border-bottom:1px solid #eee;padding:4px 10px;text-align:right;vertical-al
 td.l,th.l{text-align:left}.note{color:#666;font-size:13px}.kpi{display:inline-block;margin:0 26px 8px 0}
 .kpi b{display:block;font-size:22px}pre{white-space:pre-wrap;font:12px/1.35 ui-monospace,Menlo,monospace;margin:0;
 max-width:560px;max-height:9.5em;overflow:auto;background:#f6f6f4;padding:4px 6px;border-radius:4px}
-.mem{color:#1a7f37;font-weight:600}.not{color:#999}nav a{margin-right:14px}
+.mem{color:#1a7f37;font-weight:600}.not{color:#999}nav a{margin-right:14px}tr.few td{color:#999}
 """
 
 
@@ -356,6 +454,7 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
         return df[(df["model"] == model) & (df["revision"] == revision)] if len(df) else df
 
     cats, metrics, weights = mine(data.categories), mine(data.metrics), mine(data.weights)
+    versus = mine(data.comparison)
     corr, search, kl, ex = mine(data.correlations), mine(data.search), mine(data.kl), mine(data.examples)
     s = slug(model, revision)
     n, m = int(cats["sequences"].sum()), int(cats["memorized"].sum())
@@ -383,15 +482,17 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
                       (metrics["subset"] == "aggregate")]
         pivot = key.pivot_table(index="predictor", columns="metric", values="value").reset_index()
         out.append(_table(pivot, left=["predictor"]))
+        out.append(_comparison_html(versus))
         lrt = metrics[metrics["metric"].str.startswith("lrt_")]
-        if len(lrt):
-            r = {row.metric: row.value for row in lrt.itertuples() if row.predictor == "taxonomic"}
-            if r:
-                out.append(f"<p class=note>Likelihood-ratio test, taxonomic vs baseline on the test rows: statistic "
-                           f"{_fmt(r.get('lrt_statistic'))}, df {_fmt(r.get('lrt_df'))}, p = "
-                           f"{_fmt(r.get('lrt_p_value'), 2)}. Published for Pythia-12B-deduped (aggregate F1): "
-                           f"taxonomic {UPSTREAM_F1['taxonomic']}, baseline {UPSTREAM_F1['baseline']}, best partition "
-                           f"{UPSTREAM_F1['best_partition']}.</p>")
+        r = {row.metric: row.value for row in lrt.itertuples() if row.predictor == "taxonomic"}
+        if r:
+            out.append(f"<p class=note>Upstream's likelihood-ratio test (upstream_protocol), taxonomic vs baseline "
+                       f"on the test rows: statistic {_fmt(r.get('lrt_statistic'))}, df {_fmt(r.get('lrt_df'))}, "
+                       f"p = {_fmt(r.get('lrt_p_value'), 2)}. Its chi-squared reference does not hold for penalized, "
+                       "class-weighted fits scored on held-out rows: read the paired comparison above instead.</p>")
+        out.append(f"<p class=note>Published for Pythia-12B-deduped (aggregate F1, another model and corpus): "
+                   f"taxonomic {UPSTREAM_F1['taxonomic']}, baseline {UPSTREAM_F1['baseline']}, best partition "
+                   f"{UPSTREAM_F1['best_partition']}.</p>")
         n_rows = metrics[(metrics["metric"] == "f1") & (metrics["predictor"] == "baseline")]
         small = n_rows[(n_rows["n_positive"].fillna(0) < 10)]
         if len(small):
@@ -399,7 +500,7 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
                 f"{r.subset} ({int(r.n_positive) if pd.notna(r.n_positive) else 0})" for r in small.itertuples()) +
                 "; their intervals are wide and their point estimates unreliable.</p>")
     if len(weights):
-        out.append("<h3>What predicts memorization in each category</h3>")
+        out.append("<h3>What goes with memorization in each category</h3>")
         out.append(_img(weights_figure(weights, model, revision), folder, f"weights_{s}.png", "coefficients"))
         out.append(_weight_notes(weights))
     if len(corr):
@@ -408,14 +509,26 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
     if len(search):
         out.append("<h3>Optimal partition search</h3>")
         evaluated = search[search["status"] == "evaluated"]
-        top = evaluated.sort_values("rank").head(5)[["rank", "feature_1", "threshold_1", "feature_2", "threshold_2",
-                                                    "f1", "pr_auc", "ece"]].astype({"rank": int})
-        out.append(f"<p>{len(evaluated):,} of {len(search):,} candidate partitions could be fitted (the others "
-                   "leave a partition empty or with one class in training). The best by aggregate F1:</p>")
-        out.append(_table(top, left=["feature_1", "feature_2"]))
+        too_small = search[search["reason"].fillna("").str.startswith("validation split too small")]
+        if len(too_small):
+            out.append(f"<p class=note>No search: {html.escape(str(too_small['reason'].iloc[0]))}.</p>")
+        else:
+            top = evaluated.sort_values("rank").head(5)[[
+                "rank", "feature_1", "threshold_1", "feature_2", "threshold_2", "validation_f1", "validation_pr_auc",
+                "validation_ece"]].astype({"rank": int})
+            n_val = int(search["n_validation"].max())
+            out.append(f"<p>{len(evaluated):,} of {len(search):,} candidate partitions could be fitted (the others "
+                       "leave a partition empty or with one class). Each was fitted on the training rows outside a "
+                       f"validation share and ranked by its F1 on that share ({n_val:,} rows); the test rows never "
+                       "choose. The winner was refitted on all training rows and tested once: its test metrics are "
+                       "the best_partition row above. The best five by validation F1:</p>")
+            out.append(_table(top, left=["feature_1", "feature_2"]))
     if len(kl):
-        out.append("<h3>Why recitation starts above " + str(data.duplicate_threshold) + " duplicates</h3>")
-        out.append(_img(kl_figure(kl, data.duplicate_threshold, model, revision), folder, f"kl_{s}.png", "KL curve"))
+        out.append(f"<h3>Do memorized and other sequences differ more above {data.duplicate_threshold} "
+                   "duplicates?</h3>")
+        out.append(_img(kl_figure(kl, data.duplicate_threshold, model, revision), folder, f"kl_{s}.png",
+                        "divergence of memorized and other sequences per duplicate count"))
+        out.append(_kl_note(kl, data.duplicate_threshold))
     if len(ex):
         out.append("<h3>Examples</h3>")
         for cat in CATEGORY_ORDER:
@@ -436,9 +549,31 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
     return "\n".join(out)
 
 
+def _comparison_html(versus: pd.DataFrame) -> str:
+    """The paired comparison with the baseline: a sentence per predictor, then every metric's difference."""
+    if versus.empty:
+        return ""
+    sentences = []
+    for predictor in PREDICTOR_ORDER[1:]:
+        rows = versus[versus["predictor"] == predictor]
+        if len(rows):
+            sentences.append(html.escape(verdict(predictor, {r["metric"]: r for r in rows.to_dict("records")})))
+    table = versus[["predictor", "metric", "difference", "ci_low", "ci_high", "p_value", "n_test"]]
+    return ("<p>" + ".<br>".join(sentences) + ".</p><p class=note>Differences are predictor minus baseline "
+            "(log-loss: lower is better), each on the same bootstrap resamples of the test rows; a difference is "
+            "claimed only where its interval excludes 0.</p>" + _table(table, left=["predictor", "metric"]))
+
+
 def _weight_notes(weights: pd.DataFrame) -> str:
-    """One line per model left unfitted (with why), and the features left out of fitted models (constant, missing)."""
-    parts = []
+    """Coefficients are associations; which weights are unstable (VIF); the models left unfitted (with why) and the
+    features left out of fitted models (constant, missing)."""
+    parts = ["coefficients are associations between correlated features, not causes: a feature's weight is its "
+             "effect with the others held fixed"]
+    inflated = weights[(weights["status"] == "fitted") & (weights["vif"].astype(float) > 10)] \
+        if "vif" in weights else weights.iloc[:0]
+    for (pred, subset), g in inflated.groupby(["predictor", "subset"]):
+        names = ", ".join(f"{DISPLAY_NAMES.get(r.feature, r.feature)} ({_fmt(r.vif, 1)})" for r in g.itertuples())
+        parts.append(f"{pred}/{subset}: unstable weights, variance inflation factor above 10: {html.escape(names)}")
     unfitted = weights[weights["status"] == "not_fitted"].drop_duplicates(["predictor", "subset"])
     parts += [f"{r.predictor}/{r.subset}: no model ({html.escape(str(r.note or 'not fitted'))}); its rows are "
               "scored by the baseline" for r in unfitted.itertuples()]
@@ -482,10 +617,11 @@ def write_report(data: ReportData, folder: Path) -> Path:
                      "recall for small models and early checkpoints, recall rising as training proceeds.</p>")
     if len(data.forecast):
         parts.append(_img(forecast_figure(data.forecast), folder, "forecast.png", "forecast heatmap"))
-        parts.append(f"<details><summary>every ordered pair ({len(data.forecast)})</summary>" + _table(
-            data.forecast[["model_a", "revision_a", "model_b", "revision_b", "n_sequences", "n_memorized_a",
-                           "n_memorized_b", "n_memorized_both", "precision", "recall"]],
-            left=["model_a", "revision_a", "model_b", "revision_b"]) + "</details>")
+        parts.append(f"<details><summary>every ordered pair ({len(data.forecast)})</summary>"
+                     "<p class=note>In brackets: the Wilson interval (taxonomy.ci_level) of each proportion. Grey "
+                     f"rows: A memorized fewer than {FORECAST_MIN_MEMORIZED} of the sequences both scored, so its "
+                     "precision and recall rest on a handful of sequences.</p>"
+                     + _forecast_table(data.forecast) + "</details>")
         parts.append("<p class=note>Biderman et al. (2023), Pythia: 70M predicting 12B, precision 0.956, recall "
                      "0.197; 12B's own checkpoints predicting its final state, recall 0.500 rising to 0.916.</p>")
     else:

@@ -1,4 +1,4 @@
-"""Feature correlations (spec §4.3), the duplicate-threshold KL curve (spec §3) and memorization forecasts between
+"""Feature correlations (spec §4.3), the duplicate-threshold divergence (spec §3) and memorization forecasts between
 models (Biderman et al. 2023, spec §6.1). Pure functions, pandas in, catalog-shaped pandas out.
 
 - `chatterjee_xi(x, y, rng)`: Chatterjee's (2020) xi_n and its one-sided p-value under independence, vectorized over
@@ -13,31 +13,52 @@ models (Biderman et al. 2023, spec §6.1). Pure functions, pandas in, catalog-sh
   p-values) and xi of every model feature vs is_memorized on 12 subsets: {all, each category} x {all, nl, code},
   nl: nl_score >= nl_threshold, code: nl_score <= code_threshold (spec §2.6). Each feature uses its non-NULL rows; a
   subset with fewer than 3 rows, or a constant feature or label, gives NaN.
-- `duplicate_threshold_kl(combined, *, kl_max_duplicates, kl_bootstrap_rounds, kl_min_rows, seed, ci_level)`: for
-  each duplicate count d <= kl_max_duplicates present, the generation perplexities of memorized and of non-memorized
-  rows with exactly d duplicates; each round draws m rows with replacement from each group, m = the smaller group's
-  size ("downsample both to equal size"), normalizes each vector to sum 1 and averages KL(P||Q) and KL(Q||P) of the
-  two vectors element by element, as upstream's notebook. Mean, percentile band and maximum over rounds; m below
-  kl_min_rows gives NaN (rounds = 0). Rows without a positive generation perplexity are left out. The elements are
-  paired in random order, so the value grows with the spread inside each group, not only with their distance.
-- `memorization_forecast(memorized)`: for every ordered pair (A, B) of distinct model@revision, on the sequences both
-  scored: precision = |A and B| / |A|, recall = |A and B| / |B|, with the counts. It takes a Spark frame (it reads
-  every scored sequence of every model) and returns pandas.
+- `duplicate_threshold_kl(combined, *, duplicate_threshold, kl_max_duplicates, kl_bootstrap_rounds, kl_min_rows,
+  js_bins, upstream_protocol, seed, ci_level)`: do memorized and other rows differ more in log(generation_perplexity)
+  above the recitation threshold (duplicates > duplicate_threshold) than at or below it? Rows with a positive
+  generation perplexity, a label and 1..kl_max_duplicates duplicates are used; their log-perplexities are cut into
+  js_bins equal-width bins over their whole range (one binning per model@revision, [e_i, e_i+1), the maximum in the
+  last bin). For each duplicate count present, and pooled over 1..duplicate_threshold and over
+  duplicate_threshold+1..kl_max_duplicates (a span of one count is that count's row), the Jensen-Shannon divergence
+  (natural log, in [0, ln 2]) of the memorized and the non-memorized histogram, each smoothed by JS_PSEUDO_COUNT =
+  0.5 per bin before normalizing, bias-corrected by the bootstrap (`_js_row`: the plug-in JS grows as groups shrink,
+  which would fake a rise at the high counts): kl_bootstrap_rounds seeded rounds resample each group with
+  replacement at its own size (drawn as Multinomial(n, the group's bin shares), the same distribution of bin counts
+  in rounds x bins of memory); value 2 JS - mean(JS*), basic bootstrap band at ci_level. A group below kl_min_rows
+  gives NaN (rounds = 0).
+  Under upstream_protocol, upstream's statistic instead (statistic 'upstream_paired_kl', per count only): each round
+  draws m rows with replacement from each group, m = the smaller group's size ("downsample both to equal size"),
+  normalizes each perplexity vector to sum 1 and averages KL(P||Q) and KL(Q||P) of the two vectors element by
+  element, as upstream's notebook; value = mean over rounds, band and maximum (kl_max). The elements are paired in
+  random order, so it grows with the spread inside each group, not only with their distance: it does not test the
+  threshold.
+- `memorization_forecast(memorized, *, ci_level)`: for every ordered pair (A, B) of distinct model@revision, on the
+  sequences both scored: precision = |A and B| / |A|, recall = |A and B| / |B|, with the counts and Wilson intervals
+  at ci_level. It takes a Spark frame (it reads every scored sequence of every model) and returns pandas; for any
+  number K of model@revisions: Spark partitions the rows by sequence, each task sums its sequences' K x K pair counts
+  (dense sequences x K 0/1 matrices, S'S, M'S, M'M) and only the K keys and at most K^2 summed counts reach the driver.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from scipy import stats
+from scipy import special, stats
 
+from semmem.errors import ConfigError
+from semmem.spark import default_parallelism
 from semmem.taxonomy.vocabulary import CATEGORIES, DISPLAY_NAMES, LABEL, MODEL_FEATURES, one_model
 from semmem.taxonomy.frames import table_frame
-from semmem.taxonomy.metrics import summarize
+from semmem.taxonomy.metrics import summarize, wilson
 
 _CELLS_PER_CHUNK = 4_000_000  # rounds x sample size held at once
+JS_PSEUDO_COUNT = 0.5  # added to every bin of both histograms of the JS divergence, so no bin is empty
+_FORECAST_CELLS = 1 << 22  # sequences x models per float32 block: fast BLAS, exact as every sum stays below 2^24
 
 
 def chatterjee_xi(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
@@ -101,9 +122,70 @@ def symmetric_kl(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 0.5 * ((p - q) * np.log(p / q)).sum(axis=1)
 
 
-def duplicate_threshold_kl(combined: pd.DataFrame, *, kl_max_duplicates: int = 999, kl_bootstrap_rounds: int = 1000,
-                           kl_min_rows: int = 10, seed: int = 1024, ci_level: float = 0.95) -> pd.DataFrame:
-    """duplicate_threshold_kl rows: the bootstrapped symmetric KL of spec §3 per duplicate count."""
+def jensen_shannon(p_counts: np.ndarray, q_counts: np.ndarray, pseudo_count: float = JS_PSEUDO_COUNT) -> np.ndarray:
+    """JS divergence (nats, in [0, ln 2]) of two histograms along the last axis: each gets `pseudo_count` added per
+    bin and is normalized, then (KL(P||M) + KL(Q||M)) / 2 with M = (P + Q) / 2."""
+    p = np.asarray(p_counts, dtype=float) + pseudo_count
+    q = np.asarray(q_counts, dtype=float) + pseudo_count
+    p, q = p / p.sum(axis=-1, keepdims=True), q / q.sum(axis=-1, keepdims=True)
+    m = 0.5 * (p + q)
+    return 0.5 * (special.rel_entr(p, m) + special.rel_entr(q, m)).sum(axis=-1)
+
+
+def _js_row(mem: np.ndarray, non: np.ndarray, bins: int, rng: np.random.Generator, rounds: int, min_rows: int,
+            ci_level: float) -> dict[str, object]:
+    """Counts, bias-corrected JS and its band, from each group's bin indices.
+
+    The plug-in JS of two samples of one distribution is above 0 by about (bins - 1) / 8 (1/n_1 + 1/n_2), so small
+    groups look more different than large ones: comparing counts with fewer rows (usually the high ones) against
+    count 1 would find a rise that is not there. The bootstrap estimates that bias: value = 2 JS - mean(JS*), band
+    = [2 JS - q_high(JS*), 2 JS - q_low(JS*)] (the basic bootstrap interval, Efron & Tibshirani §10, §13.4), so
+    equal distributions give about 0 at any group size. Without rounds: the plug-in JS, no band."""
+    row: dict[str, object] = {"n_memorized": len(mem), "n_non_memorized": len(non), "rounds": 0}
+    if min(len(mem), len(non)) < max(min_rows, 1):
+        return row
+    cm, cn = np.bincount(mem, minlength=bins), np.bincount(non, minlength=bins)
+    plug_in = float(jensen_shannon(cm, cn))
+    row["value"] = plug_in
+    if rounds > 0:  # the bin counts of n rows drawn with replacement are Multinomial(n, the group's bin shares)
+        boot = jensen_shannon(rng.multinomial(len(mem), cm / len(mem), size=rounds),
+                              rng.multinomial(len(non), cn / len(non), size=rounds))
+        mean, low, high, _ = summarize(boot, ci_level)
+        row.update(rounds=rounds, value=2 * plug_in - mean, ci_low=2 * plug_in - high, ci_high=2 * plug_in - low)
+    return row
+
+
+def _upstream_paired_kl(df: pd.DataFrame, rng: np.random.Generator, rounds: int, min_rows: int,
+                        ci_level: float) -> list[dict[str, object]]:
+    """Upstream's per-count rows: bootstrap mean, band and maximum of `symmetric_kl` of randomly paired vectors."""
+    rows = []
+    for d, group in df.groupby("d", sort=True):
+        mem = group.loc[group["y"], "ppl"].to_numpy()
+        non = group.loc[~group["y"], "ppl"].to_numpy()
+        m = min(len(mem), len(non))
+        row = {"statistic": "upstream_paired_kl", "duplicates_from": int(d), "duplicates_to": int(d),
+               "n_memorized": len(mem), "n_non_memorized": len(non), "sample_size": m, "rounds": 0}
+        if m >= max(min_rows, 1) and rounds > 0:
+            step = max(1, _CELLS_PER_CHUNK // m)
+            kl = np.concatenate([
+                symmetric_kl(mem[rng.integers(0, len(mem), (k, m))], non[rng.integers(0, len(non), (k, m))])
+                for k in (min(step, rounds - s) for s in range(0, rounds, step))])
+            mean, low, high, _ = summarize(kl, ci_level)
+            row.update(rounds=rounds, value=mean, ci_low=low, ci_high=high, kl_max=float(kl.max()))
+        rows.append(row)
+    return rows
+
+
+def duplicate_threshold_kl(combined: pd.DataFrame, *, duplicate_threshold: int = 5, kl_max_duplicates: int = 999,
+                           kl_bootstrap_rounds: int = 1000, kl_min_rows: int = 10, js_bins: int = 20,
+                           upstream_protocol: bool = False, seed: int = 1024,
+                           ci_level: float = 0.95) -> pd.DataFrame:
+    """duplicate_threshold_kl rows: whether memorized and other rows' log-perplexities differ more above the
+    recitation threshold than at or below it (spec §3). Jensen-Shannon rows per duplicate count and pooled over
+    1..duplicate_threshold and duplicate_threshold+1..kl_max_duplicates; under `upstream_protocol`, upstream's
+    per-count paired KL rows instead (statistic 'upstream_paired_kl')."""
+    if js_bins < 1:
+        raise ConfigError(f"taxonomy.js_bins must be at least 1, got {js_bins}")
     base = dict(zip(("model", "revision"), one_model(combined)))
     ppl = pd.to_numeric(combined["generation_perplexity"], errors="coerce")
     dups = pd.to_numeric(combined["sequence_duplicates"], errors="coerce")
@@ -111,54 +193,82 @@ def duplicate_threshold_kl(combined: pd.DataFrame, *, kl_max_duplicates: int = 9
     df = pd.DataFrame({"d": dups[ok].astype(np.int64), "ppl": ppl[ok].astype(float),
                        "y": combined.loc[ok, LABEL].astype(bool)})
     rng = np.random.default_rng(seed)
+    if upstream_protocol:
+        rows = _upstream_paired_kl(df, rng, kl_bootstrap_rounds, kl_min_rows, ci_level)
+        return table_frame("duplicate_threshold_kl", [{**base, **r} for r in rows])
+    x, d, y = np.log(df["ppl"].to_numpy()), df["d"].to_numpy(), df["y"].to_numpy()
+    edges = np.linspace(x.min(), x.max(), js_bins + 1) if len(x) else np.zeros(js_bins + 1)
+    b = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, js_bins - 1)  # [e_i, e_i+1), the maximum in the last
+    # a pooled span of one count is that count's row; an empty span (threshold >= kl_max_duplicates) has none
+    pools = ((1, min(duplicate_threshold, kl_max_duplicates)), (duplicate_threshold + 1, kl_max_duplicates))
+    spans = [(int(v), int(v)) for v in np.unique(d)] + [(lo, hi) for lo, hi in pools if lo < hi]
     rows = []
-    for d, group in df.groupby("d", sort=True):
-        mem = group.loc[group["y"], "ppl"].to_numpy()
-        non = group.loc[~group["y"], "ppl"].to_numpy()
-        m = min(len(mem), len(non))
-        row = {**base, "sequence_duplicates": int(d), "n_memorized": len(mem), "n_non_memorized": len(non),
-               "sample_size": m, "rounds": 0}
-        if m >= max(kl_min_rows, 1) and kl_bootstrap_rounds > 0:
-            step = max(1, _CELLS_PER_CHUNK // m)
-            kl = np.concatenate([
-                symmetric_kl(mem[rng.integers(0, len(mem), (k, m))], non[rng.integers(0, len(non), (k, m))])
-                for k in (min(step, kl_bootstrap_rounds - s) for s in range(0, kl_bootstrap_rounds, step))])
-            mean, low, high, _ = summarize(kl, ci_level)
-            row.update(rounds=kl_bootstrap_rounds, kl_mean=mean, kl_low=low, kl_high=high, kl_max=float(kl.max()))
-        rows.append(row)
+    for lo, hi in spans:
+        sel = (d >= lo) & (d <= hi)
+        rows.append({**base, "statistic": "jensen_shannon", "duplicates_from": lo, "duplicates_to": hi,
+                     **_js_row(b[sel & y], b[sel & ~y], js_bins, rng, kl_bootstrap_rounds, kl_min_rows, ci_level)})
     return table_frame("duplicate_threshold_kl", rows)
 
 
-def memorization_forecast(memorized: DataFrame) -> pd.DataFrame:
+def _pair_counts(batches: Iterator[pd.DataFrame], models: int) -> Iterator[pd.DataFrame]:
+    """One task's partial counts over its sequences, as long rows (a, b, both_scored, mem_a_scored_b, both_mem) for
+    a != b with a common sequence. Every row of a sequence is in this task, so each sequence's dense row of states
+    is whole here and no per-sequence state leaves the task."""
+    frames = [b for b in batches if len(b)]
+    if not frames:
+        return
+    df = pd.concat(frames, ignore_index=True)
+    seq, _ = pd.factorize(df["sequence_id"])
+    k, y = df["k"].to_numpy(), df["y"].to_numpy(dtype=np.int8)
+    scored, mem = (np.zeros((seq.max() + 1, models), dtype=np.int8) for _ in range(2))
+    np.maximum.at(scored, (seq, k), 1)  # a repeated (sequence, model) counts once, memorized if any row says so
+    np.maximum.at(mem, (seq, k), y)
+    both_scored, mem_scored, both_mem = (np.zeros((models, models), dtype=np.int64) for _ in range(3))
+    step = max(1, _FORECAST_CELLS // models)
+    for start in range(0, len(scored), step):
+        s, m = scored[start:start + step].astype(np.float32), mem[start:start + step].astype(np.float32)
+        both_scored += (s.T @ s).astype(np.int64)
+        mem_scored += (m.T @ s).astype(np.int64)
+        both_mem += (m.T @ m).astype(np.int64)
+    a, b = np.nonzero((both_scored > 0) & ~np.eye(models, dtype=bool))
+    yield pd.DataFrame({"a": a.astype(np.int32), "b": b.astype(np.int32), "both_scored": both_scored[a, b],
+                        "mem_a_scored_b": mem_scored[a, b], "both_mem": both_mem[a, b]})
+
+
+def memorization_forecast(memorized: DataFrame, *, ci_level: float = 0.95) -> pd.DataFrame:
     """memorization_forecast rows from the long rows (model, revision, sequence_id, is_memorized) of a Spark frame,
-    such as `combined`; a NULL is_memorized is "not scored", a repeated (model, revision, sequence_id) counts once.
-    Empty with fewer than 2 models. In Spark, each sequence's state under every model@revision (not scored, 0, 1) is
-    pivoted into one row; only the histogram of those states reaches the driver (at most 3^models rows)."""
+    such as `combined`; a NULL is_memorized is "not scored", a repeated (model, revision, sequence_id) counts once
+    (memorized if any row says so). Empty with fewer than 2 models. Precision and recall get Wilson intervals at
+    `ci_level`. Only the K model@revision keys reach the driver, then at most K^2 summed pair counts: each task
+    holds all rows of its sequences (partitioned by sequence_id) and sums its K x K counts, so any K fits."""
     df = memorized.where(F.col(LABEL).isNotNull())
     keys = [(r["model"], r["revision"]) for r in
             df.select("model", "revision").distinct().orderBy("model", "revision").collect()]
     if len(keys) < 2:
         return table_frame("memorization_forecast", [])
-    index = F.create_map(*[v for i, (m, r) in enumerate(keys) for v in (F.lit(f"{m}\x00{r}"), F.lit(i))])
-    state = (df.select("sequence_id", index[F.concat_ws("\x00", "model", "revision")].alias("k"),
-                       F.col(LABEL).cast("int").alias("y"))
-             .groupBy("sequence_id").pivot("k", list(range(len(keys)))).agg(F.max("y")))
-    columns = [str(i) for i in range(len(keys))]
-    hist = state.groupBy(*columns).count().toPandas()
-    counts = hist["count"].to_numpy(dtype=np.int64)
-    y = hist[columns].astype("Float64").to_numpy(dtype=float, na_value=np.nan)  # [states, models]: NaN, 0 or 1
-    scored, mem = (~np.isnan(y)).astype(np.int64), (y == 1).astype(np.int64)
-    common = (scored * counts[:, None]).T @ scored  # [a, b]: scored by both
-    n_a = (mem * counts[:, None]).T @ scored  # [a, b]: memorized by a, scored by b
-    both = (mem * counts[:, None]).T @ mem
-    rows = []
-    for a, (model_a, revision_a) in enumerate(keys):
-        for b, (model_b, revision_b) in enumerate(keys):
-            if a != b:
-                rows.append({"model_a": model_a, "revision_a": revision_a, "model_b": model_b,
-                             "revision_b": revision_b, "n_sequences": int(common[a, b]),
-                             "n_memorized_a": int(n_a[a, b]), "n_memorized_b": int(n_a[b, a]),
-                             "n_memorized_both": int(both[a, b]),
-                             "precision": both[a, b] / n_a[a, b] if n_a[a, b] else np.nan,
-                             "recall": both[a, b] / n_a[b, a] if n_a[b, a] else np.nan})
-    return table_frame("memorization_forecast", rows)
+    spark, n = memorized.sparkSession, len(keys)
+    index = spark.createDataFrame([(m, r, i) for i, (m, r) in enumerate(keys)], "model string, revision string, k int")
+    tasks = max(default_parallelism(spark), int(spark.conf.get("spark.sql.shuffle.partitions")))
+    sums = (df.join(F.broadcast(index), ["model", "revision"])
+            .select("sequence_id", "k", F.col(LABEL).cast("byte").alias("y"))
+            .repartition(tasks, "sequence_id")
+            .mapInPandas(partial(_pair_counts, models=n),
+                         "a int, b int, both_scored long, mem_a_scored_b long, both_mem long")
+            .groupBy("a", "b").agg(*[F.sum(c).alias(c) for c in ("both_scored", "mem_a_scored_b", "both_mem")])
+            .toPandas())
+    counts = {c: np.zeros((n, n), dtype=np.int64) for c in ("both_scored", "mem_a_scored_b", "both_mem")}
+    for c, matrix in counts.items():
+        matrix[sums["a"].to_numpy(), sums["b"].to_numpy()] = sums[c].to_numpy(dtype=np.int64)
+    a, b = np.nonzero(~np.eye(n, dtype=bool))  # every ordered pair, A then B in key order
+    n_a, n_b = counts["mem_a_scored_b"][a, b], counts["mem_a_scored_b"][b, a]
+    both = counts["both_mem"][a, b]
+    z = float(stats.norm.ppf(0.5 + ci_level / 2.0))
+    (p_low, p_high), (r_low, r_high) = wilson(both, n_a, z), wilson(both, n_b, z)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision, recall = both / n_a, both / n_b  # NaN where A (or B) memorized none of the common sequences
+    models, revisions = np.array([m for m, _ in keys], dtype=object), np.array([r for _, r in keys], dtype=object)
+    return table_frame("memorization_forecast", pd.DataFrame({
+        "model_a": models[a], "revision_a": revisions[a], "model_b": models[b], "revision_b": revisions[b],
+        "n_sequences": counts["both_scored"][a, b], "n_memorized_a": n_a, "n_memorized_b": n_b,
+        "n_memorized_both": both, "precision": precision, "precision_ci_low": p_low, "precision_ci_high": p_high,
+        "recall": recall, "recall_ci_low": r_low, "recall_ci_high": r_high}))
