@@ -273,7 +273,7 @@ class TaxonomyConfig:
     # revision not named step<N>); "all". Forecasts always use every revision.
     revisions: Literal["final", "all"] = "final"
     # a model@revision with fewer memorized (or fewer non-memorized) rows than this gets no fitted model or partition
-    # search (a fit on a handful of positives says nothing); its correlations and KL curve are still computed
+    # search (a fit on a handful of positives says nothing); its correlations and divergence curve are still computed
     min_memorized: int = 10
     upstream_protocol: bool = False  # true: upstream's leaky scaler, hard-label AUC/LRT, KFold(100) "bootstrap"
     test_fraction: float = 0.2  # test share of the split stratified on label + category
@@ -299,7 +299,7 @@ class TaxonomyConfig:
     # Text subsets of the correlations; the defaults equal code.nl_threshold / code.code_threshold (spec §2.6)
     nl_threshold: float = 0.525
     code_threshold: float = 0.4
-    kl_max_duplicates: int = 999  # duplicate counts 1..this in the KL curve (upstream: 1..999)
+    kl_max_duplicates: int = 999  # duplicate counts 1..this in the divergence curve (upstream: 1..999)
     kl_bootstrap_rounds: int = 1000  # as upstream
     kl_min_rows: int = 10  # a count with fewer memorized or non-memorized rows gets NaN
     # equal-width bins of log(generation_perplexity), one binning per model@revision, for the JS divergence between

@@ -94,9 +94,12 @@ def summary_text(warehouse: str | Path) -> str:
                               and r["revision_b"] == revision and (model, r["revision_a"]) not in shown),
                              key=lambda r: _revision_order((model, r["revision_a"])))
             if earlier:
-                lines.append(f"  {model}'s earlier checkpoints predicting {model}@{revision}: recall "
-                             + ", ".join(f"{_num(r['recall'])} ({r['revision_a']})" for r in earlier) + "; precision "
-                             + ", ".join(_num(r["precision"]) for r in earlier))
+                picked = [earlier[i] for i in sorted({round(k * (len(earlier) - 1) / 7) for k in range(8)})]
+                more = f" ({len(picked)} of {len(earlier)}; all in table memorization_forecast)" \
+                    if len(picked) < len(earlier) else ""
+                lines.append(f"  {model}'s earlier checkpoints predicting {model}@{revision}{more}:")
+                lines += [f"    {r['revision_a']}: recall {est(r, 'recall')}, precision {est(r, 'precision')}"
+                          for r in picked]
     page = storage.join(root, "report", "index.html")
     if storage.is_file(page):
         lines += ["", f"report: {page}"]

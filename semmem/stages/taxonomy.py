@@ -97,7 +97,7 @@ def _reference_model(ctx: StageContext, label_rows: DataFrame) -> tuple[str, str
 
 @stage("taxonomy", inputs=("combined",), outputs=TAXONOMY_TABLES, config=("taxonomy",))
 def taxonomy_stage(ctx: StageContext) -> None:
-    """The baseline and taxonomic models, partition search, correlations, KL curve and forecasts, per model."""
+    """The baseline and taxonomic models, partition search, correlations, divergence curve and forecasts, per model."""
     wh, t = ctx.warehouse, ctx.cfg.taxonomy
     combined = wh.read("combined")
     keys = fitted_revisions([(r["model"], r["revision"]) for r in combined.select("model", "revision").distinct()
@@ -116,7 +116,7 @@ def taxonomy_stage(ctx: StageContext) -> None:
             upstream_protocol=t.upstream_protocol, seed=t.seed, ci_level=t.ci_level))
         if min(memorized, other) < t.min_memorized:
             log.warning("taxonomy: %s@%s: %d memorized and %d other rows, fewer than taxonomy.min_memorized = %d: "
-                        "no fitted model or partition search (correlations and the KL curve only)", model, revision,
+                        "no fitted model or partition search (correlations and the divergence curve only)", model, revision,
                         memorized, other, t.min_memorized)
             continue
         result = taxonomy_model(rows, upstream_protocol=t.upstream_protocol, test_fraction=t.test_fraction,

@@ -1,27 +1,30 @@
 """The statistics of the taxonomy (spec §3, §4, §6): pure, typed functions over the `combined` rows of one
 model@revision in pandas. Each returns a frame with exactly the columns of its catalog table; nothing here reads or
-writes tables, and only `search_partitions` uses Spark (a session passed in).
+writes tables; `search_partitions` and `memorization_forecast` use Spark (a session, or a frame, passed in).
 
 Stage wiring; the keys of the `taxonomy:` config section equal these keyword arguments (t = cfg.taxonomy):
 
     combined.withColumn("category", category_column(t.duplicate_threshold))          # combine stage, Spark
     rows = <combined rows of one model@revision, as pandas>
-    result = taxonomy_model(rows, upstream_protocol=t.upstream_protocol, test_fraction=t.test_fraction, seed=t.seed,
-                            max_rows=t.max_rows, bootstrap_rounds=t.bootstrap_rounds, ci_level=t.ci_level,
-                            ece_bins=t.ece_bins)
+    result = taxonomy_model(rows, upstream_protocol=t.upstream_protocol, test_fraction=t.test_fraction,
+                            validation_fraction=t.validation_fraction, seed=t.seed, max_rows=t.max_rows,
+                            bootstrap_rounds=t.bootstrap_rounds, ci_level=t.ci_level, ece_bins=t.ece_bins)
     candidates = partition_candidates(result.split, search_features=t.search_features,
                                       search_quantiles=t.search_quantiles)
-    search = search_partitions(spark, result.split, candidates, ece_bins=t.ece_bins, search_tasks=t.search_tasks)
+    search = search_partitions(spark, result.split, candidates, ece_bins=t.ece_bins, search_tasks=t.search_tasks,
+                               min_validation=t.search_min_validation)
     result = with_best_partition(result, search)
-    # taxonomy_search <- search; taxonomy_metrics <- result.metrics; taxonomy_weights <- result.weights
+    # taxonomy_search <- search; taxonomy_metrics <- result.metrics; taxonomy_comparison <- result.comparison;
+    # taxonomy_weights <- result.weights
     feature_correlations(rows, nl_threshold=t.nl_threshold, code_threshold=t.code_threshold, seed=t.seed)
     duplicate_threshold_kl(rows, duplicate_threshold=t.duplicate_threshold, kl_max_duplicates=t.kl_max_duplicates,
                            kl_bootstrap_rounds=t.kl_bootstrap_rounds, kl_min_rows=t.kl_min_rows, js_bins=t.js_bins,
                            upstream_protocol=t.upstream_protocol, seed=t.seed, ci_level=t.ci_level)
-    memorization_forecast(<model, revision, sequence_id, is_memorized of every scored model@revision>)
+    memorization_forecast(<Spark frame: model, revision, sequence_id, is_memorized of every model@revision>,
+                          ci_level=t.ci_level)
 
-`taxonomy_model` holds at most `max_rows` rows (a seeded stratified subsample); the correlations and the KL curve use
-every row passed in, so pass them only the columns they read when the sample is large. Rows with a NULL, NaN or
+`taxonomy_model` holds at most `max_rows` rows (a seeded stratified subsample); the correlations and the divergence
+curve use every row passed in, so pass them only the columns they read when the sample is large. Rows with a NULL, NaN or
 infinite label, category or used feature are dropped (never imputed), counted (`result.split.selection`) and logged;
 when no row is left, InputError names the columns. Features that are entirely NULL are left out and listed (weights
 status `missing`).

@@ -572,7 +572,7 @@ def _weight_notes(weights: pd.DataFrame) -> str:
     inflated = weights[(weights["status"] == "fitted") & (weights["vif"].astype(float) > 10)] \
         if "vif" in weights else weights.iloc[:0]
     for (pred, subset), g in inflated.groupby(["predictor", "subset"]):
-        names = ", ".join(f"{DISPLAY_NAMES.get(r.feature, r.feature)} ({_fmt(r.vif, 1)})" for r in g.itertuples())
+        names = ", ".join(f"{DISPLAY_NAMES.get(r.feature, r.feature)} ({r.vif:,.0f})" for r in g.itertuples())
         parts.append(f"{pred}/{subset}: unstable weights, variance inflation factor above 10: {html.escape(names)}")
     unfitted = weights[weights["status"] == "not_fitted"].drop_duplicates(["predictor", "subset"])
     parts += [f"{r.predictor}/{r.subset}: no model ({html.escape(str(r.note or 'not fitted'))}); its rows are "
@@ -604,7 +604,7 @@ def write_report(data: ReportData, folder: Path) -> Path:
     if unfitted:
         parts.append("<p class=note>No taxonomic model for " + ", ".join(html.escape(u) for u in unfitted) +
                      ": fewer memorized (or non-memorized) sequences than taxonomy.min_memorized. Their sections "
-                     "show the categories, correlations and KL curve; they appear in the forecasts below.</p>")
+                     "show the categories, correlations and the divergence curve; they appear in the forecasts below.</p>")
     for model, revision in keys:
         parts.append(_model_section(data, model, revision, folder))
     parts.append('<h2 id="forecast">Forecasting memorization across models</h2>')
