@@ -115,6 +115,11 @@ TABLES: dict[str, TableDef] = {
                "Every feature of every scored sequence, one row per model@revision, with its taxonomy category "
                "(spec §3): the table the taxonomic model is fitted on.", partition_by=("model", "revision"),
                threshold_prefixes=tuple(f.threshold_prefix for f in FEATURES if f.threshold_prefix)),
+        _table("category_counts", [("model", pa.string()), ("revision", pa.string()), ("category", pa.string()),
+                                   ("sequences", pa.int64()), ("memorized", pa.int64())],
+               ("model", "revision", "category"),
+               "Sequences and memorized ones per model@revision and category (NULL: a feature the rule needs is "
+               "NULL), summed in Spark by combine: the summary and the report read these rows, never combined."),
         _table("token_frequencies", [("token_id", pa.int32()), ("frequency", pa.int64())], ("token_id",),
                "Corpus count of every token id over the whole stream."),
         _table("model_family", [

@@ -19,7 +19,8 @@ CATEGORIES = ("recitation", "reconstruction", "recollection")
 
 def summary_text(warehouse: str | Path) -> str:
     """Per model@revision: sequences, memorized, per-category counts and memorized rate, baseline vs taxonomic (vs
-    best partition) F1 and PR-AUC with their intervals; then the report's path. Empty when nothing was combined."""
+    best partition) F1 and PR-AUC with their intervals; then the report's path. Empty when nothing was combined.
+    Reads small tables only (category_counts, the taxonomy's): never a scan of combined on this machine."""
     root = storage.normalize(warehouse)
     pubs = read_publications(root)
     if published_version(root, "combined", pubs) is None:
@@ -28,9 +29,11 @@ def summary_text(warehouse: str | Path) -> str:
     if stale:
         return "\n".join(["", "What the model memorized, and why: not shown, the answer's tables are not current:",
                           *[f"  {why}" for why in stale]])
-    cats = run_sql(root, "SELECT model, revision, category, count(*) AS n, "
-                         "sum(CASE WHEN is_memorized THEN 1 ELSE 0 END) AS m FROM combined "
-                         "GROUP BY model, revision, category ORDER BY model, revision, category").to_pylist()
+    if published_version(root, "category_counts", pubs) is None:  # a warehouse combined before the table existed
+        return "\n".join(["", "What the model memorized, and why: not shown, table category_counts is missing: rerun "
+                               "stage combine (semmem run --force combine)"])
+    cats = run_sql(root, "SELECT model, revision, category, sequences AS n, memorized AS m FROM category_counts "
+                         "ORDER BY model, revision, category").to_pylist()
     metrics, compared = [], []
     taxonomy_ran = published_version(root, "taxonomy_metrics", pubs) is not None
     late = [why for t in ("taxonomy_metrics", "memorization_forecast") for why in stale_inputs(root, t, pubs)]

@@ -18,6 +18,7 @@ from semmem.errors import StageError
 from semmem.stages.registry import StageContext, run_stages
 from semmem.summary import summary_text
 from semmem.tables import Warehouse
+from semmem.taxonomy.combine import category_counts
 from tests.synthetic import synthetic_combined
 from tests.conftest import TEST_OVERRIDES
 
@@ -83,6 +84,11 @@ def test_combine_joins_every_feature_and_applies_the_taxonomy(spark, tmp_path, c
         (0.25, False, 2, 500, 0.5, 4, 5, "Github")
     assert got.loc["a"]["is_memorized"].tolist() == [True, False, True, False, True]
     assert ctx.warehouse.commit_metadata("combined")["duplicate_threshold"] == 5
+    # category_counts: the per-category counts, by hand from the rows above (NULL labels: sequences, not memorized)
+    counts = ctx.warehouse.read("category_counts").toPandas()
+    want_counts = {(m, c): (int(len(g)), int(g.is_memorized.fillna(False).astype(bool).sum()))
+                   for (m, c), g in got.reset_index().groupby(["model", "category"], dropna=False)}
+    assert {(r.model, r.category): (r.sequences, r.memorized) for r in counts.itertuples()} == want_counts
 
 
 def test_combine_names_the_stage_of_a_missing_table(spark, tmp_path, caplog):
@@ -130,6 +136,7 @@ def answered(spark, tmp_path_factory):
             df[f.name] = None
     sdf = spark.createDataFrame(df[tdef.columns], tdef.spark_schema)
     ctx.warehouse.write(sdf, "combined", mode="overwrite")
+    ctx.warehouse.write(category_counts(sdf), "category_counts", mode="overwrite")
     seqs = df[df.model == "big"][["sequence_id"]].assign(tokens=[[0] * 64] * 1500, text="an example text",
                                                          prompt_text="an", pile_set_name=None)
     ctx.warehouse.write(spark.createDataFrame(seqs[table("sequences").columns], table("sequences").spark_schema),
@@ -243,7 +250,9 @@ def test_too_few_memorized_rows_get_no_fit(spark, tmp_path, caplog):
     for f in tdef.schema:
         if f.name not in df:
             df[f.name] = None
-    ctx.warehouse.write(spark.createDataFrame(df[tdef.columns], tdef.spark_schema), "combined", mode="overwrite")
+    combined = spark.createDataFrame(df[tdef.columns], tdef.spark_schema)
+    ctx.warehouse.write(combined, "combined", mode="overwrite")
+    ctx.warehouse.write(category_counts(combined), "category_counts", mode="overwrite")
     seqs = df[["sequence_id"]].assign(tokens=[[0] * 64] * len(df), text="a text", prompt_text="a", pile_set_name=None)
     ctx.warehouse.write(spark.createDataFrame(seqs[table("sequences").columns], table("sequences").spark_schema),
                         "sequences", mode="overwrite")

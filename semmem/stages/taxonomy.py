@@ -16,7 +16,7 @@ from semmem.stages.registry import StageContext, stage
 from semmem.taxonomy import (
     MODEL_FEATURES, duplicate_threshold_kl, feature_correlations, fitted_revisions, partition_candidates,
     search_partitions, taxonomy_model, validation_problem, with_best_partition)
-from semmem.taxonomy.combine import FEATURE_TABLES, combine, deduplicate, labels
+from semmem.taxonomy.combine import FEATURE_TABLES, category_counts, combine, deduplicate, labels
 from semmem.taxonomy.report import ReportData, write_report
 from semmem.taxonomy.stats import memorization_forecast
 
@@ -25,10 +25,12 @@ TAXONOMY_TABLES = ("taxonomy_metrics", "taxonomy_comparison", "taxonomy_weights"
                    "taxonomy_search", "duplicate_threshold_kl", "memorization_forecast")
 
 
-@stage("combine", inputs=("sequences",), outputs=("combined",), config=("combine", "taxonomy.duplicate_threshold"),
+@stage("combine", inputs=("sequences",), outputs=("combined", "category_counts"),
+       config=("combine", "taxonomy.duplicate_threshold"),
        reads_also=("memorization", "published_memorization", "model_family", *FEATURE_TABLES))
 def combine_stage(ctx: StageContext) -> None:
-    """Every feature of every scored sequence, one row per model@revision, with its category -> combined."""
+    """Every feature of every scored sequence, one row per model@revision, with its category -> combined; and its
+    per-category counts -> category_counts (one more pass over four of combined's columns)."""
     wh, cfg = ctx.warehouse, ctx.cfg
     sources = {name: wh.exists(name) for name in ("memorization", "published_memorization")}
     if not any(sources.values()):
@@ -66,6 +68,7 @@ def combine_stage(ctx: StageContext) -> None:
             "reference_model": "@".join(reference) if reference else None,
             "inputs": {n: wh.version(n) for n in ["sequences", *sources, *FEATURE_TABLES] if wh.exists(n)}}
     wh.write(out, "combined", mode="overwrite", metadata=meta)
+    wh.write(category_counts(wh.read("combined")), "category_counts", mode="overwrite", metadata=meta)
 
 
 def _reference_model(ctx: StageContext, label_rows: DataFrame) -> tuple[str, str] | None:
@@ -167,7 +170,7 @@ def _model_rows(combined: DataFrame, model: str, revision: str, max_rows: int | 
     return df.toPandas()
 
 
-@stage("report", inputs=("combined", "sequences", *TAXONOMY_TABLES), outputs=(),
+@stage("report", inputs=("combined", "category_counts", "sequences", *TAXONOMY_TABLES), outputs=(),
        reads_also=("model_family", "capacity", "embeddings", "code_scores"),
        config=("report", *(f"taxonomy.{k}" for k in ("duplicate_threshold", "revisions", "upstream_protocol",
                                                      "test_fraction", "bootstrap_rounds", "seed"))))
@@ -175,13 +178,10 @@ def report_stage(ctx: StageContext) -> None:
     """The answer as a page: <warehouse>/report/index.html (self-contained) with its figures as PNGs beside it."""
     wh, t = ctx.warehouse, ctx.cfg.taxonomy
     combined = wh.read("combined")
-    cats = (combined.where(F.col("category").isNotNull())
-            .groupBy("model", "revision", "category")
-            .agg(F.count(F.lit(1)).alias("sequences"), F.sum(F.col("is_memorized").cast("long")).alias("memorized"))
-            .toPandas())  # models x 3 rows
+    cats = wh.read("category_counts").where(F.col("category").isNotNull()).toPandas()  # models x 3 rows
     data = ReportData(
         title="semmem: what the model memorized, and why",
-        categories=cats.fillna({"memorized": 0}),
+        categories=cats,
         metrics=wh.read("taxonomy_metrics").toPandas(), weights=wh.read("taxonomy_weights").toPandas(),
         comparison=wh.read("taxonomy_comparison").toPandas(),
         correlations=wh.read("feature_correlations").toPandas(),

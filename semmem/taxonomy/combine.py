@@ -77,6 +77,14 @@ def memorized_bits(label_rows: DataFrame, reference: tuple[str, str] | None) -> 
     return label_rows.join(ref, "sequence_id", "left").withColumn("memorized_bits", bits).drop("_ref_bits")
 
 
+def category_counts(combined: DataFrame) -> DataFrame:
+    """category_counts rows: per model@revision and category, the sequences and the memorized ones (a NULL label
+    counts as a sequence, not as memorized). A few rows per model@revision, whatever the corpus size."""
+    return (combined.groupBy("model", "revision", "category")
+            .agg(F.count(F.lit(1)).alias("sequences"),
+                 F.coalesce(F.sum(F.col("is_memorized").cast("long")), F.lit(0)).alias("memorized")))
+
+
 def combine(label_rows: DataFrame, sequences: DataFrame, features: dict[str, DataFrame | None],
             duplicate_threshold: int, reference: tuple[str, str] | None = None) -> DataFrame:
     """The combined rows: labels x sequences (pile_set_name) x each feature table (None: NULL columns), + category,
