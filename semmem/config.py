@@ -209,6 +209,8 @@ class SemanticConfig:
     max_neighbors: int = 100  # semantic_neighbors rows kept per sequence (highest cosine first); counts stay exact
     nlist: int | None = None  # approximate mode: IVF lists (None: about 4 * sqrt(n))
     nprobe: int = 32  # approximate mode: lists searched per query
+    kmeans_max_sample: int = 1_000_000  # approximate mode: k-means training rows at most (1M x 384 float32 = 1.5 GB)
+    max_list_items: int = 65536  # approximate mode: a list with more queries or items is split over several tasks
     seed: int = 1234  # approximate mode: k-means sample and initialisation
 
 
@@ -355,6 +357,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("semantic.thresholds", lambda v: bool(v) and len(set(v)) == len(v) and all(0 < t <= 1 for t in v),
      "one or more distinct cosines in (0, 1], e.g. [0.8, 0.9]"),
     ("semantic.max_neighbors", lambda v: v >= 0, "0 or more neighbours per sequence"),
+    ("semantic.kmeans_max_sample", lambda v: v >= 1000, "at least 1000 k-means training rows"),
+    ("semantic.max_list_items", lambda v: v >= 1, "a positive number of items per IVF list task"),
     ("textual.min_distance", lambda v: v >= 0, "0 or more edits"),
     ("taxonomy.test_fraction", lambda v: 0 < v < 1, "a share strictly between 0 and 1"),
     ("taxonomy.validation_fraction", lambda v: 0 < v < 1, "a share strictly between 0 and 1"),

@@ -224,9 +224,57 @@ def test_approximate_mode_is_a_lower_bound_and_exact_when_every_list_is_probed(n
     assert near_wh["wh"].commit_metadata("semantic_matches")["mode"] == "approximate"
 
 
+def _records(near_wh, name: str) -> list[tuple]:
+    return sorted(tuple(r) for r in near_wh["wh"].read(name).toPandas().itertuples(index=False))
+
+
+def test_split_ivf_lists_give_the_same_pairs(near_wh):
+    from semmem.features.allpairs import items_of
+    from semmem.features.ivf import list_splits, train_centroids
+
+    approx = ["semantic.mode=approximate", "semantic.nlist=6", "semantic.nprobe=2"]
+    names = ["semantic_matches", "semantic_neighbors", "textual_matches"]
+    _run(near_wh, ["semantic", "textual"], approx)
+    whole = {n: _records(near_wh, n) for n in names}
+    _run(near_wh, ["semantic", "textual"], [*approx, "semantic.max_list_items=3"])
+    assert {n: _records(near_wh, n) for n in names} == whole
+    wh = near_wh["wh"]
+    with wh.scratch(items_of(wh.read("embeddings"))) as scratch:
+        splits = list_splits(scratch, train_centroids(scratch, 6, 1234, 10**6), 2, 3)
+    assert len(splits) == 6 and all(q > 1 and r > 1 for _, q, r in splits)  # every list split both ways
+
+
+def test_kmeans_sample_is_capped_and_unchanged_below_the_cap(near_wh, monkeypatch):
+    import faiss
+
+    from semmem.features.allpairs import items_of
+    from semmem.features.ivf import SAMPLE_PER_LIST, kmeans_sample, train_centroids
+
+    wh = near_wh["wh"]
+    with wh.scratch(items_of(wh.read("embeddings"))) as scratch:
+        n = sum(f.num_rows or 0 for f in scratch.files)
+        rows = scratch.df.sample(fraction=min(1.0, 1.2 * SAMPLE_PER_LIST * 2 / n), seed=7).select("embedding").collect()
+        before = np.asarray([r["embedding"] for r in rows], dtype=np.float32)  # the sample as collected before the cap
+        assert 10 < len(before) < n
+        np.testing.assert_array_equal(kmeans_sample(scratch, 2, 7, 10**6), before)
+        km = faiss.Kmeans(before.shape[1], 2, niter=20, seed=7, spherical=True, verbose=False)
+        km.train(before)
+        np.testing.assert_array_equal(train_centroids(scratch, 2, 7, 10**6), km.centroids)
+        trained: list[int] = []
+        train = faiss.Kmeans.train
+        monkeypatch.setattr(faiss.Kmeans, "train", lambda self, x, *a, **k: trained.append(len(x)) or train(self, x))
+        for cap in (20, 50, 100):
+            train_centroids(scratch, 2, 7, cap)
+        capped = [(len(kmeans_sample(scratch, 2, seed, cap)), cap) for seed in range(5) for cap in (10, 20, 50)]
+    assert len(trained) == 3 and all(2 <= m <= cap for m, cap in zip(trained, (20, 50, 100)))
+    assert all(m <= cap for m, cap in capped) and max(m for m, _ in capped) > 10
+
+
 @pytest.mark.parametrize("stage, overrides, match", [
     ("semantic", ["semantic.thresholds=[]"], "semantic.thresholds"),
     ("semantic", ["semantic.thresholds=[0.8,1.5]"], "semantic.thresholds"),
+    ("semantic", ["semantic.max_list_items=0"], "semantic.max_list_items"),
+    ("semantic", ["semantic.kmeans_max_sample=10"], "semantic.kmeans_max_sample"),
     ("textual", ["textual.min_distance=5", "textual.max_distance=2"], "min_distance"),
 ])
 def test_bad_settings_are_clear_errors(near_wh, stage, overrides, match):

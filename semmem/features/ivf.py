@@ -6,6 +6,11 @@ nearest lists. One Spark task per list compares the queries probing it with the 
 exact block-pair kernels as the grid, so every pair found is decided exactly; pairs whose reference lies in a list
 the query did not probe are missed. Counts are therefore lower bounds of the exact counts (an item always probes
 its own list first, so it still counts itself); the benchmark measures recall against exact mode.
+
+Bounded at any scale: the k-means sample has an absolute cap (`semantic.kmeans_max_sample`) and reaches the driver
+as Arrow, not as Python rows; a list with more than `semantic.max_list_items` queries or stored items is split into a
+grid of sub-tasks (queries by hash x stored items by hash), so no task compares more than about max_list_items^2
+pairs. Every (query, reference) pair is still compared in exactly one task, so the results do not depend on the cap.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from semmem.features.allpairs import Block, PairResult, result_schema, result_ba
 from semmem.tables import Scratch
 
 SAMPLE_PER_LIST = 64  # k-means training points per centroid (faiss warns below 39)
+SPLIT_SEED = 42  # xxhash64 seed of the sub-task a query or stored item falls in, within a split list
 
 
 def default_nlist(n_items: int) -> int:
@@ -30,16 +36,28 @@ def default_nlist(n_items: int) -> int:
     return max(1, int(4 * math.sqrt(n_items)))
 
 
-def train_centroids(scratch: Scratch, nlist: int, seed: int) -> np.ndarray:
-    """Unit-norm k-means centroids [nlist, d] from a seeded sample of about SAMPLE_PER_LIST * nlist items (the only
-    data collected on the driver: bounded by nlist, not by the corpus)."""
+def kmeans_sample(scratch: Scratch, nlist: int, seed: int, max_sample: int) -> np.ndarray:
+    """The k-means training vectors [m, d], m <= max_sample: a seeded Spark sample of about SAMPLE_PER_LIST * nlist
+    items (the only data collected on the driver), fetched as Arrow in partition order (as collect() would: same
+    rows, same order). Near the cap the expected size is held 4 sigma below it (at least half of it), so the rows
+    collected stay under the cap too; a rare overshoot is cut by a seeded draw that keeps the order."""
+    n = sum(f.num_rows or 0 for f in scratch.files)
+    below_cap = max(max_sample / 2, max_sample - 4 * math.sqrt(max_sample))
+    target = min(1.2 * SAMPLE_PER_LIST * max(1, min(nlist, n)), below_cap)
+    fraction = min(1.0, target / max(1, n))
+    emb = scratch.df.sample(fraction=fraction, seed=seed).select("embedding").toArrow().column("embedding")
+    emb = emb.combine_chunks()
+    sample = emb.flatten().to_numpy().astype(np.float32).reshape(len(emb), -1)
+    if len(sample) > max_sample:
+        sample = sample[np.sort(np.random.default_rng(seed).choice(len(sample), max_sample, replace=False))]
+    return sample
+
+
+def train_centroids(scratch: Scratch, nlist: int, seed: int, max_sample: int) -> np.ndarray:
+    """Unit-norm k-means centroids [nlist, d] from kmeans_sample (at most max_sample rows, whatever the corpus)."""
     import faiss
 
-    n = sum(f.num_rows or 0 for f in scratch.files)
-    nlist = max(1, min(nlist, n))
-    fraction = min(1.0, 1.2 * SAMPLE_PER_LIST * nlist / max(1, n))
-    rows = scratch.df.sample(fraction=fraction, seed=seed).select("embedding").collect()
-    sample = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+    sample = kmeans_sample(scratch, nlist, seed, max_sample)
     nlist = max(1, min(nlist, len(sample)))
     km = faiss.Kmeans(sample.shape[1], nlist, niter=20, seed=seed, spherical=True, verbose=False)
     km.train(sample)
@@ -70,22 +88,55 @@ def _block_of(pdf: pd.DataFrame, with_prompts: bool) -> Block:
     return Block(pdf["item_id"].to_numpy(np.int64), vectors, pdf["weight"].to_numpy(np.float64), prompts, codes)
 
 
-def run_ivf(scratch: Scratch, centroids: np.ndarray, nprobe: int, pair_fn: Callable[[Block, Block], PairResult],
-            n_thresholds: int, *, with_prompts: bool) -> DataFrame:
-    """Task results (neighbors.result_schema rows), lazily: one cogroup task per list; `pair_fn` runs there."""
+def _listed(items: DataFrame, centroids: np.ndarray, nprobe: int) -> DataFrame:
+    """`items` with the `home` and `probes` columns of _with_lists."""
     from pyspark.sql.types import ArrayType, IntegerType, StructField, StructType
 
-    columns = ["item_id", "embedding", "weight"] + (["prompt_text"] if with_prompts else [])
-    items = scratch.df.select(*columns)
     out_schema = StructType([*items.schema.fields, StructField("home", IntegerType()),  # not .add(): it mutates
                              StructField("probes", ArrayType(IntegerType()))])
-    listed = items.mapInArrow(lambda b: _with_lists(b, centroids, nprobe), out_schema)
-    queries = listed.select(F.explode("probes").alias("list_id"), *columns)
-    stored = listed.select(F.col("home").alias("list_id"), *columns)
+    return items.mapInArrow(lambda b: _with_lists(b, centroids, nprobe), out_schema)
+
+
+def list_splits(scratch: Scratch, centroids: np.ndarray, nprobe: int,
+                max_list_items: int) -> list[tuple[int, int, int]]:
+    """(list_id, query parts, stored parts) of each list with more than max_list_items queries or stored items: one
+    Spark pass over the vectors (nlist rows reach the driver), so a crowded list is found, not guessed. No pass when
+    the corpus has at most max_list_items items: an item probes a list at most once, so no list can exceed it."""
+    rows = [f.num_rows for f in scratch.files]
+    if None not in rows and sum(rows) <= max_list_items:
+        return []
+    listed = _listed(scratch.df.select("embedding"), centroids, nprobe)
+    sizes = (listed.select(F.explode("probes").alias("list_id"), "home").groupBy("list_id")
+             .agg(F.count("*").alias("nq"), F.sum((F.col("home") == F.col("list_id")).cast("long")).alias("nr"))
+             .where((F.col("nq") > max_list_items) | (F.col("nr") > max_list_items)).collect())
+    return sorted((r["list_id"], -(-r["nq"] // max_list_items), -(-r["nr"] // max_list_items)) for r in sizes)
+
+
+def _parts(df: DataFrame, splits: DataFrame, own: str, other: str) -> DataFrame:
+    """`df` (by list_id) with its own part (hash of item_id among the list's `own` parts) and one row per part of the
+    other side: each (query, stored item) pair of a list meets in exactly one (q_part, r_part) task."""
+    df = df.join(F.broadcast(splits), "list_id", "left")
+    n_own, n_other = F.coalesce(F.col(own), F.lit(1)), F.coalesce(F.col(other), F.lit(1))
+    return (df.withColumn(own, F.pmod(F.xxhash64("item_id", F.lit(SPLIT_SEED)), n_own).cast("int"))
+            .withColumn(other, F.explode(F.sequence(F.lit(0), n_other - 1))))
+
+
+def run_ivf(scratch: Scratch, centroids: np.ndarray, nprobe: int, pair_fn: Callable[[Block, Block], PairResult],
+            n_thresholds: int, *, with_prompts: bool, max_list_items: int) -> DataFrame:
+    """Task results (neighbors.result_schema rows): one cogroup task per list, or per (query part, stored part) of a
+    list with more than max_list_items queries or stored items; `pair_fn` runs there. Lazy but for list_splits."""
+    columns = ["item_id", "embedding", "weight"] + (["prompt_text"] if with_prompts else [])
+    listed = _listed(scratch.df.select(*columns), centroids, nprobe)
+    splits = scratch.df.sparkSession.createDataFrame(list_splits(scratch, centroids, nprobe, max_list_items),
+                                                      "list_id INT, q_part INT, r_part INT")
+    keys = ["list_id", "q_part", "r_part"]
+    queries = _parts(listed.select(F.explode("probes").alias("list_id"), *columns), splits, "q_part", "r_part")
+    stored = _parts(listed.select(F.col("home").alias("list_id"), *columns), splits, "r_part", "q_part")
 
     def per_list(q: pd.DataFrame, r: pd.DataFrame) -> pd.DataFrame:
         qb, rb = _block_of(q, with_prompts), _block_of(r, with_prompts)
         return result_batch(qb, rb, *pair_fn(qb, rb), n_thresholds).to_pandas()
 
-    return (queries.groupBy("list_id").cogroup(stored.groupBy("list_id"))
+    fresh = [F.col(c).alias(c) for c in [*keys, *columns]]  # new attribute ids: else an "ambiguous self-join"
+    return (queries.select(*fresh).groupBy(*keys).cogroup(stored.select(*fresh).groupBy(*keys))
             .applyInPandas(per_list, result_schema(n_thresholds)))

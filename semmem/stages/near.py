@@ -60,7 +60,7 @@ def _thresholds(ctx: StageContext) -> list[float]:
 def _grid_metadata(ctx: StageContext, stage_name: str) -> dict:
     s = ctx.cfg.semantic
     return {"stage": stage_name, "thresholds": _thresholds(ctx), "mode": s.mode, "kernel": s.kernel, "nlist": s.nlist,
-            "nprobe": s.nprobe, "seed": s.seed,
+            "nprobe": s.nprobe, "seed": s.seed, "kmeans_max_sample": s.kmeans_max_sample,
             "dtype": s.dtype, "block_rows": s.block_rows, "embeddings_version": ctx.warehouse.version("embeddings"),
             "embedding_model": ctx.warehouse.commit_metadata("embeddings").get("model")}
 
@@ -78,10 +78,11 @@ def _results(ctx: StageContext, scratch: Scratch, pair_fn: Callable[[Block, Bloc
         results = run_grid(grid_frame(ctx.spark, blocks, blocks), pair_fn, n_thresholds, with_prompts=with_prompts,
                            pairs=pairs)
     else:
-        centroids = train_centroids(scratch, s.nlist or default_nlist(n_items), s.seed)
+        centroids = train_centroids(scratch, s.nlist or default_nlist(n_items), s.seed, s.kmeans_max_sample)
         log.info("%s: approximate: %d distinct items in %d IVF lists, %d probed per item", label, n_items,
                  len(centroids), min(s.nprobe, len(centroids)))
-        results = run_ivf(scratch, centroids, s.nprobe, pair_fn, n_thresholds, with_prompts=with_prompts)
+        results = run_ivf(scratch, centroids, s.nprobe, pair_fn, n_thresholds, with_prompts=with_prompts,
+                          max_list_items=s.max_list_items)
     results = results.persist()
     with progress(ctx.spark, f"{label}: pairs", rows=pairs if s.mode == "exact" else None, unit="pairs"):
         results.count()
