@@ -232,16 +232,22 @@ def test_split_ivf_lists_give_the_same_pairs(near_wh):
     from semmem.features.allpairs import items_of
     from semmem.features.ivf import list_splits, train_centroids
 
-    approx = ["semantic.mode=approximate", "semantic.nlist=6", "semantic.nprobe=2"]
-    names = ["semantic_matches", "semantic_neighbors", "textual_matches"]
-    _run(near_wh, ["semantic", "textual"], approx)
-    whole = {n: _records(near_wh, n) for n in names}
-    _run(near_wh, ["semantic", "textual"], [*approx, "semantic.max_list_items=3"])
-    assert {n: _records(near_wh, n) for n in names} == whole
     wh = near_wh["wh"]
     with wh.scratch(items_of(wh.read("embeddings"))) as scratch:
-        splits = list_splits(scratch, train_centroids(scratch, 6, 1234, 10**6), 2, 3)
-    assert len(splits) == 6 and all(q > 1 and r > 1 for _, q, r in splits)  # every list split both ways
+        centroids = train_centroids(scratch, 6, 1234, 10**6)
+        sizes = list_splits(scratch, centroids, 2, 1)  # with a cap of 1: each list's (queries, stored items)
+        cap = 20
+        splits = list_splits(scratch, centroids, 2, cap)
+    # some lists split both ways (more than 20 queries and stored items), some not split at all: both paths run
+    assert [(i, -(-q // cap), -(-r // cap)) for i, q, r in sizes if max(q, r) > cap] == splits
+    assert any(q > 1 and r > 1 for _, q, r in splits) and len(splits) < len(sizes)
+    # the textual stage goes through the same run_ivf, so the semantic stage's tables show the split is exact
+    approx = ["semantic.mode=approximate", "semantic.nlist=6", "semantic.nprobe=2"]
+    names = ["semantic_matches", "semantic_neighbors"]
+    _run(near_wh, ["semantic"], approx)
+    whole = {n: _records(near_wh, n) for n in names}
+    _run(near_wh, ["semantic"], [*approx, f"semantic.max_list_items={cap}"])
+    assert {n: _records(near_wh, n) for n in names} == whole
 
 
 def test_kmeans_sample_is_capped_and_unchanged_below_the_cap(near_wh, monkeypatch):
