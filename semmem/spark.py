@@ -182,10 +182,11 @@ def model_tasks(df: DataFrame, order: str, partitions: int | None = None) -> Dat
             .mapInArrow(_unchanged, df.schema, profile=profile))
 
 
-def model_partitions(spark: SparkSession) -> int:
-    """Tasks for a model over the distinct texts: Spark would otherwise leave a small input in few tasks, on few
-    cores. Every core, and at least spark.sql.shuffle.partitions (a fixed count, so a local run and a cluster run of
-    up to that many cores batch the texts alike)."""
+def spread_partitions(spark: SparkSession) -> int:
+    """Tasks to spread a repartitioned input over (a model over the distinct texts, the forecast's sequences): Spark
+    would otherwise leave a small input in few tasks, on few cores. Every core, and at least
+    spark.sql.shuffle.partitions (a fixed count, so a local run and a cluster run of up to that many cores batch the
+    texts alike)."""
     return max(default_parallelism(spark), int(spark.conf.get("spark.sql.shuffle.partitions")))
 
 

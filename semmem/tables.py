@@ -73,6 +73,11 @@ class Scratch:
     files: list[DataFile]
     df: DataFrame
 
+    @property
+    def num_rows(self) -> int:
+        """Rows in all files, from their Parquet footers (always recorded for scratch files): no Spark job."""
+        return sum(f.num_rows or 0 for f in self.files)
+
 
 @dataclass(frozen=True)
 class DataFile:

@@ -258,7 +258,7 @@ def test_kmeans_sample_is_capped_and_unchanged_below_the_cap(near_wh, monkeypatc
 
     wh = near_wh["wh"]
     with wh.scratch(items_of(wh.read("embeddings"))) as scratch:
-        n = sum(f.num_rows or 0 for f in scratch.files)
+        n = scratch.num_rows
         rows = scratch.df.sample(fraction=min(1.0, 1.2 * SAMPLE_PER_LIST * 2 / n), seed=7).select("embedding").collect()
         before = np.asarray([r["embedding"] for r in rows], dtype=np.float32)  # the sample as collected before the cap
         assert 10 < len(before) < n

@@ -41,7 +41,7 @@ def kmeans_sample(scratch: Scratch, nlist: int, seed: int, max_sample: int) -> n
     items (the only data collected on the driver), fetched as Arrow in partition order (as collect() would: same
     rows, same order). Near the cap the expected size is held 4 sigma below it (at least half of it), so the rows
     collected stay under the cap too; a rare overshoot is cut by a seeded draw that keeps the order."""
-    n = sum(f.num_rows or 0 for f in scratch.files)
+    n = scratch.num_rows
     below_cap = max(max_sample / 2, max_sample - 4 * math.sqrt(max_sample))
     target = min(1.2 * SAMPLE_PER_LIST * max(1, min(nlist, n)), below_cap)
     fraction = min(1.0, target / max(1, n))
@@ -102,8 +102,7 @@ def list_splits(scratch: Scratch, centroids: np.ndarray, nprobe: int,
     """(list_id, query parts, stored parts) of each list with more than max_list_items queries or stored items: one
     Spark pass over the vectors (nlist rows reach the driver), so a crowded list is found, not guessed. No pass when
     the corpus has at most max_list_items items: an item probes a list at most once, so no list can exceed it."""
-    rows = [f.num_rows for f in scratch.files]
-    if None not in rows and sum(rows) <= max_list_items:
+    if scratch.num_rows <= max_list_items:
         return []
     listed = _listed(scratch.df.select("embedding"), centroids, nprobe)
     sizes = (listed.select(F.explode("probes").alias("list_id"), "home").groupBy("list_id")
@@ -112,9 +111,12 @@ def list_splits(scratch: Scratch, centroids: np.ndarray, nprobe: int,
     return sorted((r["list_id"], -(-r["nq"] // max_list_items), -(-r["nr"] // max_list_items)) for r in sizes)
 
 
-def _parts(df: DataFrame, splits: DataFrame, own: str, other: str) -> DataFrame:
+def _parts(df: DataFrame, splits: DataFrame | None, own: str, other: str) -> DataFrame:
     """`df` (by list_id) with its own part (hash of item_id among the list's `own` parts) and one row per part of the
-    other side: each (query, stored item) pair of a list meets in exactly one (q_part, r_part) task."""
+    other side: each (query, stored item) pair of a list meets in exactly one (q_part, r_part) task. No split list
+    (`splits` None): part 0 of 1 for every row, without a join."""
+    if splits is None:
+        return df.withColumn(own, F.lit(0)).withColumn(other, F.lit(0))
     df = df.join(F.broadcast(splits), "list_id", "left")
     n_own, n_other = F.coalesce(F.col(own), F.lit(1)), F.coalesce(F.col(other), F.lit(1))
     return (df.withColumn(own, F.pmod(F.xxhash64("item_id", F.lit(SPLIT_SEED)), n_own).cast("int"))
@@ -127,8 +129,8 @@ def run_ivf(scratch: Scratch, centroids: np.ndarray, nprobe: int, pair_fn: Calla
     list with more than max_list_items queries or stored items; `pair_fn` runs there. Lazy but for list_splits."""
     columns = ["item_id", "embedding", "weight"] + (["prompt_text"] if with_prompts else [])
     listed = _listed(scratch.df.select(*columns), centroids, nprobe)
-    splits = scratch.df.sparkSession.createDataFrame(list_splits(scratch, centroids, nprobe, max_list_items),
-                                                      "list_id INT, q_part INT, r_part INT")
+    found = list_splits(scratch, centroids, nprobe, max_list_items)
+    splits = scratch.df.sparkSession.createDataFrame(found, "list_id INT, q_part INT, r_part INT") if found else None
     keys = ["list_id", "q_part", "r_part"]
     queries = _parts(listed.select(F.explode("probes").alias("list_id"), *columns), splits, "q_part", "r_part")
     stored = _parts(listed.select(F.col("home").alias("list_id"), *columns), splits, "r_part", "q_part")

@@ -16,7 +16,7 @@ from semmem.errors import ConfigError, ModelError, StageError
 from semmem.features import code as cf
 from semmem.ingest.tokenizer import saved_tokenizer_json
 from semmem.progress import progress
-from semmem.spark import model_partitions
+from semmem.spark import spread_partitions
 from semmem.stages.registry import StageContext, stage
 
 log = logging.getLogger("semmem")
@@ -171,7 +171,7 @@ def code(ctx: StageContext) -> None:
     texts = ctx.spark.sparkContext.accumulator(0)
     out = cf.code_scores(wh.read("sequences"), model, nl_threshold=c.nl_threshold, code_threshold=c.code_threshold,
                          batch_size=c.batch_size, device=c.device, counter=texts,
-                         partitions=model_partitions(ctx.spark))
+                         partitions=spread_partitions(ctx.spark))
     meta: dict[str, Any] = {
         "stage": "code", "model": model.name, "kind": model.kind, "model_version": model.version,
         "model_path": model.path, "metrics": model.metrics_path, "nl_threshold": c.nl_threshold,

@@ -16,7 +16,7 @@ from semmem.features.ivf import default_nlist, run_ivf, train_centroids
 from semmem.features.allpairs import Block, PairResult, check_embeddings, grid_frame, items_of, match_counts, \
     plan_blocks, run_grid
 from semmem.progress import progress
-from semmem.spark import model_partitions
+from semmem.spark import spread_partitions
 from semmem.stages.chunks import write_in_chunks
 from semmem.stages.registry import StageContext, stage
 from semmem.tables import Scratch
@@ -36,7 +36,7 @@ def embed(ctx: StageContext) -> None:
     model = resolve_embedding_model(e.model, e.revision)  # on the driver: a clear error before executors load it
     log.info("embed: %s (%s) from %s", e.model, model.version, model.path)
     texts = ctx.spark.sparkContext.accumulator(0)
-    partitions = model_partitions(ctx.spark)
+    partitions = spread_partitions(ctx.spark)
     meta = {"stage": "embed", "model": e.model, "revision": e.revision, "model_version": model.version,
             "dtype": e.dtype, "normalization": "L2 in float64, stored as float32",
             "sequences_version": ctx.warehouse.version("sequences")}
@@ -70,7 +70,7 @@ def _results(ctx: StageContext, scratch: Scratch, pair_fn: Callable[[Block, Bloc
     """Every item against every item (exact: the block grid) or against the items of its probed IVF lists
     (approximate); the task results are computed here, under a progress line, and kept for the writes."""
     s = ctx.cfg.semantic
-    n_items = sum(f.num_rows or 0 for f in scratch.files)
+    n_items = scratch.num_rows
     pairs = ctx.spark.sparkContext.accumulator(0)
     if s.mode == "exact":
         blocks = plan_blocks(scratch.files, s.block_rows)

@@ -51,7 +51,7 @@ from pyspark.sql import functions as F
 from scipy import special, stats
 
 from semmem.errors import ConfigError
-from semmem.spark import default_parallelism
+from semmem.spark import spread_partitions
 from semmem.taxonomy.vocabulary import CATEGORIES, DISPLAY_NAMES, LABEL, MODEL_FEATURES, one_model
 from semmem.taxonomy.frames import table_frame
 from semmem.taxonomy.metrics import summarize, wilson
@@ -248,7 +248,7 @@ def memorization_forecast(memorized: DataFrame, *, ci_level: float = 0.95) -> pd
         return table_frame("memorization_forecast", [])
     spark, n = memorized.sparkSession, len(keys)
     index = spark.createDataFrame([(m, r, i) for i, (m, r) in enumerate(keys)], "model string, revision string, k int")
-    tasks = max(default_parallelism(spark), int(spark.conf.get("spark.sql.shuffle.partitions")))
+    tasks = spread_partitions(spark)
     sums = (df.join(F.broadcast(index), ["model", "revision"])
             .select("sequence_id", "k", F.col(LABEL).cast("byte").alias("y"))
             .repartition(tasks, "sequence_id")
