@@ -364,6 +364,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("taxonomy.validation_fraction", lambda v: 0 < v < 1, "a share strictly between 0 and 1"),
     ("taxonomy.search_min_validation", lambda v: v >= 1, "1 or more rows"),
     ("taxonomy.bootstrap_rounds", lambda v: v >= 0, "0 or more rounds"),
+    ("taxonomy.js_bins", lambda v: v >= 1, "1 or more bins"),
     ("taxonomy.ci_level", lambda v: 0 < v < 1, "a level strictly between 0 and 1, e.g. 0.95"),
 ]
 

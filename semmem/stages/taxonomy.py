@@ -15,7 +15,7 @@ from semmem.errors import StageError
 from semmem.stages.registry import StageContext, stage
 from semmem.taxonomy import (
     MODEL_FEATURES, duplicate_threshold_kl, feature_correlations, fitted_revisions, partition_candidates,
-    search_partitions, taxonomy_model, validation_problem, with_best_partition)
+    search_partitions, taxonomy_model, with_best_partition)
 from semmem.taxonomy.combine import FEATURE_TABLES, category_counts, combine, deduplicate, labels
 from semmem.taxonomy.report import ReportData, write_report
 from semmem.taxonomy.stats import memorization_forecast
@@ -119,8 +119,8 @@ def taxonomy_stage(ctx: StageContext) -> None:
             upstream_protocol=t.upstream_protocol, seed=t.seed, ci_level=t.ci_level))
         if min(memorized, other) < t.min_memorized:
             log.warning("taxonomy: %s@%s: %d memorized and %d other rows, fewer than taxonomy.min_memorized = %d: "
-                        "no fitted model or partition search (correlations and the divergence curve only)", model, revision,
-                        memorized, other, t.min_memorized)
+                        "no fitted model or partition search (correlations and the divergence curve only)", model,
+                        revision, memorized, other, t.min_memorized)
             continue
         result = taxonomy_model(rows, upstream_protocol=t.upstream_protocol, test_fraction=t.test_fraction,
                                 validation_fraction=t.validation_fraction, seed=t.seed, max_rows=t.max_rows,
@@ -135,9 +135,6 @@ def taxonomy_stage(ctx: StageContext) -> None:
                         revision, ", ".join(sel.missing))
         candidates = partition_candidates(result.split, search_features=t.search_features,
                                           search_quantiles=t.search_quantiles)
-        problem = validation_problem(result.split, t.search_min_validation)
-        if problem:
-            log.warning("taxonomy: %s@%s: %s", model, revision, problem)
         search = search_partitions(ctx.spark, result.split, candidates, ece_bins=t.ece_bins,
                                    search_tasks=t.search_tasks, min_validation=t.search_min_validation)
         result = with_best_partition(result, search)

@@ -24,10 +24,10 @@ Stage wiring; the keys of the `taxonomy:` config section equal these keyword arg
                           ci_level=t.ci_level)
 
 `taxonomy_model` holds at most `max_rows` rows (a seeded stratified subsample); the correlations and the divergence
-curve use every row passed in, so pass them only the columns they read when the sample is large. Rows with a NULL, NaN or
-infinite label, category or used feature are dropped (never imputed), counted (`result.split.selection`) and logged;
-when no row is left, InputError names the columns. Features that are entirely NULL are left out and listed (weights
-status `missing`).
+curve use every row passed in, so pass them only the columns they read when the sample is large. Rows with a NULL,
+NaN or infinite label, category or used feature are dropped (never imputed), counted (`result.split.selection`) and
+logged; when no row is left, InputError names the columns. Features that are entirely NULL are left out and listed
+(weights status `missing`).
 """
 
 from semmem.taxonomy.vocabulary import (
@@ -35,7 +35,7 @@ from semmem.taxonomy.vocabulary import (
     select_rows)
 from semmem.taxonomy.model import Split, TaxonomyResult, prepare_split, taxonomy_model
 from semmem.taxonomy.search import (
-    Partition, partition_candidates, search_partitions, validation_problem, with_best_partition)
+    Partition, partition_candidates, search_partitions, with_best_partition)
 from semmem.taxonomy.stats import (
     chatterjee_xi, duplicate_threshold_kl, feature_correlations, memorization_forecast)
 
@@ -43,5 +43,5 @@ __all__ = [
     "CATEGORIES", "DISPLAY_NAMES", "MODEL_FEATURES", "UPSTREAM_NAMES", "Partition", "Split", "TaxonomyResult",
     "categorize", "category_column", "chatterjee_xi", "duplicate_threshold_kl", "feature_correlations",
     "fitted_revisions", "memorization_forecast", "partition_candidates", "prepare_split", "search_partitions", "select_rows",
-    "taxonomy_model", "validation_problem", "with_best_partition",
+    "taxonomy_model", "with_best_partition",
 ]

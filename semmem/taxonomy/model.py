@@ -40,6 +40,7 @@ rows are otherwise dropped (never imputed), counted in `split.selection` and log
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,10 @@ class Part:
 
     def category_names(self) -> np.ndarray:
         return np.asarray(CATEGORIES, dtype=object)[self.category]
+
+    def subset(self, mask: np.ndarray) -> Part:
+        """The rows of `mask` (the partition search's fitting and validation rows)."""
+        return Part(self.sequence_id[mask], self.raw[mask], self.y[mask], self.category[mask])
 
 
 @dataclass(frozen=True)
@@ -318,33 +323,43 @@ def _result(split: Split, predictors: dict[str, Predictor], bootstrap_rounds: in
                           _weights(split, predictors), bootstrap_rounds, ci_level, ece_bins)
 
 
+def _resampled(test: Part, predictors: dict[str, Predictor], subsets: dict[str, np.ndarray],
+               chunks: Iterable[np.ndarray], *, ece_bins: int = 10,
+               hard_label_auc: bool = False) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """Every metric of every predictor on every subset (a mask of the test rows), one value per round of `chunks`
+    (row weights, rounds x test rows): all predictors see the same rounds, so their values pair up."""
+    got: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {
+        (p, s): {m: [np.zeros(0)] for m in METRICS} for p in predictors for s in subsets}
+    for w in chunks:
+        for pname, pred in predictors.items():
+            for sname, mask in subsets.items():
+                values = weighted_metrics(test.y[mask], pred.test_p[mask], w[:, mask], ece_bins=ece_bins,
+                                          hard_label_auc=hard_label_auc)
+                for m in METRICS:
+                    got[pname, sname][m].append(values[m])
+    return {key: {m: np.concatenate(v) for m, v in by_metric.items()} for key, by_metric in got.items()}
+
+
 def _metrics(split: Split, predictors: dict[str, Predictor], bootstrap_rounds: int, ci_level: float,
              ece_bins: int) -> pd.DataFrame:
     test, upstream = split.test, split.upstream_protocol
     names = test.category_names()
     subsets = {AGGREGATE: np.ones(len(test.y), dtype=bool), **{c: names == c for c in CATEGORIES}}
-    resampled: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {
-        (p, s): {m: [np.zeros(0)] for m in METRICS} for p in predictors for s in subsets}
     chunks = kfold_weights(len(test.y), split.seed) if upstream else \
         bootstrap_weights(len(test.y), bootstrap_rounds, split.seed)
-    for w in chunks:
-        for pname, pred in predictors.items():
-            for sname, mask in subsets.items():
-                got = weighted_metrics(test.y[mask], pred.test_p[mask], w[:, mask], ece_bins=ece_bins,
-                                       hard_label_auc=upstream)
-                for m in METRICS:
-                    resampled[pname, sname][m].append(got[m])
+    resampled = _resampled(test, predictors, subsets, chunks, ece_bins=ece_bins, hard_label_auc=upstream)
+    point = _resampled(test, predictors, subsets, [np.ones((1, len(test.y)))], ece_bins=ece_bins,
+                       hard_label_auc=upstream)
     base = {"model": split.model, "revision": split.revision, "protocol": split.protocol}
     rows = []
     for pname, pred in predictors.items():
         for sname, mask in subsets.items():
-            point = weighted_metrics(test.y[mask], pred.test_p[mask], np.ones((1, int(mask.sum()))),
-                                     ece_bins=ece_bins, hard_label_auc=upstream)
             for m in METRICS:
-                mean, low, high, std = summarize(np.concatenate(resampled[pname, sname][m]), ci_level)
+                mean, low, high, std = summarize(resampled[pname, sname][m], ci_level)
                 rows.append({**base, "predictor": pname, "subset": sname, "metric": m,
-                             "value": mean if upstream else float(point[m][0]), "ci_low": low, "ci_high": high,
-                             "std": std, "n_rows": int(mask.sum()), "n_positive": int(test.y[mask].sum())})
+                             "value": mean if upstream else float(point[pname, sname][m][0]), "ci_low": low,
+                             "ci_high": high, "std": std, "n_rows": int(mask.sum()),
+                             "n_positive": int(test.y[mask].sum())})
         if pname != "baseline" and upstream:  # upstream's LRT, df 1; Wilks' theorem does not hold for these fits
             stat, p_value = likelihood_ratio_test(test.y, predictors["baseline"].test_p, pred.test_p, 1,
                                                   hard_labels=True)
@@ -363,15 +378,9 @@ def comparison(split: Split, predictors: dict[str, Predictor], bootstrap_rounds:
     the resampled differences; p_value = `bootstrap_p_value`. Probabilities, not hard labels, under either protocol.
     """
     test = split.test
-    point = {name: weighted_metrics(test.y, pred.test_p, np.ones((1, len(test.y))))
-             for name, pred in predictors.items()}
-    resampled: dict[str, dict[str, list[np.ndarray]]] = {name: {m: [np.zeros(0)] for m in COMPARED}
-                                                          for name in predictors}
-    for w in bootstrap_weights(len(test.y), bootstrap_rounds, split.seed):
-        for name, pred in predictors.items():
-            got = weighted_metrics(test.y, pred.test_p, w)
-            for m in COMPARED:
-                resampled[name][m].append(got[m])
+    everyone = {AGGREGATE: np.ones(len(test.y), dtype=bool)}
+    point = _resampled(test, predictors, everyone, [np.ones((1, len(test.y)))])
+    resampled = _resampled(test, predictors, everyone, bootstrap_weights(len(test.y), bootstrap_rounds, split.seed))
     base = {"model": split.model, "revision": split.revision, "protocol": split.protocol, "reference": "baseline",
             "n_test": len(test.y)}
     rows = []
@@ -379,11 +388,11 @@ def comparison(split: Split, predictors: dict[str, Predictor], bootstrap_rounds:
         if name == "baseline":
             continue
         for m in COMPARED:
-            diff = np.concatenate(resampled[name][m]) - np.concatenate(resampled["baseline"][m])
+            diff = resampled[name, AGGREGATE][m] - resampled["baseline", AGGREGATE][m]
             _, low, high, _ = summarize(diff, ci_level)
             rows.append({**base, "predictor": name, "metric": m,
-                         "difference": float(point[name][m][0] - point["baseline"][m][0]), "ci_low": low,
-                         "ci_high": high, "p_value": bootstrap_p_value(diff)})
+                         "difference": float(point[name, AGGREGATE][m][0] - point["baseline", AGGREGATE][m][0]),
+                         "ci_low": low, "ci_high": high, "p_value": bootstrap_p_value(diff)})
     return table_frame("taxonomy_comparison", rows)
 
 

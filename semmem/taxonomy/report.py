@@ -21,6 +21,7 @@ import pandas as pd
 
 from semmem.taxonomy.vocabulary import DISPLAY_NAMES, MODEL_FEATURES
 from semmem.taxonomy.metrics import wilson
+from semmem.taxonomy.search import VALIDATION_TOO_SMALL
 from semmem.taxonomy.words import verdict
 
 CATEGORY_ORDER = ("recitation", "reconstruction", "recollection")
@@ -315,12 +316,7 @@ def _forecast_table(forecast: pd.DataFrame) -> str:
     shown = forecast[["model_a", "revision_a", "model_b", "revision_b", "n_sequences", "n_memorized_a",
                       "n_memorized_b", "n_memorized_both"]].assign(precision=interval("precision"),
                                                                     recall=interval("recall"))
-    left = {"model_a", "revision_a", "model_b", "revision_b"}
-    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(c)}</th>' for c in shown.columns)
-    body = "".join(f'<tr class="{"few" if few else ""}">' + "".join(
-        f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>' for c, v in zip(shown.columns, row)) + "</tr>"
-        for row, few in zip(shown.itertuples(index=False), _few(forecast)))
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return _table(shown, left=["model_a", "revision_a", "model_b", "revision_b"], greyed=_few(forecast))
 
 
 def family_figure(family: pd.DataFrame, memorized: pd.DataFrame, forecast: pd.DataFrame):
@@ -433,11 +429,14 @@ def _fmt(v: object, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
-def _table(df: pd.DataFrame, left: Iterable[str] = ()) -> str:
+def _table(df: pd.DataFrame, left: Iterable[str] = (), greyed: Iterable[bool] | None = None) -> str:
+    """An HTML table of `df`; `left` columns left-aligned; rows where `greyed` is true in grey (class few)."""
     left = set(left)
+    rows = [' class="few"' if g else "" for g in (greyed if greyed is not None else [False] * len(df))]
     head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(str(c))}</th>' for c in df.columns)
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>'
-                                    for c, v in zip(df.columns, row)) + "</tr>" for row in df.itertuples(index=False))
+    body = "".join(f"<tr{cls}>" + "".join(f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>'
+                                          for c, v in zip(df.columns, row)) + "</tr>"
+                   for row, cls in zip(df.itertuples(index=False), rows))
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -509,7 +508,7 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
     if len(search):
         out.append("<h3>Optimal partition search</h3>")
         evaluated = search[search["status"] == "evaluated"]
-        too_small = search[search["reason"].fillna("").str.startswith("validation split too small")]
+        too_small = search[search["reason"].fillna("").str.startswith(VALIDATION_TOO_SMALL)]
         if len(too_small):
             out.append(f"<p class=note>No search: {html.escape(str(too_small['reason'].iloc[0]))}.</p>")
         else:
@@ -569,8 +568,7 @@ def _weight_notes(weights: pd.DataFrame) -> str:
     features left out of fitted models (constant, missing)."""
     parts = ["coefficients are associations between correlated features, not causes: a feature's weight is its "
              "effect with the others held fixed"]
-    inflated = weights[(weights["status"] == "fitted") & (weights["vif"].astype(float) > 10)] \
-        if "vif" in weights else weights.iloc[:0]
+    inflated = weights[(weights["status"] == "fitted") & (weights["vif"].astype(float) > 10)]
     for (pred, subset), g in inflated.groupby(["predictor", "subset"]):
         names = ", ".join(f"{DISPLAY_NAMES.get(r.feature, r.feature)} ({r.vif:,.0f})" for r in g.itertuples())
         parts.append(f"{pred}/{subset}: unstable weights, variance inflation factor above 10: {html.escape(names)}")
@@ -604,7 +602,8 @@ def write_report(data: ReportData, folder: Path) -> Path:
     if unfitted:
         parts.append("<p class=note>No taxonomic model for " + ", ".join(html.escape(u) for u in unfitted) +
                      ": fewer memorized (or non-memorized) sequences than taxonomy.min_memorized. Their sections "
-                     "show the categories, correlations and the divergence curve; they appear in the forecasts below.</p>")
+                     "show the categories, correlations and the divergence curve; they appear in the forecasts "
+                     "below.</p>")
     for model, revision in keys:
         parts.append(_model_section(data, model, revision, folder))
     parts.append('<h2 id="forecast">Forecasting memorization across models</h2>')

@@ -14,12 +14,12 @@ test F1, as upstream did, reports the maximum of 810 noisy estimates, which is b
 - `CandidateEvaluator(split, ece_bins=...)(candidate)`: three per-partition LRs on the fitting rows (`fit_groups`,
   same protocol as the taxonomic model), each validation row scored by its partition's model, aggregate validation
   metrics; F1 ranks. Skipped, with the reason, when a partition has no fitting rows or one class.
-- `validation_problem(split, min_rows)`: why the validation share cannot rank candidates (fewer than `min_rows`
-  memorized or other rows), or None; `search_partitions` then marks every candidate skipped with that reason.
 - `search_partitions(spark, split, candidates, *, ece_bins, search_tasks, min_validation)`: the split (bounded by
   max_rows) and the candidates are broadcast once; Spark tasks take contiguous chunks of candidate ids
   (mapInPandas); the rows (one per candidate) are collected and ranked by validation F1, ties to the lower
-  candidate_id. Deterministic for a seed: every fit is.
+  candidate_id. Deterministic for a seed: every fit is. A validation share with fewer than `min_validation`
+  memorized or other rows cannot rank them: every candidate is skipped with the reason (VALIDATION_TOO_SMALL ...),
+  said once in the log.
 - `with_best_partition(result, search)`: the rank-1 partition as predictor `best_partition` of a TaxonomyResult,
   refitted on all training rows (test metrics per base category and aggregate, on the same resamples as the
   baseline); unchanged if none was evaluated.
@@ -27,6 +27,7 @@ test F1, as upstream did, reports the maximum of 810 noisy estimates, which is b
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,9 @@ from semmem.taxonomy.frames import table_frame
 from semmem.taxonomy.metrics import weighted_metrics
 from semmem.taxonomy.model import Part, Split, TaxonomyResult, add_predictor, design, fit_groups, predict_groups
 
+log = logging.getLogger("semmem.taxonomy")
 PARTITIONS = ("t1", "t2", "t3")
+VALIDATION_TOO_SMALL = "validation split too small to rank candidates"  # how a skipped search's reason starts
 _SEARCH_METRICS = ("f1", "precision", "recall", "roc_auc", "pr_auc", "ece")  # as validation_<metric>
 
 
@@ -72,9 +75,11 @@ def partition_candidates(split: Split, *, search_features: list[str], search_qua
     if unknown:
         raise ConfigError(f"taxonomy.search_features has {unknown}, not model features; expected names among "
                           f"{', '.join(split.selection.features + split.selection.missing)}")
-    fitting = split.train.raw[~split.validation][split.train.y[~split.validation]]
-    raw = np.concatenate([split.train.raw[split.train.y], split.test.raw[split.test.y]]) if split.upstream_protocol \
-        else fitting
+    if split.upstream_protocol:
+        raw = np.concatenate([split.train.raw[split.train.y], split.test.raw[split.test.y]])
+    else:
+        fitting = split.train.subset(~split.validation)
+        raw = fitting.raw[fitting.y]
     pairs = [(f, q, float(np.quantile(raw[:, split.column(f)], q)) if len(raw) else np.nan)
              for f in search_features if f in split.features for q in search_quantiles]
     rows = [{"feature_1": f1, "quantile_1": q1, "threshold_1": t1, "feature_2": f2, "quantile_2": q2,
@@ -90,7 +95,7 @@ class CandidateEvaluator:
     def __init__(self, split: Split, *, ece_bins: int = 10) -> None:
         self.split, self.ece_bins = split, ece_bins
         x = design(split, split.train)
-        self.fitting, self.validation = _rows(split.train, ~split.validation), _rows(split.train, split.validation)
+        self.fitting, self.validation = split.train.subset(~split.validation), split.train.subset(split.validation)
         self.x_fit, self.x_validation = x[~split.validation], x[split.validation]
 
     def __call__(self, candidate: pd.Series | dict[str, Any]) -> dict[str, Any]:
@@ -111,22 +116,18 @@ class CandidateEvaluator:
         return {**row, "status": "evaluated", **{f"validation_{m}": float(got[m][0]) for m in _SEARCH_METRICS}}
 
 
-def _rows(part: Part, mask: np.ndarray) -> Part:
-    return Part(part.sequence_id[mask], part.raw[mask], part.y[mask], part.category[mask])
-
-
 def _identity(split: Split, candidate: pd.Series | dict[str, Any]) -> dict[str, Any]:
     return {"model": split.model, "revision": split.revision, "protocol": split.protocol,
             **{k: candidate[k] for k in ("candidate_id", "feature_1", "quantile_1", "threshold_1", "feature_2",
                                          "quantile_2", "threshold_2")}}
 
 
-def validation_problem(split: Split, min_rows: int) -> str | None:
+def _validation_problem(split: Split, min_rows: int) -> str | None:
     """Why the validation share cannot rank candidates, or None."""
     y = split.train.y[split.validation]
     memorized, other = int(y.sum()), int((~y).sum())
     if min(memorized, other) < max(min_rows, 1):
-        return (f"validation split too small to rank candidates: {memorized} memorized and {other} other rows, "
+        return (f"{VALIDATION_TOO_SMALL}: {memorized} memorized and {other} other rows, "
                 f"fewer than taxonomy.search_min_validation = {min_rows} of each (raise "
                 "taxonomy.validation_fraction or score more sequences); the search is skipped, never run on the "
                 "test rows instead")
@@ -148,8 +149,9 @@ def search_partitions(spark: SparkSession, split: Split, candidates: pd.DataFram
     n = len(candidates)
     if n == 0:
         return ranked(table_frame("taxonomy_search", []))
-    problem = validation_problem(split, min_validation)
+    problem = _validation_problem(split, min_validation)
     if problem:
+        log.warning("taxonomy: %s@%s: %s", split.model, split.revision, problem)
         return ranked(table_frame("taxonomy_search", [
             {**_identity(split, c), "status": "skipped", "reason": problem,
              "n_validation": int(split.validation.sum())} for _, c in candidates.iterrows()]))
