@@ -131,11 +131,18 @@ TABLES: dict[str, TableDef] = {
         _table("capacity", [
             ("model", pa.string()), ("params", pa.int64()), ("dtype", pa.string()), ("seed", pa.int64()),
             ("dataset_sequences", pa.int64()), ("dataset_bits", pa.float64()), ("memorized_bits", pa.float64()),
-            ("bits_per_param", pa.float64()), ("memorized_bits_per_token", pa.float64()), ("control_bits", pa.float64()),
-            ("final_loss", pa.float64())], ("model", "dtype", "seed", "dataset_sequences"),
-            "Morris et al. 2025: bits a model stores of uniformly random sequences, per dataset size and seed "
-            "(memorized_bits floored per sequence; memorized_bits_per_token floored per token; control_bits: the "
-            "per-sequence count on as many random sequences never trained on, the noise floor)."),
+            ("bits_per_param", pa.float64()), ("memorized_bits_per_token", pa.float64()),
+            ("control_bits", pa.float64()), ("final_loss", pa.float64()), ("loss_tail", pa.list_(pa.float64())),
+            ("steps", pa.int64()), ("converged", pa.bool_()), ("seconds", pa.float64()), ("in_plateau", pa.bool_()),
+            ("capacity_bits_per_param", pa.float64()), ("capacity_bits_per_param_std", pa.float64()),
+            ("capacity_note", pa.string())], ("model", "dtype", "seed", "dataset_sequences"),
+            "Morris et al. 2025: bits a model stores of uniformly random sequences, per dataset size, dtype and seed, "
+            "each run trained until its loss stalls (memorized_bits floored per sequence; memorized_bits_per_token "
+            "floored per token; control_bits: the per-sequence count on as many random sequences never trained on, "
+            "the noise floor; final_loss: bits per token on the training data; loss_tail: the last window means of "
+            "the training loss; converged false: stopped by capacity.max_steps, left out). Per model and dtype: "
+            "in_plateau, capacity_bits_per_param (mean bits over the plateau / params; NULL when no plateau, "
+            "capacity_note says why) and its std over seeds."),
         # near matches and code detection
         _table("embeddings", [("sequence_id", pa.int64()), ("embedding", pa.list_(pa.float32()))], ("sequence_id",),
                "L2-normalized sentence embedding of each sequence's text (model and version in the commit metadata)."),

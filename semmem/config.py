@@ -173,16 +173,19 @@ class TrainModelConfig:
 class CapacityConfig:
     """Stage capacity (Morris et al. 2025): models trained on uniformly random sequences; bits memorized per param."""
 
-    sizes: list[ModelShape] = field(default_factory=lambda: [
-        ModelShape("xs", 8, 1, 2), ModelShape("s", 16, 1, 2), ModelShape("m", 32, 1, 2)])
+    sizes: list[ModelShape] = field(default_factory=lambda: [ModelShape("xs", 8, 1, 2), ModelShape("s", 16, 1, 2)])
     vocab_size: int = 64  # uniform tokens 0..V-1: log2 V bits each
     sequence_length: int = 32
     dataset_sequences: list[int] = field(default_factory=lambda: [16, 64, 256, 1024])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
-    steps: int = 2000  # optimizer steps per (size, dataset, seed) run; converging fully takes far more (GPU sizes)
+    max_steps: int = 4000  # step ceiling of a run; one that reaches it still storing more is marked and left out
+    window: int = 250  # stopping rule: the mean loss of the last `window` steps against the window before ...
+    tolerance: float = 0.01  # ... grew the stored bits by less than this share: converged (then a cool-down window)
+    plateau_tolerance: float = 0.05  # plateau: the largest N's mean bits (at least two) within this share of their max
     batch_size: int = 128
     learning_rate: float = 1e-2
-    dtype: Literal["float32", "bfloat16"] = "float32"  # training and evaluation precision
+    rotary_pct: float = 1.0  # rotary share of each head (Pythia: 0.25); random data carries position and identity only
+    dtypes: list[Literal["float32", "bfloat16"]] = field(default_factory=lambda: ["float32"])  # one sweep each
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -366,6 +369,17 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("taxonomy.bootstrap_rounds", lambda v: v >= 0, "0 or more rounds"),
     ("taxonomy.js_bins", lambda v: v >= 1, "1 or more bins"),
     ("taxonomy.ci_level", lambda v: 0 < v < 1, "a level strictly between 0 and 1, e.g. 0.95"),
+    ("capacity.sizes", lambda v: bool(v), "one or more model shapes"),
+    ("capacity.vocab_size", lambda v: v >= 2, "at least 2 tokens"),
+    ("capacity.sequence_length", lambda v: v >= 2, "at least 2 tokens per sequence"),
+    ("capacity.dataset_sequences", lambda v: bool(v) and all(n >= 1 for n in v), "one or more dataset sizes >= 1"),
+    ("capacity.seeds", lambda v: bool(v), "one or more seeds"),
+    ("capacity.max_steps", lambda v: v >= 1, "a positive step ceiling"),
+    ("capacity.window", lambda v: v >= 1, "a positive number of steps"),
+    ("capacity.tolerance", lambda v: 0 <= v < 1, "a share of the stored bits in [0, 1)"),
+    ("capacity.plateau_tolerance", lambda v: 0 <= v < 1, "a relative spread in [0, 1)"),
+    ("capacity.rotary_pct", lambda v: 0 < v <= 1, "a share of each head in (0, 1]"),
+    ("capacity.dtypes", lambda v: bool(v) and len(set(v)) == len(v), "one or more distinct dtypes"),
 ]
 
 

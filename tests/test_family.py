@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from semmem.config import ModelShape, with_overrides
+from semmem.config import ModelShape, load_config, with_overrides
 from semmem.errors import ConfigError
 from semmem.ingest.tokenizer import saved_tokenizer_path
 from semmem.training import capacity as cap
@@ -151,7 +151,17 @@ def test_memorized_bits_against_the_smallest_final_model(family):
 
 
 # -------------------------------------------------------------------------------------------------------- capacity
-def test_capacity_nll_and_bits_against_a_hand_computation():
+@pytest.fixture
+def one_torch_thread():
+    """Capacity models are tiny: on a busy 2-core machine one torch thread trains them ~15x faster than two (measured:
+    1.0 s against 18 s for test_capacity_small_dataset_is_stored_whole's run), as run_capacity's tasks do."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_capacity_nll_and_bits_against_a_hand_computation(one_torch_thread):
     shape = ModelShape("t", 8, 1, 2)
     data = cap.random_dataset(3, 5, 7, seed=1)
     model = cap.build(shape, 7, 5, seed=1).eval()
@@ -172,21 +182,95 @@ def test_capacity_nll_and_bits_against_a_hand_computation():
     assert cap.memorized_bits_per_token(hand, 7) == pytest.approx(per_tok)
 
 
-def test_capacity_stage(spark, base_cfg):
+def test_capacity_stopping_rule_on_a_synthetic_loss_curve():
+    rng = np.random.default_rng(0)
+    t = np.arange(6000)
+    curve = 1 + 3 * np.exp(-t / 400) + rng.normal(0, 0.02, len(t))  # 4 bits/token of entropy, down to 1 + noise
+
+    def first_stop(losses, tolerance, entropy=4.0):
+        return next((s for s in range(200, len(losses) + 1, 200)
+                     if cap.stalled(losses[:s], 200, tolerance, entropy)), None)
+
+    # stops once a window of 200 steps stores < 1% more: 3 exp(-s/400) (1 - exp(-1/2)) < 0.01 (3 - 3 exp(-s/400))
+    # -> exp(-s/400) < 0.025 -> s > 1,480 (+ one window: s is the end of the later window)
+    stop = first_stop(curve, 0.01)
+    assert stop is not None and 1400 <= stop <= 2000
+    assert first_stop(curve, 0.001) > stop  # a smaller tolerance trains longer
+    assert first_stop(4 - t / 2000, 0.01) is None  # a loss falling steadily never stalls
+    # relative to the bits stored, not to the loss: a large N's loss falls by 1% in all, yet it is far from done
+    assert first_stop(4 - 0.04 * (1 - np.exp(-t / 4000)), 0.01) is None
+    assert not cap.stalled(curve[:300], 200, 0.5, 4.0)  # two whole windows first
+    assert not cap.stalled(np.full(400, 4.2), 200, 0.01, 4.0)  # above the entropy, nothing stored yet: no stall
+
+
+def test_capacity_plateau_detector_on_rising_flat_and_noisy_series():
+    assert cap.detect_plateau([100, 200, 400, 800], 0.05) == (None, cap.STILL_RISING)
+    assert cap.detect_plateau([100, 500, 1000, 1010, 995], 0.05) == (2, "plateau")
+    assert cap.detect_plateau([100, 450, 960, 1000, 930, 985], 0.1) == (2, "plateau")  # noise within 10%
+    assert cap.detect_plateau([100, 450, 960, 1000, 930, 985], 0.06)[0] == 4  # within 6%: the last two only
+    assert cap.detect_plateau([100, 450, 960, 1000, 930, 985], 0.05) == (None, cap.STILL_RISING)
+    assert cap.detect_plateau([100, 900, 1000, 1200], 0.1) == (None, cap.STILL_RISING)
+    start, why = cap.detect_plateau([100, 1000, 600], 0.1)
+    assert start is None and "falls" in why
+    # mark_plateau: unconverged runs left out (said), capacity = plateau mean / params with its spread over seeds
+    runs = pd.DataFrame([{"model": "m", "params": 100, "dtype": "float32", "seed": seed, "dataset_sequences": n,
+                          "memorized_bits": bits + seed, "bits_per_param": (bits + seed) / 100, "converged": ok,
+                          "control_bits": 0.0} for n, bits, ok in [(8, 100, True), (16, 300, True), (32, 310, True),
+                                                                    (64, 305, True), (128, 900, False)]
+                         for seed in (0, 1)])
+    for c in cap.RUN_COLUMNS:
+        runs[c] = runs.get(c, 0)
+    got = cap.mark_plateau(runs, 0.05)
+    assert got[got.in_plateau].dataset_sequences.unique().tolist() == [16, 32, 64]
+    assert got.capacity_bits_per_param.iloc[0] == pytest.approx((300 + 310 + 305) / 3 / 100 + 0.005)
+    assert got.capacity_bits_per_param_std.iloc[0] == pytest.approx(np.std([3.05, 3.06], ddof=1))
+    assert "2 of 10 runs unconverged" in got.capacity_note.iloc[0]
+    rising = cap.mark_plateau(runs[runs.dataset_sequences <= 16], 0.05)
+    assert rising.capacity_bits_per_param.isna().all() and not rising.in_plateau.any()
+    assert cap.plateau(rising).note.iloc[0] == cap.STILL_RISING
+
+
+def test_capacity_small_dataset_is_stored_whole(one_torch_thread):
+    # 4 sequences of 8 tokens over 4 symbols = 64 bits, far below what 3,800 parameters hold. Which sequence follows
+    # BOS is not in the prefix: the best a model can do is 1/N each, so it can store N (L log2 V - log2 N) = 56 bits;
+    # a run trained until its loss stalls stores nearly all of them
+    row = cap.run_one(ModelShape("t", 16, 1, 2), 4, 0, vocab=4, length=8, max_steps=400, window=25,
+                      tolerance=0.02, batch_size=4, learning_rate=2e-2, rotary_pct=1.0, dtype="float32",
+                      device=torch.device("cpu"))
+    assert row["converged"] and row["steps"] < 400 and row["dataset_bits"] == 64
+    assert row["memorized_bits"] >= 0.9 * 4 * (8 * 2 - 2)
+    assert row["control_bits"] < 0.1 * row["dataset_bits"]
+
+
+def test_capacity_configs_load_and_refuse_bad_values():
+    gpu = load_config(Path(__file__).parents[1] / "conf" / "capacity-gpu.yaml").capacity
+    assert (gpu.vocab_size, gpu.sequence_length, gpu.dtypes) == (2048, 64, ["float32", "bfloat16"])
+    for bad, key in [("capacity.tolerance=1", "capacity.tolerance"), ("capacity.window=0", "capacity.window"),
+                     ("capacity.rotary_pct=0", "capacity.rotary_pct"), ("capacity.dtypes=[]", "capacity.dtypes")]:
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, [bad])
+
+
+def test_capacity_stage(spark, base_cfg, one_torch_thread):
     cfg = with_overrides(base_cfg, ["capacity.sizes=[{name: t, hidden_size: 8, num_layers: 1, num_heads: 2}]",
                                     "capacity.dataset_sequences=[4, 16]", "capacity.seeds=[0, 1]",
-                                    "capacity.steps=30", "capacity.vocab_size=8", "capacity.sequence_length=6"])
+                                    "capacity.max_steps=30", "capacity.window=10", "capacity.vocab_size=8",
+                                    "capacity.sequence_length=6", "capacity.dtypes=[float32]"])
     wh = Warehouse(spark, cfg.warehouse)
     run_stages(StageContext(spark, cfg, wh), ["capacity"])
     got = wh.read("capacity").toPandas().sort_values(["dataset_sequences", "seed"])
     assert got.dataset_sequences.tolist() == [4, 4, 16, 16] and got.seed.tolist() == [0, 1, 0, 1]
     assert (got.dataset_bits == got.dataset_sequences * 6 * 3.0).all()
     np.testing.assert_allclose(got.bits_per_param, got.memorized_bits / got.params)
-    again = cap.run_one(ModelShape("t", 8, 1, 2), 4, 0, vocab=8, length=6, steps=30, batch_size=128,
-                        learning_rate=1e-2, dtype="float32", device=torch.device("cpu"))
+    again = cap.run_one(ModelShape("t", 8, 1, 2), 4, 0, vocab=8, length=6, max_steps=30, window=10, tolerance=0.002,
+                        batch_size=128, learning_rate=1e-2, rotary_pct=1.0, dtype="float32",
+                        device=torch.device("cpu"))
     assert again["memorized_bits"] == pytest.approx(got.memorized_bits.iloc[0], rel=1e-4)
-    assert again["control_bits"] == pytest.approx(got.control_bits.iloc[0], rel=1e-4)  # float32 sums, thread counts differ
+    assert again["control_bits"] == pytest.approx(got.control_bits.iloc[0], rel=1e-4)  # float32 sums, threads differ
+    assert again["steps"] == got.steps.iloc[0] and list(got.loss_tail.iloc[0]) == pytest.approx(again["loss_tail"])
     assert (got.memorized_bits_per_token >= 0).all() and (got.control_bits >= 0).all()
+    assert (got.steps <= 30 + 10).all() and got.converged.dtype == bool
+    # whatever the runs reached, each row says its model's capacity or why there is none
+    assert got.capacity_note.notna().all() and (got.capacity_bits_per_param.isna() == ~got.in_plateau.any()).all()
     assert (Path(wh.root) / "report" / "capacity.png").is_file()
-    plat = cap.plateau(got)
-    assert plat.plateau_sequences.tolist()[0] in (4, 16) and isinstance(plat, pd.DataFrame)
+    assert len(cap.plateau(got)) == 1

@@ -186,30 +186,38 @@ def _score_chunk(sequences: DataFrame, spec: ModelSpec, cfg: Config, tokenizer_v
 
 @stage("capacity", inputs=(), outputs=("capacity",), default=False, config=("capacity",))
 def capacity_stage(ctx: StageContext) -> None:
-    """Bits a model stores of uniformly random data, per size and dataset size (Morris et al. 2025) -> capacity."""
+    """Bits a model stores of uniformly random data, per size, dtype and dataset size, each run trained until the
+    bits it stores stop growing (Morris et al. 2025) -> capacity, with each model's plateau or why none was reached."""
+    from pyspark.sql.types import StructType
+
     from semmem.progress import progress
     from semmem.training import capacity as cap
     from semmem.taxonomy.report import capacity_figure, png_bytes
 
     c = ctx.cfg.capacity
-    if not c.sizes or not c.dataset_sequences or not c.seeds or c.vocab_size < 2 or c.sequence_length < 2:
-        raise ConfigError("capacity needs sizes, dataset_sequences and seeds, vocab_size >= 2, sequence_length >= 2")
-    specs = cap.run_specs(c.sizes, c.dataset_sequences, c.seeds, c.vocab_size)
-    log.info("capacity: %d runs (%d sizes x %d dataset sizes x %d seeds), one Spark task each", len(specs),
-             len(c.sizes), len(c.dataset_sequences), len(c.seeds))
+    specs = cap.run_specs(c.sizes, c.dataset_sequences, c.seeds, c.dtypes, c.vocab_size)
+    log.info("capacity: %d runs (%d sizes x %d dtypes x %d dataset sizes x %d seeds), one Spark task each, each "
+             "until it stops storing more (at most %d steps)", len(specs), len(c.sizes), len(c.dtypes),
+             len(c.dataset_sequences), len(c.seeds), c.max_steps)
     jobs = one_task_each(ctx.spark, [(s,) for s in specs], "run string")
-    body = partial(cap.run_capacity, vocab=c.vocab_size, length=c.sequence_length, steps=c.steps,
-                   batch_size=c.batch_size, learning_rate=c.learning_rate, dtype=c.dtype, device=c.device)
+    body = partial(cap.run_capacity, vocab=c.vocab_size, length=c.sequence_length, max_steps=c.max_steps,
+                   window=c.window, tolerance=c.tolerance, batch_size=c.batch_size, learning_rate=c.learning_rate,
+                   rotary_pct=c.rotary_pct, device=c.device)
+    schema = table("capacity").spark_schema
+    run_schema = StructType([f for f in schema.fields if f.name in cap.RUN_COLUMNS])
     with progress(ctx.spark, "capacity"):
         profile = gpu_task_profile(ctx.spark)
-        rows = jobs.mapInPandas(body, table("capacity").spark_schema, profile=profile).toPandas()  # a row per run
+        runs = jobs.mapInPandas(body, run_schema, profile=profile).toPandas()  # a row per run
+    rows = cap.mark_plateau(runs, c.plateau_tolerance)
     wh = ctx.warehouse
-    wh.write(ctx.spark.createDataFrame(rows, table("capacity").spark_schema), "capacity", mode="overwrite",
+    wh.write(ctx.spark.createDataFrame(rows, schema), "capacity", mode="overwrite",
              metadata={"stage": "capacity", **{k: str(v) for k, v in vars(c).items()}})
+    for r in rows[~rows.converged].itertuples():
+        log.warning("capacity: %s %s N = %d seed %d did not converge in %d steps (last window means %s bits/token): "
+                    "left out of the estimate", r.model, r.dtype, r.dataset_sequences, r.seed, r.steps,
+                    ", ".join(f"{v:.3f}" for v in r.loss_tail))
     for r in cap.plateau(rows).itertuples():
-        log.info("capacity: %s (%d parameters, %s): plateau %.0f bits at %d sequences = %.2f +- %.2f bits/parameter",
-                 r.model, r.params, r.dtype, r.plateau_bits, r.plateau_sequences, r.bits_per_param,
-                 r.bits_per_param_std)
+        log.info("capacity: %s (%d parameters, %s): %s", r.model, r.params, r.dtype, cap.describe(r))
     page = wh.side_path("report", "capacity.png")
     storage.write_bytes(page, png_bytes(capacity_figure(rows)))
     log.info("capacity: plot %s", page)

@@ -357,29 +357,47 @@ def family_figure(family: pd.DataFrame, memorized: pd.DataFrame, forecast: pd.Da
 
 
 def capacity_figure(capacity: pd.DataFrame):
-    """Memorized bits vs dataset size per model (mean and range over seeds), each model's plateau marked."""
-    from semmem.training.capacity import plateau
+    """Left: memorized bits vs dataset size per model and dtype (mean and range over seeds of the converged runs),
+    the plateau drawn thick; right: the same in bits per parameter against Morris et al.'s 3.51 (bf16) / 3.6 /
+    3.83 (fp32). Unconverged runs are open circles: they enter no mean. The legend says each capacity or why none."""
+    from semmem.training.capacity import describe, plateau
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 3.8))
     plats = plateau(capacity)
-    for (model, dtype), g in capacity.groupby(["model", "dtype"]):
-        by_n = g.groupby("dataset_sequences")["memorized_bits"].agg(["mean", "min", "max"]).sort_index()
-        line = ax.plot(by_n.index, by_n["mean"], "o-", ms=4)[0]
-        ax.fill_between(by_n.index, by_n["min"], by_n["max"], color=line.get_color(), alpha=0.2)
-        p = plats[(plats["model"] == model) & (plats["dtype"] == dtype)].iloc[0]
-        ax.axhline(p.plateau_bits, color=line.get_color(), ls=":", lw=1)
-        line.set_label(f"{model} ({p.params:,} params, {dtype}): plateau {p.bits_per_param:.2f} "
-                       f"± {p.bits_per_param_std:.2f} bits/param")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2 + 0.2 * len(plats)))
+    for p in plats.itertuples():
+        g = capacity[(capacity["model"] == p.model) & (capacity["dtype"] == p.dtype)]
+        by_n = g[g["converged"]].groupby("dataset_sequences").agg(
+            mean=("memorized_bits", "mean"), lo=("memorized_bits", "min"), hi=("memorized_bits", "max"),
+            bpp=("bits_per_param", "mean"))
+        line = ax.plot(by_n.index, by_n["mean"], "o-", ms=4, label=f"{p.model} ({p.params:,} params, {p.dtype}): "
+                       f"{describe(p)}")[0]
+        color = line.get_color()
+        ax.fill_between(by_n.index, by_n["lo"], by_n["hi"], color=color, alpha=0.2)
+        bx.plot(by_n.index, by_n["bpp"], "o-", ms=4, color=color)
+        flat = g[g["in_plateau"]].groupby("dataset_sequences")
+        ax.plot(flat["memorized_bits"].mean(), "-", lw=5, alpha=0.4, color=color)
+        bx.plot(flat["bits_per_param"].mean(), "-", lw=5, alpha=0.4, color=color)
+        bad = g[~g["converged"]]
+        ax.plot(bad["dataset_sequences"], bad["memorized_bits"], "o", mfc="none", color=color)
+        bx.plot(bad["dataset_sequences"], bad["bits_per_param"], "o", mfc="none", color=color)
     entropy = capacity.groupby("dataset_sequences")["dataset_bits"].first().sort_index()
     ax.plot(entropy.index, entropy, "--", color="grey", lw=1, label="the dataset's entropy (all of it stored)")
+    for y in (3.51, 3.6, 3.83):
+        bx.axhline(y, color="grey", ls=":", lw=1)
+    bx.annotate("Morris et al.: 3.51 (bf16), 3.6, 3.83 (fp32)", (0.01, 3.85), xycoords=("axes fraction", "data"),
+                fontsize=7, va="bottom", color="grey")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(top=3 * capacity["memorized_bits"].max())
     ax.set(xlabel="dataset size (random sequences, log scale)", ylabel="memorized bits (log scale)",
-           title="Capacity: bits stored of uniformly random data (dotted: plateau; Morris et al.: ~3.6 bits/param)")
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
-    fig.tight_layout()
+           title="Bits stored of uniformly random data (thick: plateau)")
+    bx.set_xscale("log")
+    bx.set_ylim(0, max(4.2, 1.1 * capacity["bits_per_param"].max()))
+    bx.set(xlabel="dataset size (random sequences, log scale)", ylabel="memorized bits per parameter",
+           title="Per parameter (open circles: unconverged, left out)")
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower left", frameon=False, fontsize=7)
+    fig.tight_layout(rect=(0, 0.05 * (len(plats) + 1), 1, 1))
     return fig
 
 

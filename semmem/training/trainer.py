@@ -59,8 +59,9 @@ def windows_from_rows(rows: Iterable[np.ndarray], context_length: int) -> np.nda
     return np.concatenate(out)
 
 
-def build_model(vocab_size: int, params: TrainParams, *, eod_id: int, pad_id: int) -> Any:
-    """A randomly initialised GPT-NeoX in the Pythia layout (parallel residual, rotary on 25% of each head)."""
+def build_model(vocab_size: int, params: TrainParams, *, eod_id: int, pad_id: int, rotary_pct: float = 0.25) -> Any:
+    """A randomly initialised GPT-NeoX in the Pythia layout (parallel residual, rotary on `rotary_pct` of each head,
+    25% as Pythia)."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -71,6 +72,7 @@ def build_model(vocab_size: int, params: TrainParams, *, eod_id: int, pad_id: in
         num_attention_heads=params.num_heads, intermediate_size=4 * params.hidden_size,
         max_position_embeddings=max(params.context_length, 64), eos_token_id=eod_id, bos_token_id=eod_id,
         pad_token_id=pad_id, tie_word_embeddings=False, attn_implementation="sdpa")
+    cfg.rope_parameters["partial_rotary_factor"] = rotary_pct
     torch.manual_seed(params.seed)
     return GPTNeoXForCausalLM(cfg)
 
