@@ -125,6 +125,10 @@ class ScoreConfig:
     upstream_perplexity: bool = False  # reproduce the upstream formulas of spec §2.9
     batch_size: int | None = None  # None: found from free GPU memory (GPU) or a fixed default (CPU)
     rows_per_commit: int = 500_000  # sequences per Delta commit: a failed run resumes after the last committed one
+    # memorized_at: the prompt lengths k (1..32 tokens before the continuation) at which memorization is decided
+    # (Carlini et al. 2022); 32 is is_memorized
+    context_lengths: list[int] = field(default_factory=lambda: [8, 16, 24, 32])
+    min_k_fraction: float = 0.2  # Min-K% and Min-K%++: the share of continuation tokens averaged (the lowest)
 
 
 @dataclass(frozen=True)
@@ -353,6 +357,9 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sample.fraction", lambda v: v is None or 0 < v <= 1, "a share in (0, 1], or null (every row)"),
     ("score.batch_size", lambda v: v is None or v >= 1, "a positive number of rows per forward pass, or null"),
     ("score.rows_per_commit", lambda v: v >= 1, "a positive number of sequences per commit"),
+    ("score.context_lengths", lambda v: bool(v) and len(set(v)) == len(v) and all(1 <= k <= 32 for k in v),
+     "one or more distinct prompt lengths in 1..32 tokens, e.g. [8, 16, 24, 32]"),
+    ("score.min_k_fraction", lambda v: 0 < v <= 1, "a share of the continuation's tokens in (0, 1], e.g. 0.2"),
     ("embed.rows_per_commit", lambda v: v >= 1, "a positive number of sequences per commit"),
     ("texts.stride", lambda v: 1 <= v <= 32, "1..32 tokens, so every token after a text's first 32 lies in a "
                                               "window's continuation"),

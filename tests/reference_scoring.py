@@ -61,3 +61,28 @@ def perplexity_reference(model, tokens: torch.Tensor, *, upstream: bool = False,
         kept = lp[:n]
         rows.append((math.exp(-sum(kept[:m]) / n), math.exp(-sum(kept[m:]) / n), math.exp(-sum(kept) / n)))
     return rows
+
+
+def membership_reference(model, tokens: torch.Tensor, *, fraction: float = 0.2, prompt_length: int = 32
+                         ) -> list[dict]:
+    """loss, min_k_prob and min_k_plus_plus per row, in float64 numpy from the model's logits, over the tokens after
+    the prompt (beyond.md §3): the mean NLL; the mean of the floor(fraction * n) lowest log-probabilities; the same of
+    (log p - mu) / sigma, mu and sigma^2 the mean and variance of log p(z) over the vocabulary z under p."""
+    import numpy as np
+
+    with torch.no_grad():
+        logits = model(input_ids=tokens).logits.double().numpy()
+    ids = tokens.numpy()
+    rows = []
+    for lg, row in zip(logits, ids):
+        x = lg[prompt_length - 1:-1]  # the positions that predict tokens prompt_length..L-1
+        m = x.max(axis=1, keepdims=True)
+        logp = x - (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))
+        p = np.exp(logp)
+        true = logp[np.arange(len(x)), row[prompt_length:]]
+        mu = (p * logp).sum(axis=1)
+        sigma = np.sqrt((p * logp ** 2).sum(axis=1) - mu ** 2)
+        n = max(1, int(fraction * len(true)))
+        rows.append({"loss": -true.mean(), "min_k_prob": np.sort(true)[:n].mean(),
+                     "min_k_plus_plus": np.sort((true - mu) / sigma)[:n].mean()})
+    return rows

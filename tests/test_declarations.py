@@ -29,7 +29,8 @@ def test_combined_is_the_union_of_the_columns_declared_to_enter_it():
     assert sorted(map(str, combined)) == sorted(str(pa.field(*c)) for c in [*own, *from_features])
     assert len(combined.names) == len(set(combined.names))
     left_out = {c.name for f in FEATURES for c in f.columns if not c.combined}
-    assert left_out == {"continuation_nll_bits", "frequencies"} and not left_out & set(combined.names)
+    assert left_out == {"continuation_nll_bits", "frequencies", "loss", "min_k_prob", "min_k_plus_plus", "memorized_at",
+                        "zlib_ratio"} and not left_out & set(combined.names)
     assert list(FEATURE_TABLES) == [f.table for f in FEATURES if f.table != "memorization"]
 
 
@@ -44,7 +45,8 @@ def test_the_model_features_are_upstreams_in_its_order():
 
 
 def test_combine_refuses_a_column_no_declaration_lists(spark):
-    labels = spark.createDataFrame([("m", "r", 1, 1.0, True, 32, 1.0, 1.0, 1.0, 0.0)],
+    labels = spark.createDataFrame([("m", "r", 1, 1.0, True, 32, 1.0, 1.0, 1.0, 0.0, 0.1, -0.5, -0.2, {32: True},
+                                     0.01)],
                                    table("memorization").spark_schema)
     sequences = spark.createDataFrame([(1, "Pile-CC")], "sequence_id long, pile_set_name string")
     huffman = spark.createDataFrame([(1, 3.0, 3.1, 7)], "sequence_id long, huffman_coding_length double, "

@@ -30,7 +30,8 @@ def _rows(df) -> list[tuple]:
 
 
 def _memorization(spark, model: str, revision: str, ids: range, score: float):
-    rows = [(model, revision, i, score, score == 1.0, 32 if score == 1.0 else 0, 1.5, 2.5, 2.0, 10.0) for i in ids]
+    rows = [(model, revision, i, score, score == 1.0, 32 if score == 1.0 else 0, 1.5, 2.5, 2.0, 10.0, 0.5, -1.0, -0.5,
+             {32: score == 1.0}, 0.01) for i in ids]
     return spark.createDataFrame(rows, table("memorization").spark_schema)
 
 

@@ -85,7 +85,8 @@ def write_table(spark, wh: Path, name: str, rows: list[tuple], schema: str) -> N
 SEQ_SCHEMA = "sequence_id long, tokens array<int>, text string, prompt_text string, pile_set_name string"
 MEM_SCHEMA = ("model string, revision string, sequence_id long, memorization_score double, is_memorized boolean, "
               "matched_prefix int, prompt_perplexity double, generation_perplexity double, "
-              "sequence_perplexity double, continuation_nll_bits double")
+              "sequence_perplexity double, continuation_nll_bits double, loss double, min_k_prob double, "
+              "min_k_plus_plus double, memorized_at map<int,boolean>, zlib_ratio double")
 
 
 def sequence_rows(n: int = 12, seed: int = 0) -> list[tuple]:
@@ -96,7 +97,8 @@ def sequence_rows(n: int = 12, seed: int = 0) -> list[tuple]:
 def scored_warehouse(spark, wh: Path, rows: list[tuple]) -> Path:
     """sequences = `rows`, and a memorization table of another model already there."""
     write_table(spark, wh, "sequences", rows, SEQ_SCHEMA)
-    write_table(spark, wh, "memorization", [("other", "main", r[0], 0.5, False, 3, 2.0, 3.0, 4.0, 5.0) for r in rows],
+    write_table(spark, wh, "memorization", [("other", "main", r[0], 0.5, False, 3, 2.0, 3.0, 4.0, 5.0, 1.0, -2.0, -1.0,
+                                          {32: False}, 0.01) for r in rows],
                 MEM_SCHEMA)
     return wh
 

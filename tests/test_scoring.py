@@ -4,6 +4,7 @@ writes one partition per model@revision. Tiny random GPT-NeoX models built from 
 from __future__ import annotations
 
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,16 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from semmem.config import with_overrides
+from semmem.config import load_config, with_overrides
 from semmem.errors import ConfigError, ModelError
-from semmem.scoring.memorization import matched_prefix_of, perplexities, score_numpy, score_tokens, teacher_forced
+from semmem.scoring.memorization import (MEMBERSHIP_FIELDS, matched_prefix_of, perplexities, score_numpy, score_tokens,
+                                         teacher_forced)
 from semmem.scoring.models import load_model, models_dir, parse_model_spec
 from semmem.stages.registry import StageContext
 from semmem.stages.scoring import score_stage
 from semmem.tables import Warehouse
-from tests.reference_scoring import memorization_reference, perplexity_reference
+from tests.reference_scoring import (generate_continuations, membership_reference, memorization_reference,
+                                     perplexity_reference)
 
 VOCAB = 128
 
@@ -63,8 +66,6 @@ def rows_with_known_structure(model, seed: int = 1) -> torch.Tensor:
 
 
 def memorization_reference_tokens(model, tokens):
-    from tests.reference_scoring import generate_continuations
-
     return generate_continuations(model, tokens)
 
 
@@ -155,6 +156,53 @@ def test_matched_prefix_and_upstream_counts():
     assert s.tolist() == pytest.approx([math.e, math.e])
 
 
+CONTEXTS = (1, 8, 16, 24, 32)
+
+
+@pytest.fixture(scope="module")
+def graded_rows(model, rows):
+    """The fixture's rows, plus rows whose continuation is the model's greedy output from the 8, 16 or 24 tokens
+    before it: memorized at that k, seldom at 32; the last of each four differs from it at continuation token 10
+    (past memorized_at_context's screen of 4 tokens)."""
+    extra = torch.randint(2, VOCAB, (12, 64), generator=torch.Generator().manual_seed(3))
+    for i, k in enumerate((8, 16, 24)):
+        part = extra[4 * i:4 * i + 4]
+        part[:, 32:] = generate_continuations(model, part[:, 32 - k:], prompt_length=k)
+        part[3, 42] = part[3, 42] % (VOCAB - 2) + 2 if part[3, 42] != VOCAB - 1 else 2  # any other token
+    return torch.cat([rows, extra])
+
+
+def test_memorized_at_k_equals_generate_from_the_k_token_prompt(model, graded_rows):
+    out = score_tokens(model, graded_rows, mode="flag", context_lengths=CONTEXTS)
+    for k in CONTEXTS:  # generate() from tokens [32 - k, 32), EOS suppressed, against the continuation [32, 64)
+        ref = [r["is_memorized"] for r in memorization_reference(model, graded_rows[:, 32 - k:], prompt_length=k)]
+        assert out[f"memorized_at_{k}"].tolist() == ref, k
+    at = {k: out[f"memorized_at_{k}"] for k in CONTEXTS}
+    assert torch.equal(at[32], out["is_memorized"])
+    for i, k in enumerate((8, 16, 24)):  # the constructed rows are there: memorized at k and not at 32, and the
+        assert bool((at[k] & ~at[32]).any()) and bool((at[32] & ~at[k]).any()), k  # other way round
+        assert not at[k][-12 + 4 * i + 3]
+
+
+def test_membership_scores_equal_float64_reference(model, graded_rows):
+    ref = membership_reference(model, graded_rows, fraction=0.2)
+    out = score_tokens(model, graded_rows, mode="flag", membership=True, min_k_fraction=0.2)
+    for f in MEMBERSHIP_FIELDS:
+        np.testing.assert_allclose(out[f].numpy(), [r[f] for r in ref], rtol=1e-5, atol=1e-6, err_msg=f)
+    # micro-batches: same numbers, numpy dtypes for predict_batch_udf
+    small = score_numpy(model, graded_rows.numpy(), batch_size=7, device=torch.device("cpu"), mode="flag",
+                        membership=True, context_lengths=(8, 32))
+    np.testing.assert_allclose(small["min_k_plus_plus"], out["min_k_plus_plus"].numpy(), rtol=1e-5)
+    assert small["memorized_at_8"].dtype == bool and small["loss"].dtype == np.float64
+
+
+@pytest.mark.parametrize("lengths", ["[0, 8]", "[8, 33]", "[8, 8]", "[]"])
+def test_context_lengths_outside_1_to_32_are_refused_at_load(lengths):
+    with pytest.raises(ConfigError, match=r"^config key score.context_lengths = .*expected .*1\.\.32") as e:
+        load_config(None, [f"score.context_lengths={lengths}"])
+    assert "\n" not in str(e.value)
+
+
 def test_teacher_forced_argmax_excludes_eos(model, rows):
     fwd = teacher_forced(model, rows, exclude_ids=[model.config.eos_token_id], keep_cache=False)
     assert not bool((fwd.pred == model.config.eos_token_id).any())
@@ -203,8 +251,12 @@ def test_load_model_round_trip(model, rows, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- the stage
+def _text(i: int) -> str:
+    return f"row {i}: " + "ab" * i + "é"
+
+
 def _sequences_df(spark, tokens: torch.Tensor):
-    data = [(i * 7 + 3, [int(t) for t in row], "", "", "x") for i, row in enumerate(tokens)]
+    data = [(i * 7 + 3, [int(t) for t in row], _text(i), "", "x") for i, row in enumerate(tokens)]
     return spark.createDataFrame(data, "sequence_id long, tokens array<int>, text string, prompt_text string, "
                                        "pile_set_name string")
 
@@ -216,7 +268,8 @@ def test_score_stage_matches_reference_and_overwrites_one_partition(spark, base_
     model.save_pretrained(path_a)
     other = tiny_model(seed=5, eos=model.config.eos_token_id)
     other.save_pretrained(Path(models_dir(wh.root)) / "mine")
-    cfg = with_overrides(base_cfg, [f"model.names=[{path_a}, mine]", "score.batch_size=8"])
+    cfg = with_overrides(base_cfg, [f"model.names=[{path_a}, mine]", "score.batch_size=8",
+                                    "score.context_lengths=[8, 32]"])
     score_stage(StageContext(spark, cfg, wh))
 
     got = {(r.model, r.sequence_id): r for r in wh.read("memorization").collect()}
@@ -224,6 +277,8 @@ def test_score_stage_matches_reference_and_overwrites_one_partition(spark, base_
     for name, m in ((str(path_a), model), ("mine", other)):
         ref = memorization_reference(m, rows)
         ppl = perplexity_reference(m, rows)
+        member = membership_reference(m, rows)
+        at_8 = score_tokens(m, rows, mode="flag", context_lengths=(8,))["memorized_at_8"].tolist()  # tested above
         for i, (r, (pp, gp, sp)) in enumerate(zip(ref, ppl)):
             row = got[(name, i * 7 + 3)]
             assert row.revision == "local"
@@ -233,6 +288,10 @@ def test_score_stage_matches_reference_and_overwrites_one_partition(spark, base_
                 pytest.approx((pp, gp, sp), rel=1e-5)
             # -log2 P of the 32 continuation tokens = 32 * ln(generation perplexity) / ln 2
             assert row.continuation_nll_bits == pytest.approx(32 * math.log(gp) / math.log(2), rel=1e-5)
+            assert dict(row.memorized_at) == {8: at_8[i], 32: r["is_memorized"]}
+            assert (row.loss, row.min_k_prob, row.min_k_plus_plus) == pytest.approx(
+                (member[i]["loss"], member[i]["min_k_prob"], member[i]["min_k_plus_plus"]), rel=1e-5, abs=1e-6)
+            assert row.zlib_ratio == pytest.approx(row.loss / len(zlib.compress(_text(i).encode("utf-8"))))
 
     # Re-running model A in flag mode replaces only A's partition.
     before_b = sorted((r.sequence_id, r.memorization_score) for r in wh.read("memorization").collect()

@@ -17,7 +17,8 @@ from semmem.tables import Warehouse, list_tables
 
 MEM_COLS = ("model string, revision string, sequence_id long, memorization_score double, is_memorized boolean, "
             "matched_prefix int, prompt_perplexity double, generation_perplexity double, sequence_perplexity double, "
-            "continuation_nll_bits double")
+            "continuation_nll_bits double, loss double, min_k_prob double, min_k_plus_plus double, "
+            "memorized_at map<int,boolean>, zlib_ratio double")
 
 
 def _rows(spark, n: int, start: int = 0):
@@ -25,8 +26,8 @@ def _rows(spark, n: int, start: int = 0):
 
 
 def _mem(spark, model: str, revision: str, n: int, score: float):
-    return spark.createDataFrame([(model, revision, i, score, score == 1.0, 32, 1.5, 2.5, 3.5, 40.0) for i in range(n)],
-                                 MEM_COLS)
+    return spark.createDataFrame([(model, revision, i, score, score == 1.0, 32, 1.5, 2.5, 3.5, 40.0, 1.25, -3.0, -1.5,
+                                   {8: False, 32: score == 1.0}, 0.02) for i in range(n)], MEM_COLS)
 
 
 def test_catalog_schemas_agree():

@@ -43,7 +43,8 @@ def small_feature_tables(wh: Warehouse) -> None:
                               "pile_set_name": "Github" if i % 2 else "Pile-CC"} for i in ids])
     mem = [{"model": m, "revision": "local", "sequence_id": i, "memorization_score": s, "is_memorized": s == 1.0,
             "matched_prefix": 32 if s == 1.0 else 3, "prompt_perplexity": 10.0 + i, "generation_perplexity": 1.0 + i,
-            "sequence_perplexity": 20.0 + i, "continuation_nll_bits": 30.0 + i}
+            "sequence_perplexity": 20.0 + i, "continuation_nll_bits": 30.0 + i, "loss": 1.0 + i,
+            "min_k_prob": -2.0 - i, "min_k_plus_plus": -1.0 - i, "memorized_at": {32: s == 1.0}, "zlib_ratio": 0.1}
            for m, scores in (("a", [1, 0.5, 1, 0, 1]), ("b", [1, 0, 0, 0, 0.25]))
            for i, s in zip(ids, scores)]
     _write(wh, "memorization", mem)

@@ -68,13 +68,24 @@ def _model(position: int, display: str, upstream: str = "", **more: object) -> d
 
 FEATURES: tuple[Feature, ...] = (
     Feature("memorization", "score", "k-extractable memorization and perplexities per model@revision (spec §1.2, "
-            "§2.9); continuation_nll_bits: -log2 P of the 32 true continuation tokens given the true prefix.",
+            "§2.9); continuation_nll_bits: -log2 P of the 32 true continuation tokens given the true prefix. "
+            "Graded memorization (beyond.md §3): memorized_at maps each score.context_lengths k to whether greedy "
+            "decoding from the k tokens before the continuation reproduces it; loss (mean NLL, nats), min_k_prob "
+            "and min_k_plus_plus (means of the score.min_k_fraction lowest log-probabilities, raw and standardized) "
+            "over the 32 continuation tokens given the 32-token prompt; zlib_ratio = loss / zlib bytes of the "
+            "64-token text.",
             _cols(("memorization_score", pa.float64()), ("is_memorized", pa.bool_()),
                   ("matched_prefix", pa.int32()),
                   ("prompt_perplexity", pa.float64(), _model(9, "Prompt PPL", "prompt_perplexity")),
                   ("generation_perplexity", pa.float64(), _model(8, "Continuation PPL", "generation_perplexity")),
                   ("sequence_perplexity", pa.float64(), _model(10, "Sequence PPL", "sequence_perplexity")),
-                  ("continuation_nll_bits", pa.float64(), {"combined": False})),
+                  ("continuation_nll_bits", pa.float64(), {"combined": False}),
+                  # membership scores and graded labels: in `memorization` only, joined on (model, revision,
+                  # sequence_id) where needed; a map keeps one schema whatever lengths a partition was scored at
+                  ("loss", pa.float64(), {"combined": False}), ("min_k_prob", pa.float64(), {"combined": False}),
+                  ("min_k_plus_plus", pa.float64(), {"combined": False}),
+                  ("memorized_at", pa.map_(pa.int32(), pa.bool_()), {"combined": False}),
+                  ("zlib_ratio", pa.float64(), {"combined": False})),
             key=(("model", pa.string()), ("revision", pa.string()), ("sequence_id", pa.int64())),
             partition_by=("model", "revision")),
     Feature("sequence_duplicates", "duplicates",

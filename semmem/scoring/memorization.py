@@ -13,6 +13,17 @@ Fast path, exact by construction:
    step where they first need it, so a row with a late first mismatch costs only its remaining steps.
 3. The perplexities come from the same forward pass (unmasked softmax, float32 log-sum-exp).
 
+Graded memorization and membership scores (issue 22, beyond.md §3), when asked for:
+- memorized_at_k (Carlini et al. 2022): the continuation fixed, the prompt the k tokens before it. Greedy decoding
+  from that prompt reproduces the continuation iff the EOS-excluded argmax given the true prefix is the true token at
+  every continuation position, so teacher forcing over tokens [32-k, 63) decides it exactly; the output layer runs on
+  the continuation positions only (`logits_to_keep`), and only the rows whose first 4 continuation tokens match go
+  past them. k = 32 is is_memorized, reused.
+- loss, min_k_prob, min_k_plus_plus score the 32 continuation tokens given the true 32-token prompt, from the main
+  pass: the tokens the memorization label is about. The first prompt tokens, predicted from almost no context, have
+  a high loss whatever the model saw, and would dominate the k% lowest. zlib_ratio is made in Spark
+  (`score_sequences`): the sequence's text is not among a UDF's tokens.
+
 Everything here is plain torch on tensors; `make_score_predict_fn` wraps it for `predict_batch_udf` and
 `score_sequences` applies it to a Spark DataFrame.
 """
@@ -35,6 +46,12 @@ PROMPT_LEN = 32
 CONT_LEN = SEQ_LEN - PROMPT_LEN
 OUTPUT_FIELDS = ("memorization_score", "is_memorized", "matched_prefix", "prompt_perplexity",
                  "generation_perplexity", "sequence_perplexity", "continuation_nll_bits")
+MEMBERSHIP_FIELDS = ("loss", "min_k_prob", "min_k_plus_plus")  # with membership=True; float64
+
+
+def output_fields(*, membership: bool = False, context_lengths: Sequence[int] = ()) -> tuple[str, ...]:
+    """The keys score_tokens returns for these options, in its order."""
+    return (*OUTPUT_FIELDS, *(MEMBERSHIP_FIELDS if membership else ()), *(f"memorized_at_{k}" for k in context_lengths))
 
 
 @dataclass
@@ -44,6 +61,10 @@ class ForwardResult:
     pred: torch.Tensor  # [B, C] EOS-excluded argmax for continuation positions (given the true prefix)
     nll: torch.Tensor  # [B, L-1] float32: -log P(t_{k+1} | t_<=k), k = 0..L-2, unmasked softmax
     cache: Any  # the KV cache of all 64 positions (a transformers Cache), or None when not requested
+    # [B, C] float32 at the continuation positions, with membership=True (else None): the mean and standard deviation
+    # of log p(z | prefix) over the vocabulary z under the model's own next-token distribution (Min-K%++)
+    vocab_mean: torch.Tensor | None = None
+    vocab_std: torch.Tensor | None = None
 
 
 def continuation_length(length: int) -> int:
@@ -75,9 +96,42 @@ def _masked_argmax(logits: torch.Tensor, exclude_ids: Sequence[int], *, inplace:
     return logits.argmax(dim=-1)
 
 
+def memorized_at_context(model: Any, tokens: torch.Tensor, k: int, *, exclude_ids: Sequence[int],
+                         screen: int = 4) -> torch.Tensor:
+    """[B] bool: does greedy decoding from the k tokens before the continuation reproduce it (EOS excluded)?
+
+    Exact by teacher forcing over tokens [P-k, L-1): the input starts at position 0, as generate() from the k-token
+    prompt would, and the output layer runs on the positions that predict continuation tokens only. Every row first
+    checks its first `screen` continuation tokens (k + screen - 1 input tokens); only the rows that match all of them
+    go on to the pass over the whole continuation. Most rows fail within a few tokens, so a row costs about k + screen
+    positions instead of k + C (the tests compare every row with generate())."""
+    import torch
+
+    cont = continuation_length(tokens.shape[1])
+    prompt = tokens.shape[1] - cont
+    if not 1 <= k <= prompt:
+        raise ValueError(f"context length {k} outside 1..{prompt}")
+
+    def matches(rows: torch.Tensor, n: int) -> torch.Tensor:  # the first n continuation tokens of rows, all greedy?
+        x = tokens[rows]
+        logits = model(input_ids=x[:, prompt - k:prompt + n - 1], use_cache=False, logits_to_keep=n).logits
+        # argmax in the model's dtype: widening to float32 is exact, so the choice (ties included) is the same
+        return (_masked_argmax(logits, exclude_ids, inplace=True) == x[:, prompt:prompt + n]).all(dim=1)
+
+    with torch.inference_mode():
+        out = matches(torch.arange(tokens.shape[0], device=tokens.device), min(screen, cont))
+        rows = torch.nonzero(out).flatten()
+        if screen < cont and rows.numel():
+            out[rows] = matches(rows, cont)
+    return out
+
+
 def teacher_forced(model: Any, tokens: torch.Tensor, *, exclude_ids: Sequence[int], keep_cache: bool,
-                   nll_chunk: int = 16) -> ForwardResult:
-    """One forward pass over tokens [B, L] (long, on the model's device; L = 64 for the corpus sequences)."""
+                   nll_chunk: int = 16, membership: bool = False) -> ForwardResult:
+    """One forward pass over tokens [B, L] (long, on the model's device; L = 64 for the corpus sequences).
+
+    membership: also the vocabulary mean and standard deviation of the log-probabilities at the continuation
+    positions (float32, two passes over each chunk: no cancellation in E[x^2] - E[x]^2)."""
     import torch
 
     length = tokens.shape[1]
@@ -88,14 +142,37 @@ def teacher_forced(model: Any, tokens: torch.Tensor, *, exclude_ids: Sequence[in
         b = tokens.shape[0]
         nll = torch.empty(b, length - 1, dtype=torch.float32, device=tokens.device)
         pred = torch.empty(b, length - prompt, dtype=torch.long, device=tokens.device)
+        mean = torch.empty(b, length - prompt, dtype=torch.float32, device=tokens.device) if membership else None
+        std = torch.empty_like(mean) if membership else None
         for s in range(0, b, nll_chunk):  # bounded float32 copies of the logits: chunk rows
             lg = logits[s:s + nll_chunk, :-1].float()  # [c, L-1, V]; position k predicts token k+1
             lse = torch.logsumexp(lg, dim=-1)  # [c, L-1]
             tgt = lg.gather(-1, tokens[s:s + nll_chunk, 1:, None]).squeeze(-1)
             nll[s:s + nll_chunk] = lse - tgt
+            if membership:
+                logp = lg[:, prompt - 1:] - lse[:, prompt - 1:, None]  # [c, C, V]
+                p = logp.exp()
+                mu = (p * logp).sum(dim=-1)
+                mean[s:s + nll_chunk] = mu
+                std[s:s + nll_chunk] = (p * logp.sub_(mu[..., None]).square_()).sum(dim=-1).sqrt()
             # positions P-1..L-2; lg (a view of the logits when they are float32) is not needed after this
             pred[s:s + nll_chunk] = _masked_argmax(lg[:, prompt - 1:], exclude_ids, inplace=True)
-        return ForwardResult(pred, nll, out.past_key_values if keep_cache else None)
+        return ForwardResult(pred, nll, out.past_key_values if keep_cache else None, mean, std)
+
+
+def lowest_mean(values: torch.Tensor, fraction: float) -> torch.Tensor:
+    """[B] mean of the max(1, floor(fraction * n)) lowest of each row of values [B, n] (Min-K%: k = fraction)."""
+    n = max(1, int(fraction * values.shape[1]))
+    return values.topk(n, dim=1, largest=False).values.mean(dim=1)
+
+
+def membership_scores(fwd: ForwardResult, prompt: int, min_k_fraction: float) -> dict[str, torch.Tensor]:
+    """MEMBERSHIP_FIELDS [B] float64 over the continuation tokens (beyond.md §3): loss, the mean NLL (nats);
+    min_k_prob, the mean of the k% lowest log-probabilities; min_k_plus_plus, the same of (log p - mu) / sigma."""
+    logp = -fwd.nll[:, prompt - 1:].double()  # [B, C]
+    z = (logp - fwd.vocab_mean.double()) / fwd.vocab_std.double()
+    return {"loss": -logp.mean(dim=1), "min_k_prob": lowest_mean(logp, min_k_fraction),
+            "min_k_plus_plus": lowest_mean(z, min_k_fraction)}
 
 
 def matched_prefix_of(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -185,8 +262,10 @@ def continue_generation(model: Any, tokens: torch.Tensor, fwd: ForwardResult, pr
 
 
 def score_tokens(model: Any, tokens: torch.Tensor, *, mode: str = "full", upstream_perplexity: bool = False,
-                 eod_id: int = 0, exclude_ids: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-    """Score one batch tokens [B, L] (long, on the model's device); returns tensors [B] keyed by OUTPUT_FIELDS.
+                 eod_id: int = 0, exclude_ids: Sequence[int] | None = None, context_lengths: Sequence[int] = (),
+                 membership: bool = False, min_k_fraction: float = 0.2) -> dict[str, torch.Tensor]:
+    """Score one batch tokens [B, L] (long, on the model's device); returns tensors [B] keyed by OUTPUT_FIELDS, then
+    MEMBERSHIP_FIELDS when `membership`, then memorized_at_<k> (bool) for each of `context_lengths`.
 
     L = 64 for the corpus sequences (a 32-token prompt, a 32-token continuation); a user's text shorter than 64
     tokens is scored at its own length L >= 2, its continuation the last `continuation_length(L)` tokens, with no
@@ -200,7 +279,7 @@ def score_tokens(model: Any, tokens: torch.Tensor, *, mode: str = "full", upstre
     if mode not in ("full", "flag"):
         raise ValueError(f"mode must be 'full' or 'flag', got {mode!r}")
     exclude = eos_ids_of(model) if exclude_ids is None else list(exclude_ids)
-    fwd = teacher_forced(model, tokens, exclude_ids=exclude, keep_cache=mode == "full")
+    fwd = teacher_forced(model, tokens, exclude_ids=exclude, keep_cache=mode == "full", membership=membership)
     cont = fwd.pred.shape[1]
     prompt = tokens.shape[1] - cont
     truth = tokens[:, prompt:]
@@ -212,27 +291,33 @@ def score_tokens(model: Any, tokens: torch.Tensor, *, mode: str = "full", upstre
     else:
         score = torch.full((tokens.shape[0],), float("nan"), dtype=torch.float64, device=tokens.device)
     fwd.cache = None
-    return {"memorization_score": score, "is_memorized": prefix == cont, "matched_prefix": prefix,
-            "prompt_perplexity": ppl_p, "generation_perplexity": ppl_g, "sequence_perplexity": ppl_s,
-            "continuation_nll_bits": fwd.nll[:, prompt - 1:].double().sum(dim=1) / math.log(2)}
+    out = {"memorization_score": score, "is_memorized": prefix == cont, "matched_prefix": prefix,
+           "prompt_perplexity": ppl_p, "generation_perplexity": ppl_g, "sequence_perplexity": ppl_s,
+           "continuation_nll_bits": fwd.nll[:, prompt - 1:].double().sum(dim=1) / math.log(2)}
+    if membership:
+        out.update(membership_scores(fwd, prompt, min_k_fraction))
+    for k in context_lengths:
+        out[f"memorized_at_{k}"] = out["is_memorized"] if k == prompt else \
+            memorized_at_context(model, tokens, k, exclude_ids=exclude)
+    return out
 
 
 def score_numpy(model: Any, tokens: np.ndarray, *, batch_size: int, device: Any, **kwargs: Any
                 ) -> dict[str, np.ndarray]:
-    """score_tokens over a [N, 64] integer array in micro-batches; numpy outputs for predict_batch_udf."""
+    """score_tokens over a [N, 64] integer array in micro-batches; numpy outputs for predict_batch_udf (the
+    memorized_at_<k> flags as bool, like is_memorized)."""
     import torch
 
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUT_FIELDS}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in output_fields(
+        membership=kwargs.get("membership", False), context_lengths=kwargs.get("context_lengths", ()))}
     for s in range(0, len(tokens), batch_size):
         batch = torch.as_tensor(np.asarray(tokens[s:s + batch_size], dtype=np.int64), device=device)
         for k, v in score_tokens(model, batch, **kwargs).items():
             parts[k].append(v.cpu().numpy())
     out = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in parts.items()}
-    out["is_memorized"] = out["is_memorized"].astype(bool)
-    out["matched_prefix"] = out["matched_prefix"].astype(np.int32)
-    for k in ("memorization_score", "prompt_perplexity", "generation_perplexity", "sequence_perplexity",
-              "continuation_nll_bits"):
-        out[k] = out[k].astype(np.float64)
+    for k in out:
+        out[k] = out[k].astype(bool if k == "is_memorized" or k.startswith("memorized_at_") else
+                               np.int32 if k == "matched_prefix" else np.float64)
     return out
 
 
@@ -241,7 +326,8 @@ def auto_batch_size(model: Any, device: Any, *, cpu_default: int = 64, max_batch
 
     Per row: the logits [64, V] in the model dtype, the KV cache of 64 positions, and the activations of one layer
     (about 24 x hidden values per position: attention and the 4x MLP), times 2 for safety. The float32 log-softmax
-    copies are bounded by their 16-row chunk and taken off the free memory first.
+    copies (with Min-K%++'s three over the continuation's positions) are bounded by their 16-row chunk and taken off
+    the free memory first. The memorized_at passes come after the main pass has freed its logits and use fewer.
     """
     import torch
 
@@ -261,14 +347,17 @@ def auto_batch_size(model: Any, device: Any, *, cpu_default: int = 64, max_batch
 
 def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bool, eod_id: int,
                           batch_size: int | None, dtype: str = "auto", device: str = "auto",
-                          tokenizer_vocab: int | None = None,
+                          tokenizer_vocab: int | None = None, context_lengths: Sequence[int] = (),
+                          min_k_fraction: float = 0.2,
                           ) -> Callable[[], Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]]:
     """A `make_predict_fn` for predict_batch_udf; runs on executors.
 
     The returned factory loads the model once per Python worker (predict_batch_udf caches it), on the GPU Spark
     assigned to the task when there is one (TaskContext resources "gpu"), else on CPU. It checks, in the task, that
     the tokenizer's vocabulary (`tokenizer_vocab`, when given) fits the model's embedding; each batch
-    (sequence_id [n], token count [n], tokens [n, 64]) is checked by `check_batch` before the forward pass.
+    (sequence_id [n], token count [n], tokens [n, 64]) is checked by `check_batch` before the forward pass. Outputs:
+    output_fields(membership=True, context_lengths) without is_memorized, the memorized_at_<k> flags as 0/1 int32
+    (predict_batch_udf has no BooleanType outputs).
     """
 
     def make() -> Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]:
@@ -278,9 +367,10 @@ def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bo
         def predict(ids: np.ndarray, lengths: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
             check_batch(ids, lengths, tokens, vocab, name)
             out = score_numpy(model, tokens, batch_size=micro, device=dev, mode=mode,
-                              upstream_perplexity=upstream_perplexity, eod_id=eod_id)
-            del out["is_memorized"]  # predict_batch_udf has no BooleanType outputs: matched_prefix == 32 in Spark
-            return out
+                              upstream_perplexity=upstream_perplexity, eod_id=eod_id,
+                              context_lengths=context_lengths, membership=True, min_k_fraction=min_k_fraction)
+            del out["is_memorized"]  # matched_prefix == 32 in Spark
+            return {k: v.astype(np.int32) if k.startswith("memorized_at_") else v for k, v in out.items()}
 
         predict.semmem_scoring = True  # type: ignore[attr-defined]
 
@@ -364,10 +454,25 @@ def fixed_length_tokens(column: str = "tokens") -> tuple[Column, Column]:
     return length, padded
 
 
+def zlib_length(text: Column) -> Column:
+    """Bytes of zlib.compress of the UTF-8 text at the default level, as MIMIR's zlib attack; NULL for NULL."""
+    import zlib
+
+    from pyspark.sql import functions as F
+
+    return F.udf(lambda t: None if t is None else len(zlib.compress(t.encode("utf-8"))), "int", useArrow=True)(text)
+
+
 def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstream_perplexity: bool = False,
                     eod_id: int = 0, batch_size: int | None = None, dtype: str = "auto", device: str = "auto",
-                    udf_batch_size: int = 1024, tokenizer_vocab: int | None = None) -> DataFrame:
-    """sequences(sequence_id, tokens[64], ...) -> memorization rows for one model@revision (lazy; runs on executors).
+                    udf_batch_size: int = 1024, tokenizer_vocab: int | None = None,
+                    context_lengths: Sequence[int] = (CONT_LEN,), min_k_fraction: float = 0.2) -> DataFrame:
+    """sequences(sequence_id, tokens[64], text, ...) -> memorization rows for one model@revision (lazy; runs on
+    executors).
+
+    memorized_at maps each of `context_lengths` to the exact memorized-at-k flag; loss, min_k_prob and
+    min_k_plus_plus score the continuation (MEMBERSHIP_FIELDS); zlib_ratio = loss / zlib_length(text), the text of all
+    64 tokens: the compressor, like the model, sees the prompt, so a continuation that repeats it compresses well.
 
     udf_batch_size rows go to one predict call; inside, they run in micro-batches of `batch_size` (None: found from
     free GPU memory, 64 on CPU). In flag mode memorization_score is NULL. In the tasks, before any forward pass: a
@@ -379,24 +484,24 @@ def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstr
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
-    rtype = StructType([
-        StructField("memorization_score", DoubleType()), StructField("matched_prefix", IntegerType()),
-        StructField("prompt_perplexity", DoubleType()), StructField("generation_perplexity", DoubleType()),
-        StructField("sequence_perplexity", DoubleType()), StructField("continuation_nll_bits", DoubleType())])
+    fields = [f for f in output_fields(membership=True, context_lengths=context_lengths) if f != "is_memorized"]
+    rtype = StructType([StructField(f, IntegerType() if f == "matched_prefix" or f.startswith("memorized_at_")
+                                    else DoubleType()) for f in fields])
     udf = predict_batch_udf(
         make_score_predict_fn(model_spec, mode=mode, upstream_perplexity=upstream_perplexity, eod_id=eod_id,
-                              batch_size=batch_size, dtype=dtype, device=device, tokenizer_vocab=tokenizer_vocab),
+                              batch_size=batch_size, dtype=dtype, device=device, tokenizer_vocab=tokenizer_vocab,
+                              context_lengths=context_lengths, min_k_fraction=min_k_fraction),
         return_type=rtype, batch_size=max(udf_batch_size, batch_size or 1),
         input_tensor_shapes=[None, None, [SEQ_LEN]])
-    scored = df.select("sequence_id", udf(F.col("sequence_id"), *fixed_length_tokens()).alias("s"))
+    scored = df.select("sequence_id", "text", udf(F.col("sequence_id"), *fixed_length_tokens()).alias("s"))
     score = F.col("s.memorization_score") if mode == "full" else F.lit(None).cast("double")
+    memorized_at = F.create_map(*(c for k in context_lengths for c in (F.lit(k), F.col(f"s.memorized_at_{k}") == 1)))
     return scored.select(
         F.lit(model_spec.model).alias("model"), F.lit(model_spec.revision).alias("revision"), "sequence_id",
         score.alias("memorization_score"), (F.col("s.matched_prefix") == CONT_LEN).alias("is_memorized"),
-        F.col("s.matched_prefix").alias("matched_prefix"), F.col("s.prompt_perplexity").alias("prompt_perplexity"),
-        F.col("s.generation_perplexity").alias("generation_perplexity"),
-        F.col("s.sequence_perplexity").alias("sequence_perplexity"),
-        F.col("s.continuation_nll_bits").alias("continuation_nll_bits"))
+        *(F.col(f"s.{f}").alias(f) for f in ("matched_prefix", "prompt_perplexity", "generation_perplexity",
+                                             "sequence_perplexity", "continuation_nll_bits", *MEMBERSHIP_FIELDS)),
+        memorized_at.alias("memorized_at"), (F.col("s.loss") / zlib_length(F.col("text"))).alias("zlib_ratio"))
 
 
 WINDOW_SCORES = ("key BIGINT, continuation_length INT, memorization_score DOUBLE, matched_prefix INT, "

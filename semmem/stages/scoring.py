@@ -143,7 +143,9 @@ def model_weights(ctx: StageContext, names: list[str] | None = None) -> dict[str
 @stage("score", inputs=("sequences",), outputs=("memorization",), reads_also=("model_family",),
        config=("model", "score", "stream.eod_id", "train_model"), artifacts=model_weights)
 def score_stage(ctx: StageContext) -> None:
-    """Memorization score, matched prefix and perplexities of every sequence under each model in model.names.
+    """Memorization score, matched prefix and perplexities of every sequence under each model in model.names, and
+    graded memorization (memorized_at each score.context_lengths) with the membership scores (loss, min_k_prob,
+    min_k_plus_plus, zlib_ratio) of beyond.md §3.
 
     One partition (model, revision) of table memorization is overwritten per model; other partitions stay, and so
     does the partition of a model whose weights are those it was scored with, when nothing else changed. Each model's
@@ -156,7 +158,7 @@ def score_stage(ctx: StageContext) -> None:
                           f"model.names=[{cfg.train_model.name}] for the model stage train_model makes")
     specs = model_specs(ctx)
     wh = ctx.warehouse
-    sequences = wh.read("sequences").select("sequence_id", "tokens")
+    sequences = wh.read("sequences").select("sequence_id", "tokens", "text")  # text: zlib_ratio
     recorded = wh.side_file("sequences", "tokenizer")
     tok_json = saved_tokenizer_json(wh.root, recorded)  # the one that made them
     vocab = from_json(tok_json).get_vocab_size() if tok_json is not None else None
@@ -181,7 +183,8 @@ def _score_chunk(sequences: DataFrame, spec: ModelSpec, cfg: Config, tokenizer_v
     return score_sequences(model_tasks(sequences, "sequence_id"), spec, mode=cfg.score.mode,  # a GPU per task
                            upstream_perplexity=cfg.score.upstream_perplexity, eod_id=cfg.stream.eod_id,
                            batch_size=cfg.score.batch_size, dtype=cfg.model.dtype, device=cfg.model.device,
-                           tokenizer_vocab=tokenizer_vocab)
+                           tokenizer_vocab=tokenizer_vocab, context_lengths=cfg.score.context_lengths,
+                           min_k_fraction=cfg.score.min_k_fraction)
 
 
 @stage("capacity", inputs=(), outputs=("capacity",), default=False, config=("capacity",))
