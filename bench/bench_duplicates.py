@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     def peak(shards):
         def measure(it):
             index = pass_index(plan.passes[0], plan.bits_per_query)
-            n = sum(b.num_rows for b in scan_batches(shard_batches(it, ["tokens"]), hasher, index, rpb))
+            n = sum(b.num_rows for b in scan_batches(shard_batches(it, ["row_id", "tokens"]), hasher, index, rpb))
             yield pa.RecordBatch.from_pydict({"rss_kb": [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss],
                                               "n": [n]})
         return shards.df.mapInArrow(measure, "rss_kb BIGINT, n BIGINT").agg(F.max("rss_kb"), F.count("*")).first()

@@ -124,13 +124,15 @@ class PeakSampler(threading.Thread):
 
 
 # --------------------------------------------------------------------------------------------- 1. stream growth
-def run_pipeline(work: Path, prefix: Path, tokenizer: Path, sample: int, name: str) -> dict:
+def run_pipeline(work: Path, prefix: Path, tokenizer: Path, sample: int, name: str,
+                 stages: str = "ingest,duplicates,frequencies", more: tuple[str, ...] = ()) -> dict:
     wh = work / f"wh_{name}"
     cmd = [str(Path(sys.executable).parent / "semmem"), "run", "--config", str(ROOT / "conf/local.yaml"),
            "--set", f"warehouse={wh}", "--set", "input.format=megatron", "--set", f"input.path=[{prefix}]",
            "--set", f"tokenizer.name={tokenizer}", "--set", f"sample.size={sample}",
-           "--set", "stages=[ingest,duplicates,frequencies]", "--set", "spark.master=local[2]",
-           "--set", "ingest.megatron_rows_per_task=8192", "--set", "duplicates.rows_per_task=8192"]  # >= 2 tasks/core
+           "--set", f"stages=[{stages}]", "--set", "spark.master=local[2]",
+           "--set", "ingest.megatron_rows_per_task=8192", "--set", "duplicates.rows_per_task=8192",  # >= 2 tasks/core
+           *more]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     sampler = PeakSampler(proc.pid)
@@ -242,6 +244,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak memory ratio at {args.tokens[1] / args.tokens[0]:.0f}x the stream: driver {growth['driver']:.3f} "
           f"(goal <= 1.10: {'met' if growth['driver'] <= 1.10 else 'NOT met'}), JVM {growth['jvm']:.2f}, "
           f"largest Python worker {growth['worker']:.2f}")
+
+    # 1b. what listing the occurrences (sequence_occurrences) adds to the duplicates stage, on stream 0
+    rows, prefix, _ = runs[0]
+    took: dict[int, list[float]] = {0: [], 100: []}
+    for cap in (0, 100, 0, 100):
+        r = run_pipeline(work, prefix, work / "tokenizer.json", args.sample, "s0", "duplicates",
+                         ("--set", f"duplicates.max_occurrences={cap}", "--force", "duplicates"))
+        took[cap].append(r["stages"]["duplicates"])
+    print(f"\nprovenance on stream 0 ({rows * L / 1e6:.0f}M tokens): duplicates stage best of 2, counts only "
+          f"(max_occurrences=0) {min(took[0]):.1f} s, with sequence_occurrences (100) {min(took[100]):.1f} s -> "
+          f"{min(took[100]) / min(took[0]):.2f}x (goal <= 1.2)")
 
     # 2. query sweep
     rng = np.random.default_rng(7)

@@ -96,6 +96,10 @@ TABLES: dict[str, TableDef] = {
         # ingest
         _table("token_rows", [("row_id", pa.int64()), ("tokens", TOKENS)], ("row_id",),
                "The training stream: rows of stream.seq_length tokens, documents separated by EOD."),
+        _table("stream_documents", [("row_id", pa.int64()), ("offset", pa.int32()), ("path", pa.string()),
+                                    ("line", pa.int64()), ("pile_set_name", pa.string())], ("row_id", "offset"),
+               "For jsonl input: where each document piece starts in token_rows (a document spanning rows has a "
+               "piece at offset 0 of each), with the shard file and line it comes from."),
         _table("sequences", [("sequence_id", pa.int64()), ("tokens", TOKENS), ("text", pa.string()),
                              ("prompt_text", pa.string()), ("pile_set_name", pa.string())], ("sequence_id",),
                "Evaluation sequences: the first 64 tokens of each sampled row; prompt = tokens[0:32]."),
@@ -111,6 +115,22 @@ TABLES: dict[str, TableDef] = {
                "Memorization scores that came with a sequences-parquet input (one column per model upstream)."),
         # corpus statistics, model scoring, near matches, code detection: semmem.features.declarations
         *(_feature_table(f) for f in FEATURES),
+        _table("sequence_occurrences", [
+            ("sequence_id", pa.int64()), ("rank", pa.int32()), ("row_id", pa.int64()), ("offset", pa.int32()),
+            ("step", pa.int64()), ("document", pa.string()), ("source", pa.string())], ("sequence_id", "rank"),
+               "Where each continuation occurs verbatim in the stream, earliest first (rank 1), at most "
+               "duplicates.max_occurrences per sequence: row and offset, the training step (row_id // "
+               "training.rows_per_step), the document (jsonl: file:line; megatron: .idx file:document index) and "
+               "its Pile subset. Found by the scan that counts sequence_duplicates."),
+        _table("sequence_exposures", [("sequence_id", pa.int64()), ("step", pa.int64()), ("occurrences", pa.int64())],
+               ("sequence_id", "step"),
+               "Exact occurrences of each continuation per training step (row_id // training.rows_per_step; steps "
+               "without one absent): combine derives the exposure columns of each checkpoint from them."),
+        _table("family_exposures", [("model", pa.string()), ("sequence_id", pa.int64()), ("step", pa.int64()),
+                                    ("occurrences", pa.int64())], ("model", "sequence_id", "step"),
+               "For each trained-family member: how often each continuation was trained at each optimizer step "
+               "(steps from 0), from the window order its trainer recorded; an occurrence counts when it lies wholly "
+               "inside a trained window, once per epoch."),
         _table("combined", _combined_fields(), ("model", "revision", "sequence_id"),
                "Every feature of every scored sequence, one row per model@revision, with its taxonomy category "
                "(spec §3): the table the taxonomic model is fitted on.", partition_by=("model", "revision"),
@@ -211,12 +231,14 @@ TABLES: dict[str, TableDef] = {
             "count, value = bootstrap mean, with sample_size and kl_max; it grows with the spread within each group."),
         _table("memorization_forecast", [
             ("model_a", pa.string()), ("revision_a", pa.string()), ("model_b", pa.string()),
-            ("revision_b", pa.string()), ("n_sequences", pa.int64()), ("n_memorized_a", pa.int64()),
+            ("revision_b", pa.string()), ("restricted", pa.bool_()), ("n_sequences", pa.int64()),
+            ("n_memorized_a", pa.int64()),
             ("n_memorized_b", pa.int64()), ("n_memorized_both", pa.int64()), ("precision", pa.float64()),
             ("precision_ci_low", pa.float64()), ("precision_ci_high", pa.float64()), ("recall", pa.float64()),
             ("recall_ci_low", pa.float64()), ("recall_ci_high", pa.float64())],
-            ("model_a", "revision_a", "model_b", "revision_b"),
-            "'Memorized by A' as a predictor of 'memorized by B' on the sequences both scored (Biderman et al. 2023); "
+            ("model_a", "revision_a", "model_b", "revision_b", "restricted"),
+            "'Memorized by A' as a predictor of 'memorized by B' on the sequences both scored (Biderman et al. 2023; "
+            "restricted: only those both had trained on by their checkpoints, seen_by_checkpoint); "
             "precision = n_memorized_both / n_memorized_a, recall = n_memorized_both / n_memorized_b, each with its "
             "Wilson interval at taxonomy.ci_level (NaN where the denominator is 0)."),
         # a user's texts (`semmem texts`), beside the corpus tables

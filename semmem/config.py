@@ -105,6 +105,15 @@ class DuplicatesConfig:
     memory_budget_mb: float = 2048  # query-index memory per executor, shared by its concurrent tasks; more queries
     # than fit -> several passes over the stream (each ~40 bytes per query at 64 filter bits)
     filter_bits_per_query: int = 64  # bit-table size: fewer bits, less memory, more windows to the bucket lookup
+    max_occurrences: int = 100  # positions listed per sequence in sequence_occurrences, earliest first (0: none);
+    # sequence_duplicates stays the exact, uncapped count
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How the training stream maps to training steps (Pythia: rows [0, c*1024) are seen by checkpoint step c)."""
+
+    rows_per_step: int = 1024  # stream rows per optimizer step; the step of an occurrence is row_id // rows_per_step
 
 
 @dataclass(frozen=True)
@@ -330,6 +339,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     templating: TemplatingConfig = field(default_factory=TemplatingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
@@ -355,6 +365,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("stream.seq_length", lambda v: v >= 64, "at least 64 tokens per row (a 32-token prompt and its continuation)"),
     ("sample.size", lambda v: v is None or v >= 1, "a positive number of rows, or null (every row)"),
     ("sample.fraction", lambda v: v is None or 0 < v <= 1, "a share in (0, 1], or null (every row)"),
+    ("duplicates.max_occurrences", lambda v: v >= 0, "0 or more positions per sequence (0: none listed)"),
+    ("training.rows_per_step", lambda v: v >= 1, "a positive number of stream rows per training step"),
     ("score.batch_size", lambda v: v is None or v >= 1, "a positive number of rows per forward pass, or null"),
     ("score.rows_per_commit", lambda v: v >= 1, "a positive number of sequences per commit"),
     ("score.context_lengths", lambda v: bool(v) and len(set(v)) == len(v) and all(1 <= k <= 32 for k in v),

@@ -79,7 +79,7 @@ def summary_text(warehouse: str | Path) -> str:
     if published_version(root, "memorization_forecast", pubs) is not None and not late and len(shown) > 1:
         forecast = run_sql(root, "SELECT model_a, revision_a, model_b, revision_b, precision, precision_ci_low, "
                                  "precision_ci_high, recall, recall_ci_low, recall_ci_high FROM memorization_forecast "
-                                 "ORDER BY model_b, revision_b, model_a, revision_a").to_pylist()
+                                 "WHERE NOT restricted ORDER BY model_b, revision_b, model_a, revision_a").to_pylist()
 
         def est(r: dict, stat: str) -> str:
             """The value with its Wilson interval; '-' alone where A (or B) memorized none of the common ones."""

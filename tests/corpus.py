@@ -46,32 +46,40 @@ def reference_stream(shards: list[Path], tokenizer: Path, seq_length: int, eod: 
     """Plain Python: tokenize each document in shard order, append EOD, concatenate, cut into full rows.
 
     Returns (rows, pile_set_name of the document holding each row's first token)."""
+    stream, owner = token_documents(shards, tokenizer, eod)
+    n = len(stream) // seq_length
+    rows = [stream[i * seq_length:(i + 1) * seq_length] for i in range(n)]
+    return rows, [owner[i * seq_length][2] for i in range(n)]
+
+
+def token_documents(shards: list[Path], tokenizer: Path, eod: int = 0) -> tuple[list[int], list[tuple]]:
+    """The whole token stream (each document tokenized in shard order, EOD appended) and, per token, its document:
+    (shard path, 1-based line, pile_set_name)."""
     tok = Tokenizer.from_file(str(tokenizer))
     stream: list[int] = []
-    owner: list[str | None] = []
+    owner: list[tuple] = []
     for shard in sorted(shards, key=lambda p: str(p.absolute())):
         raw = shard.read_bytes()
         if shard.name.endswith(".zst"):
             raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 30)
-        for line in raw.decode().splitlines():
+        for number, line in enumerate(raw.decode().splitlines(), start=1):
             if not line.strip():
                 continue
             doc = json.loads(line)
             ids = tok.encode(doc["text"], add_special_tokens=False).ids + [eod]
             stream += ids
-            owner += [doc.get("meta", {}).get("pile_set_name")] * len(ids)
-    n = len(stream) // seq_length
-    rows = [stream[i * seq_length:(i + 1) * seq_length] for i in range(n)]
-    return rows, [owner[i * seq_length] for i in range(n)]
+            owner += [(str(shard.absolute()), number, doc.get("meta", {}).get("pile_set_name"))] * len(ids)
+    return stream, owner
 
 
-def write_megatron(prefix: Path, rows: np.ndarray) -> None:
-    """Write `rows` ([n, seq_length] token ids < 65536) as Pythia's `prefix.bin` / `prefix.idx`, one document per
-    row: the layout `open_index` reads (for tests and benchmarks)."""
+def write_megatron(prefix: Path, rows: np.ndarray, doc_idx: np.ndarray | None = None) -> None:
+    """Write `rows` ([n, seq_length] token ids < 65536) as Pythia's `prefix.bin` / `prefix.idx`: the layout
+    `open_index` reads (for tests and benchmarks). `doc_idx`: the first row of each document, then n (default: one
+    document per row)."""
     count, seq_length = rows.shape
     prefix.with_suffix(".bin").write_bytes(rows.astype(np.uint16).tobytes())
     sizes = np.full(count, seq_length, dtype=np.int32)
     pointers = np.arange(count, dtype=np.int64) * seq_length * 2
-    doc_idx = np.arange(count + 1, dtype=np.int64)
-    head = MAGIC + struct.pack("<QBQQ", 1, 8, count, count + 1)
+    doc_idx = np.arange(count + 1, dtype=np.int64) if doc_idx is None else np.asarray(doc_idx, np.int64)
+    head = MAGIC + struct.pack("<QBQQ", 1, 8, count, len(doc_idx))
     prefix.with_suffix(".idx").write_bytes(head + sizes.tobytes() + pointers.tobytes() + doc_idx.tobytes())

@@ -25,6 +25,22 @@ def duplicates(rows: Sequence[Sequence[int]], sequences: dict[int, Sequence[int]
     return {sid: windows[tuple(toks[32:64])] for sid, toks in sequences.items()}
 
 
+def occurrences(rows: dict[int, Sequence[int]], sequences: dict[int, Sequence[int]], cap: int
+                ) -> dict[int, list[tuple[int, int]]]:
+    """(row_id, offset) of every window equal to tokens[32:64] of each sequence, by row then offset, the first `cap`;
+    sequences with no occurrence (or shorter than 64 tokens) are left out."""
+    found: dict[int, list[tuple[int, int]]] = {}
+    for sid, toks in sequences.items():
+        if len(toks) < 64:
+            continue
+        cont = list(toks[32:64])
+        at = [(r, o) for r in sorted(rows) for o in range(len(rows[r]) - WINDOW + 1)
+              if list(rows[r][o:o + WINDOW]) == cont]
+        if at[:cap]:
+            found[sid] = at[:cap]
+    return found
+
+
 # --------------------------------------------------------------------------------------------------------- §2.3
 def token_frequencies(rows: Sequence[Sequence[int]]) -> dict[int, int]:
     counts: dict[int, int] = {}

@@ -167,7 +167,8 @@ def test_scan_handles_sliced_arrow_batches():
     conts = np.array([t[32:64] for t in sequences.values()], np.int32)
     index = QueryIndex.build(hasher.hashes(conts)[:, 0])
     arr = pa.array(rows, pa.list_(pa.int32()))
-    batch = pa.RecordBatch.from_arrays([arr], names=["tokens"]).slice(2, 15)
+    batch = pa.RecordBatch.from_arrays([pa.array(range(len(rows)), pa.int64()), arr],
+                                       names=["row_id", "tokens"]).slice(2, 15)
     got = {}
     for out in scan_batches(iter([batch]), hasher, index, 4):
         for w, n in zip(out.column("window").to_pylist(), out.column("n").to_pylist()):

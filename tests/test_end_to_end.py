@@ -45,8 +45,24 @@ def test_semmem_run_all_default_stages(spark, tmp_path, capsys, monkeypatch):
     models = run_sql(wh, "SELECT DISTINCT model, revision FROM memorization ORDER BY model, revision").to_pylist()
     family = run_sql(wh, "SELECT model, revision FROM model_family ORDER BY model, revision").to_pylist()
     assert models == family and [m["model"] for m in models] == ["trained-l"] * 2 + ["trained-s"] * 2
-    forecast = run_sql(wh, "SELECT count(*) AS n FROM memorization_forecast").to_pylist()[0]["n"]
-    assert forecast == 4 * 3
+    forecast = run_sql(wh, "SELECT count(*) AS n FROM memorization_forecast WHERE NOT restricted").to_pylist()
+    assert forecast[0]["n"] == 4 * 3
+    # Provenance and exposure: every sequence's own row is among its occurrences, named by its document; each final
+    # checkpoint has seen the sequences its training windows held whole, and both checkpoints of a size the same
+    # ones or more; restricted forecasts exist for the pairs that share seen sequences.
+    listed = run_sql(wh, "SELECT count(*) AS n FROM sequence_occurrences o JOIN sequence_duplicates d USING "
+                         "(sequence_id) WHERE d.sequence_duplicates <= 100 AND o.row_id = o.sequence_id AND "
+                         "o.offset = 32 AND o.document LIKE '%.jsonl%:%'").to_pylist()[0]["n"]
+    assert listed == run_sql(wh, "SELECT count(*) AS n FROM sequence_duplicates WHERE sequence_duplicates <= 100"
+                             ).to_pylist()[0]["n"] > 0
+    seen = {(r["model"], int(r["revision"][4:])): (r["n"], r["e"]) for r in run_sql(
+        wh, "SELECT model, revision, count(*) AS n, sum(exposures_before) AS e FROM combined "
+            "WHERE seen_by_checkpoint GROUP BY model, revision").to_pylist()}
+    assert len(seen) == 4 and all(0 < k <= e for k, e in seen.values())
+    for model in ("trained-s", "trained-l"):
+        early, late = sorted(step for m, step in seen if m == model)
+        assert seen[(model, early)][0] <= seen[(model, late)][0]
+    assert run_sql(wh, "SELECT count(*) AS n FROM memorization_forecast WHERE restricted").to_pylist()[0]["n"] > 0
     # It ends with the answer, read from the tables, and the report's path.
     tail = out[out.index("What the model memorized"):]
     last = max((m["revision"] for m in models if m["model"] == "trained-l"), key=lambda r: int(r[4:]))

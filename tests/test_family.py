@@ -51,6 +51,31 @@ def family(spark, tmp_path_factory):
     return ctx, rows
 
 
+def test_family_exposures_equal_a_brute_force_count_over_the_recorded_order(family):
+    """The recorded order trains every 64-token window once per epoch, batch_size windows per step; family_exposures
+    counts, per step, the occurrences of each continuation lying wholly inside a window trained at that step."""
+    ctx, rows = family
+    windows = len(rows) * (rows.shape[1] // 64)
+    per_epoch = math.ceil(windows / 16)
+    got = {(r.model, r.sequence_id, r.step): r.occurrences for r in ctx.warehouse.read("family_exposures").collect()}
+    for model in ("trained-a", "trained-b"):
+        order = pd.read_parquet(Path(ctx.warehouse.side_file("model_family", f"model:{model}")) /
+                                "training_order.parquet")
+        assert sorted(order.groupby(["row_id", "offset"]).size().unique()) == [8]  # 8 epochs, each window once each
+        assert set(order.offset) == set(range(0, rows.shape[1] - 63, 64))
+        assert order.groupby("step").size().max() == 16 and order.step.max() == 8 * per_epoch - 1
+        sequences: dict[tuple, list[int]] = {}  # continuation -> the sequences that have it
+        for sid, r in enumerate(rows):
+            sequences.setdefault(tuple(r[32:64].tolist()), []).append(sid)
+        want: dict = {}
+        for w in order.itertuples():
+            piece = rows[w.row_id][w.offset:w.offset + 64].tolist()
+            for o in range(33):  # every 32-token span wholly inside the trained window
+                for sid in sequences.get(tuple(piece[o:o + 32]), []):
+                    want[(model, sid, w.step)] = want.get((model, sid, w.step), 0) + 1
+        assert want and {k: v for k, v in got.items() if k[0] == model} == want
+
+
 def memorized_sets(ctx) -> dict[tuple[str, str], set[int]]:
     out: dict[tuple[str, str], set[int]] = {}
     for r in ctx.warehouse.read("memorization").collect():
@@ -76,7 +101,8 @@ def test_family_checkpoints_and_table(family):
         folder = Path(ctx.warehouse.side_file("model_family", f"model:{model}"))  # <models>/<model>/<fingerprint>
         assert folder.parent == Path(models_dir(ctx.warehouse.root)) / model
         saved = sorted(p.name for p in folder.iterdir())
-        assert saved == sorted([f"step{math.ceil(total / 4)}", f"step{total}", "semmem_family.json"])
+        assert saved == sorted([f"step{math.ceil(total / 4)}", f"step{total}", "semmem_family.json",
+                                "training_order.parquet"])
     scored = ctx.warehouse.read("memorization").select("model", "revision").distinct().collect()
     assert {(r.model, r.revision) for r in scored} == set(zip(fam.model, fam.revision))
 

@@ -148,7 +148,8 @@ def test_config_lineage_is_per_key():
     assert rerun_by("taxonomy.bootstrap_rounds=7") == {"taxonomy", "report"}  # not combine
     assert rerun_by("taxonomy.duplicate_threshold=3") == {"combine", "taxonomy", "report"}
     assert rerun_by("report.examples_per_category=5") == {"report"}
-    assert rerun_by("duplicates.rows_per_batch=7") == {"duplicates", "texts"}  # not frequencies
+    # not frequencies; train_model scans the trained rows for family_exposures (its members stay as they are)
+    assert rerun_by("duplicates.rows_per_batch=7") == {"duplicates", "texts", "train_model"}
 
 
 def test_replaced_weights_make_only_that_models_scores_stale(spark, base_cfg, tmp_path, scored, caplog):

@@ -92,6 +92,45 @@ def test_combine_joins_every_feature_and_applies_the_taxonomy(spark, tmp_path, c
     assert {(r.model, r.category): (r.sequences, r.memorized) for r in counts.itertuples()} == want_counts
 
 
+def test_combine_exposure_columns_equal_a_hand_count(spark, tmp_path, caplog):
+    ctx = _ctx(spark, tmp_path / "wh", "training.rows_per_step=4")
+    small_feature_tables(ctx.warehouse)
+    _write(ctx.warehouse, "token_rows", [{"row_id": i, "tokens": [0] * 64} for i in range(20)])  # steps 0..4
+    label = {"memorization_score": 0.0, "is_memorized": False, "matched_prefix": 0, "prompt_perplexity": 1.0,
+             "generation_perplexity": 1.0, "sequence_perplexity": 1.0, "continuation_nll_bits": 1.0, "loss": 1.0,
+             "min_k_prob": -1.0, "min_k_plus_plus": -1.0, "memorized_at": {32: False}, "zlib_ratio": 0.1}
+    # c, e: trained-family members, e's order recorded; d@step6 would have trained on 24 rows of a 20-row stream
+    scored = [("a", "step3"), ("a", "step5"), ("b", "local"), ("c", "step5"), ("d", "step6"), ("e", "step3")]
+    _write(ctx.warehouse, "memorization", [{"model": m, "revision": r, "sequence_id": i, **label}
+                                           for m, r in scored for i in (1, 2, 3)])
+    _write(ctx.warehouse, "model_family", [{"model": m, "revision": r, "size": "s", "num_parameters": 1,
+                                            "hidden_size": 8, "num_layers": 1, "num_heads": 1, "step": int(r[4:]),
+                                            "steps": 5, "fraction": 1.0, "tokens_seen": 1, "loss": 1.0,
+                                            "seconds": 1.0} for m, r in (("c", "step5"), ("e", "step3"))])
+    _write(ctx.warehouse, "family_exposures", [{"model": "e", "sequence_id": 1, "step": s, "occurrences": n}
+                                               for s, n in ((1, 2), (3, 1))])  # e trained sequence 1 at steps 1, 3
+    # sequence 1 occurs twice at step 0, once at step 2, three times at step 4; sequence 2 once at step 5; 3 never
+    _write(ctx.warehouse, "sequence_exposures", [{"sequence_id": i, "step": s, "occurrences": n}
+                                                 for i, s, n in ((1, 0, 2), (1, 2, 1), (1, 4, 3), (2, 5, 1))])
+    with caplog.at_level(logging.WARNING, logger="semmem"):
+        run_stages(ctx, ["combine"])
+    assert "exposure columns of c@step5 are NULL: their training order was not recorded" in caplog.text
+    assert "exposure columns of b@local are NULL: the revision names no training step" in caplog.text
+    assert "exposure columns of d@step6 are NULL: at training.rows_per_step=4 their steps reach past the 20 rows" \
+        in caplog.text
+    cols = ["exposures_before", "first_seen_step", "last_seen_step", "steps_since_last_exposure",
+            "seen_by_checkpoint"]
+    got = {(r["model"], r["revision"], r["sequence_id"]): tuple(r[c] for c in cols)
+           for r in ctx.warehouse.read("combined").collect()}
+    never = (0, None, None, None, False)
+    unknown = (None,) * 5
+    assert got == {("a", "step3", 1): (3, 0, 2, 1, True), ("a", "step3", 2): never, ("a", "step3", 3): never,
+                   ("a", "step5", 1): (6, 0, 4, 1, True), ("a", "step5", 2): never, ("a", "step5", 3): never,
+                   ("e", "step3", 1): (2, 1, 1, 2, True), ("e", "step3", 2): never, ("e", "step3", 3): never,
+                   **{(m, r, i): unknown for m, r in (("b", "local"), ("c", "step5"), ("d", "step6"))
+                      for i in (1, 2, 3)}}
+
+
 def test_combine_names_the_stage_of_a_missing_table(spark, tmp_path, caplog):
     ctx = _ctx(spark, tmp_path / "wh")
     small_feature_tables(ctx.warehouse)

@@ -277,6 +277,22 @@ def test_memorization_forecast_hand_count(spark):
     assert memorization_forecast(frame.where(frame.model == "b")).empty
 
 
+def test_restricted_forecast_uses_only_sequences_both_had_seen(spark):
+    rows = [("a", "s1", 1, True, True), ("a", "s1", 2, True, True), ("a", "s1", 3, False, True),
+            ("a", "s1", 4, True, False), ("b", "s1", 1, True, True), ("b", "s1", 2, False, None),
+            ("b", "s1", 3, True, True), ("b", "s1", 4, True, True)]
+    frame = spark.createDataFrame(rows, "model string, revision string, sequence_id long, is_memorized boolean, "
+                                        "seen_by_checkpoint boolean")
+    got = memorization_forecast(frame).set_index(["model_a", "model_b", "restricted"])
+    counts = ["n_sequences", "n_memorized_a", "n_memorized_b", "n_memorized_both"]
+    # every scored sequence: 1..4, A = {1, 2, 4}, B = {1, 3, 4}; seen by both: 1 and 3, A = {1}, B = {1, 3}
+    assert tuple(got.loc[("a", "b", False), counts]) == (4, 3, 3, 2)
+    assert tuple(got.loc[("a", "b", True), counts]) == (2, 1, 2, 1)
+    assert tuple(got.loc[("b", "a", True), counts]) == (2, 2, 1, 1)
+    assert got.loc[("a", "b", True)].precision == 1.0 and got.loc[("a", "b", True)].recall == 0.5
+    assert len(got) == 4
+
+
 def test_memorization_forecast_40_checkpoints_against_a_hand_count(spark):
     rng = np.random.default_rng(40)
     revisions = [f"step{1000 * i}" for i in range(1, 41)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from pyspark.sql import DataFrame
 
+from semmem.features.exposure import EXPOSURE_COLUMNS
 from semmem.features.huffman import huffman
 from semmem.features.templating import templating
 
@@ -124,7 +125,8 @@ FEATURES: tuple[Feature, ...] = (
 )
 
 # the columns `combine` adds of its own, after every feature's
-COMBINE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (("memorized_bits", pa.float64()), ("category", pa.string()))
+COMBINE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (*EXPOSURE_COLUMNS, ("memorized_bits", pa.float64()),
+                                                        ("category", pa.string()))
 
 FEATURE_BY_TABLE: dict[str, Feature] = {f.table: f for f in FEATURES}
 # the per-sequence feature tables `combine` joins, in the column order of `combined`, with the stage of each

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from semmem import storage
@@ -46,7 +46,8 @@ CONTINUATION_START = 32  # the continuation is tokens[32:64]
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci multiplier: spreads small moduli over the filter's index bits
 _CHUNK = 1 << 16  # hashes per step of the index build's loops
 _QUERY_SCHEMA = "sequence_id BIGINT, h BIGINT, cont ARRAY<INT>"
-_CANDIDATE_SCHEMA = "h BIGINT, window ARRAY<INT>, n BIGINT"
+_CANDIDATE_SCHEMA = ("h BIGINT, window ARRAY<INT>, step BIGINT, n BIGINT, "
+                     "first ARRAY<STRUCT<row_id: BIGINT, offset: INT>>")
 
 
 # ----------------------------------------------------------------------------------------------------------- hashing
@@ -259,13 +260,15 @@ def pass_index(files: tuple[str, ...], bits_per_query: int) -> QueryIndex:
 
 
 # ------------------------------------------------------------------------------------------------------ batch scans
-def _row_blocks(tokens: pa.Array, rows_per_batch: int) -> Iterator[np.ndarray]:
-    """Equal-length blocks of rows as (rows, L) int32 matrices (zero-copy when all rows share a length)."""
+def _row_blocks(row_ids: np.ndarray, tokens: pa.Array, rows_per_batch: int
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Equal-length blocks of rows: (their row ids, (rows, L) int32 matrix; zero-copy when all rows share a length)."""
     tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
     if len(tokens) == 0:
         return
     if tokens.null_count:
-        tokens = tokens.filter(tokens.is_valid())
+        valid = np.asarray(tokens.is_valid())
+        tokens, row_ids = tokens.filter(tokens.is_valid()), row_ids[valid]
     offsets = tokens.offsets.to_numpy()
     values = tokens.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     lengths = np.diff(offsets)
@@ -273,58 +276,94 @@ def _row_blocks(tokens: pa.Array, rows_per_batch: int) -> Iterator[np.ndarray]:
         start, length = int(offsets[0]), int(lengths[0])
         mat = values[start:start + len(lengths) * length].reshape(len(lengths), length)
         for i in range(0, len(lengths), rows_per_batch):
-            yield mat[i:i + rows_per_batch]
+            yield row_ids[i:i + rows_per_batch], mat[i:i + rows_per_batch]
         return
     for length in np.unique(lengths):  # ragged rows (e.g. a short last row): one block per length
         rows = np.flatnonzero(lengths == length)
         mat = np.stack([values[offsets[r]:offsets[r] + length] for r in rows]) if length else \
             np.empty((len(rows), 0), np.int32)
         for i in range(0, len(rows), rows_per_batch):
-            yield mat[i:i + rows_per_batch]
+            yield row_ids[rows[i:i + rows_per_batch]], mat[i:i + rows_per_batch]
 
 
-def scan_block(tokens: np.ndarray, hasher: WindowHasher, index: QueryIndex) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate windows of one (rows, L) block: their hashes (uint64) and tokens ((k, window) int32)."""
+@dataclass(frozen=True)
+class Candidates:
+    """Windows of a block whose hash is a query hash: hashes (uint64), tokens ((k, window) int32), and where each
+    occurs (row index in the block, offset in the row)."""
+
+    hashes: np.ndarray
+    windows: np.ndarray
+    rows: np.ndarray
+    offsets: np.ndarray
+
+
+def scan_block(tokens: np.ndarray, hasher: WindowHasher, index: QueryIndex) -> Candidates:
+    """Candidate windows of one (rows, L) block."""
     h = hasher.hashes(tokens)
     if h.shape[1] == 0:
-        return np.empty(0, np.uint64), np.empty((0, hasher.window), np.int32)
+        empty = np.empty(0, np.int64)
+        return Candidates(np.empty(0, np.uint64), np.empty((0, hasher.window), np.int32), empty, empty)
     hits = index.candidates(h)
     r, o = np.divmod(hits, h.shape[1])
     windows = tokens[r[:, None], o[:, None] + np.arange(hasher.window)]
-    return h.reshape(-1)[hits], np.ascontiguousarray(windows, dtype=np.int32)
+    return Candidates(h.reshape(-1)[hits], np.ascontiguousarray(windows, dtype=np.int32), r, o)
 
 
-def _aggregate(hashes: np.ndarray, windows: np.ndarray) -> pa.RecordBatch:
-    """Distinct (hash, window) pairs with their counts, as an Arrow batch of the candidate schema."""
+def _list_array(values: pa.Array, lengths: np.ndarray) -> pa.ListArray:
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def _aggregate(hashes: np.ndarray, windows: np.ndarray, positions: np.ndarray, rows_per_step: int,
+               max_positions: int) -> pa.RecordBatch:
+    """Distinct (hash, window, step) with their counts and their earliest `max_positions` positions (row_id,
+    offset), as an Arrow batch of the candidate schema. `positions`: (k, 2) int64, one row per window; a window's
+    step is its row // rows_per_step."""
     width = windows.shape[1]
+    steps = positions[:, 0] // rows_per_step
     if len(hashes):
-        key = np.concatenate([hashes.view(np.int64)[:, None].view(np.int32), windows], axis=1)
-        key = np.ascontiguousarray(key)
-        uniq, first, counts = np.unique(key.view(np.dtype((np.void, key.shape[1] * 4))).reshape(-1),
-                                        return_index=True, return_counts=True)
-        del uniq
-        hashes, windows = hashes[first], windows[first]
+        key = np.ascontiguousarray(np.concatenate([hashes.view(np.int64)[:, None].view(np.int32),
+                                                   steps[:, None].view(np.int32), windows], axis=1))
+        _, first, group, counts = np.unique(key.view(np.dtype((np.void, key.shape[1] * 4))).reshape(-1),
+                                            return_index=True, return_inverse=True, return_counts=True)
+        hashes, windows, steps = hashes[first], windows[first], steps[first]
+        order = np.lexsort((positions[:, 1], positions[:, 0], group.reshape(-1)))  # by group, then stream order
+        rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+        kept = order[rank < max_positions]
+        positions = positions[kept]
+        listed = np.minimum(counts, max_positions)
     else:
-        counts = np.empty(0, np.int64)
-    win = pa.ListArray.from_arrays(pa.array(np.arange(0, (len(hashes) + 1) * width, width, dtype=np.int32)),
-                                   pa.array(windows.reshape(-1), pa.int32()))
+        counts = listed = np.empty(0, np.int64)
+        positions = np.empty((0, 2), np.int64)
+    occurrences = pa.StructArray.from_arrays([pa.array(positions[:, 0], pa.int64()),
+                                              pa.array(positions[:, 1].astype(np.int32), pa.int32())],
+                                             names=["row_id", "offset"])
     return pa.RecordBatch.from_arrays(
-        [pa.array(hashes.view(np.int64), pa.int64()), win, pa.array(counts.astype(np.int64), pa.int64())],
-        names=["h", "window", "n"])
+        [pa.array(hashes.view(np.int64), pa.int64()),
+         _list_array(pa.array(windows.reshape(-1), pa.int32()), np.full(len(hashes), width)),
+         pa.array(steps, pa.int64()), pa.array(counts.astype(np.int64), pa.int64()), _list_array(occurrences, listed)],
+        names=["h", "window", "step", "n", "first"])
 
 
 def scan_batches(batches: Iterator[pa.RecordBatch], hasher: WindowHasher, index: QueryIndex,
-                 rows_per_batch: int) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: stream batches (row_id, tokens) -> candidate (h, window, n), aggregated per Arrow batch."""
+                 rows_per_batch: int, max_positions: int = 0, rows_per_step: int = 1 << 62
+                 ) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: stream batches (row_id, tokens) -> candidates (h, window, step, n, first), aggregated per
+    Arrow batch and training step (row_id // rows_per_step); `first` holds the group's earliest `max_positions`
+    occurrences, so the earliest overall are among the union of every group's."""
     for batch in batches:
-        hs, ws = [], []
-        for block in _row_blocks(batch.column("tokens"), rows_per_batch):
-            h, w = scan_block(block, hasher, index)
-            if len(h):
-                hs.append(h)
-                ws.append(w)
+        ids = batch.column("row_id").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        hs, ws, ps = [], [], []
+        for block_ids, block in _row_blocks(ids, batch.column("tokens"), rows_per_batch):
+            c = scan_block(block, hasher, index)
+            if len(c.hashes):
+                hs.append(c.hashes)
+                ws.append(c.windows)
+                ps.append(np.stack([block_ids[c.rows], c.offsets], axis=1))
         if hs:
-            yield _aggregate(np.concatenate(hs), np.concatenate(ws))
+            yield _aggregate(np.concatenate(hs), np.concatenate(ws), np.concatenate(ps), rows_per_step,
+                             max_positions)
 
 
 def query_batches(batches: Iterator[pa.RecordBatch], hasher: WindowHasher) -> Iterator[pa.RecordBatch]:
@@ -353,23 +392,27 @@ def query_hashes(sequences: DataFrame, hasher: WindowHasher) -> DataFrame:
 
 
 def window_candidates(stream: DataFrame | StreamShards, hasher: WindowHasher, plan: ScanPlan,
-                      rows_per_batch: int = 64) -> DataFrame:
-    """(h, window, n): occurrences of stream windows whose hash is a query hash, partially aggregated.
+                      rows_per_batch: int = 64, max_positions: int = 0, rows_per_step: int = 1 << 62) -> DataFrame:
+    """(h, window, step, n, first): occurrences of stream windows whose hash is a query hash, partially aggregated
+    per training step (row_id // rows_per_step), with up to `max_positions` of the earliest (row_id, offset) of each
+    in `first` (see `scan_batches`).
 
-    `stream` is a DataFrame with a `tokens` column (rows reach Python through Spark's Arrow transfer), or
+    `stream` is a DataFrame with columns row_id and tokens (rows reach Python through Spark's Arrow transfer), or
     `StreamShards` (semmem.ingest.stream.stream_shards): each task then reads its shard of the stream itself, with
     pyarrow or a memory map, and scans it in the same process. The stream is scanned once per pass of `plan`; the
     passes are one union, so one Spark job runs them all (tasks in pass order).
     """
     from semmem.ingest.stream import StreamShards, shard_batches
 
-    source = stream.df if isinstance(stream, StreamShards) else stream.select("tokens")
-    read = (lambda it: shard_batches(it, ["tokens"])) if isinstance(stream, StreamShards) else (lambda it: it)
+    columns = ["row_id", "tokens"]
+    source = stream.df if isinstance(stream, StreamShards) else stream.select(*columns)
+    read = (lambda it: shard_batches(it, columns)) if isinstance(stream, StreamShards) else (lambda it: it)
     bits = plan.bits_per_query
 
     def scan_pass(files: tuple[str, ...]):
         def scan(it: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            return scan_batches(read(it), hasher, pass_index(files, bits), rows_per_batch)
+            return scan_batches(read(it), hasher, pass_index(files, bits), rows_per_batch, max_positions,
+                                rows_per_step)
         return scan
 
     frames = [source.mapInArrow(scan_pass(files), _CANDIDATE_SCHEMA) for files in plan.passes if files]
@@ -378,22 +421,43 @@ def window_candidates(stream: DataFrame | StreamShards, hasher: WindowHasher, pl
     return functools.reduce(DataFrame.unionAll, frames)
 
 
-def sequence_duplicates(sequences: DataFrame, stream: DataFrame | StreamShards, plan: ScanPlan, *,
-                        hash_base: int = 60013, hash_modulus: int = 1 << 64, rows_per_batch: int = 64) -> DataFrame:
+def _matches(queries: DataFrame, found: DataFrame, how: str) -> DataFrame:
+    """`found` (h, window, ...) joined to the queries (sequence_id, h, cont) on the hash *and* the exact tokens, so
+    a hash collision never counts; sequences that share a continuation each get every match."""
+    q, c = queries.alias("q"), found.alias("c")
+    return q.join(c, (F.col("q.h") == F.col("c.h")) & (F.col("q.cont") == F.col("c.window")), how)
+
+
+def sequence_duplicates(sequences: DataFrame, queries: DataFrame, candidates: DataFrame) -> DataFrame:
     """(sequence_id, sequence_duplicates): exact occurrences of each continuation 32-gram in the stream.
 
-    `plan`: the files of `query_keys(query_hashes(sequences, hasher), passes)` (see `ScanPlan.from_files`);
-    `stream`: a (.., tokens) DataFrame, or StreamShards read inside the scan tasks (see `window_candidates`).
+    `queries`: `query_hashes(sequences, hasher)`; `candidates`: `window_candidates` with the same hasher.
     Sequences shorter than 64 tokens get NULL; a continuation absent from the stream gets 0.
     """
-    hasher = WindowHasher(hash_base, hash_modulus)
-    queries = query_hashes(sequences, hasher)
-    counts = (window_candidates(stream, hasher, plan, rows_per_batch)
-              .groupBy("h", "window").agg(F.sum("n").alias("n")))
-    q = queries.alias("q")
-    c = counts.alias("c")
-    verified = (q.join(c, (F.col("q.h") == F.col("c.h")) & (F.col("q.cont") == F.col("c.window")), "left")
-                .select(F.col("q.sequence_id").alias("sequence_id"),
-                        F.coalesce(F.col("c.n"), F.lit(0)).cast("bigint").alias("sequence_duplicates")))
+    counts = candidates.groupBy("h", "window").agg(F.sum("n").alias("n"))
+    verified = _matches(queries, counts, "left").select(
+        F.col("q.sequence_id").alias("sequence_id"),
+        F.coalesce(F.col("c.n"), F.lit(0)).cast("bigint").alias("sequence_duplicates"))
     return (sequences.select("sequence_id").join(verified, "sequence_id", "left")
             .select("sequence_id", "sequence_duplicates"))
+
+
+def sequence_exposures(queries: DataFrame, candidates: DataFrame) -> DataFrame:
+    """(sequence_id, step, occurrences): exact occurrences of each continuation per training step, from
+    `window_candidates` (steps without one are absent)."""
+    per_step = candidates.groupBy("h", "window", "step").agg(F.sum("n").alias("n"))
+    return _matches(queries, per_step, "inner").select(
+        F.col("q.sequence_id").alias("sequence_id"), "c.step", F.col("c.n").alias("occurrences"))
+
+
+def sequence_occurrences(queries: DataFrame, candidates: DataFrame, max_occurrences: int) -> DataFrame:
+    """(sequence_id, row_id, offset, rank): where each continuation occurs in the stream, its earliest
+    `max_occurrences` positions (rank 1 = earliest by row, then offset), from `window_candidates` run with
+    max_positions >= max_occurrences. The sort per window is Spark's (it spills), never a collect."""
+    positions = (candidates.select("h", "window", F.explode("first").alias("p"))
+                 .select("h", "window", "p.row_id", "p.offset"))
+    earliest = (positions.withColumn("rank", F.row_number().over(
+        Window.partitionBy("h", "window").orderBy("row_id", "offset")))
+        .where(F.col("rank") <= max_occurrences))
+    return _matches(queries, earliest, "inner").select(
+        F.col("q.sequence_id").alias("sequence_id"), "c.row_id", "c.offset", F.col("c.rank").cast("int").alias("rank"))

@@ -31,7 +31,8 @@ DOC_SCHEMA = pa.schema([
     ("tokens", pa.list_(pa.int32())), ("reject_reason", pa.string()), ("reject_detail", pa.string()),
 ])
 FRAGMENT_SCHEMA = pa.schema([
-    ("row_id", pa.int64()), ("offset", pa.int32()), ("pile_set_name", pa.string()), ("tokens", pa.list_(pa.int32())),
+    ("row_id", pa.int64()), ("offset", pa.int32()), ("shard_id", pa.int32()), ("line", pa.int64()),
+    ("pile_set_name", pa.string()), ("tokens", pa.list_(pa.int32())),
 ])
 FATAL_REASONS = ("corrupt_zstd", "unreadable_file")  # the rest of the shard cannot be read: never skippable
 T = TypeVar("T")
@@ -192,7 +193,8 @@ def _tokenize_shard(shard_id: int, path: str, tok, eod_id: int, batch_size: int)
 
 def cut_fragments(batches: Iterator[pa.RecordBatch], shard_starts: np.ndarray,
                   seq_length: int) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: documents -> pieces of stream rows, cut at global multiples of seq_length."""
+    """mapInArrow body: documents -> pieces of stream rows, cut at global multiples of seq_length, each with the
+    document (shard and line) it comes from."""
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -211,7 +213,9 @@ def cut_fragments(batches: Iterator[pa.RecordBatch], shard_starts: np.ndarray,
         flat = tokens.values  # offsets below index into it even when the batch is a slice
         base = tokens.offsets.to_numpy()[:-1].astype(np.int64)[doc_of] - doc_start[doc_of]
         offsets = np.concatenate([frag_start + base, [frag_end[-1] + base[-1]]]).astype(np.int32)
-        names = batch.column("pile_set_name").take(pa.array(doc_of))
+        take = pa.array(doc_of)
         yield pa.RecordBatch.from_arrays(
-            [pa.array(row_id), pa.array((frag_start - row_id * seq_length).astype(np.int32)), names,
-             pa.ListArray.from_arrays(pa.array(offsets), flat)], schema=FRAGMENT_SCHEMA)
+            [pa.array(row_id), pa.array((frag_start - row_id * seq_length).astype(np.int32)),
+             batch.column("shard_id").take(take), batch.column("line").take(take),
+             batch.column("pile_set_name").take(take), pa.ListArray.from_arrays(pa.array(offsets), flat)],
+            schema=FRAGMENT_SCHEMA)

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StringType, StructField, StructType
 
 from semmem import storage
 from semmem.catalog import table
 from semmem.config import Config
-from semmem.ingest.megatron import MegatronIndex, read_items, recorded_index
+from semmem.ingest.megatron import MegatronIndex, documents_of_rows, read_items, recorded_index
 from semmem.spark import one_task_each
 from semmem.tables import Warehouse
 
@@ -122,6 +123,22 @@ def megatron_heads(row_ids: DataFrame, index: MegatronIndex, length: int) -> Dat
                                              names=["row_id", "tokens"])
 
     return row_ids.select("row_id").mapInArrow(read, table("token_rows").spark_schema)
+
+
+def megatron_documents(occurrences: DataFrame, index: MegatronIndex) -> DataFrame:
+    """occurrences (..., row_id, ...) + `document` ("<.idx file name>:<document index>") and `source` (NULL: a .bin
+    names no Pile subset), the document read from the .idx in the tasks that hold the rows."""
+    name = index.bin_path.rsplit("/", 1)[-1][:-4] + ".idx"
+    schema = StructType([*occurrences.schema.fields, StructField("document", StringType()),
+                         StructField("source", StringType())])  # a new type: schema.add would alter the frame's
+
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            docs = documents_of_rows(index.bin_path, batch.column("row_id").to_numpy())
+            yield (batch.append_column("document", pa.array([f"{name}:{d}" for d in docs], pa.string()))
+                   .append_column("source", pa.nulls(batch.num_rows, pa.string())))
+
+    return occurrences.mapInArrow(read, schema)
 
 
 def _shards_frame(spark: SparkSession, shards: list[StreamShard]) -> DataFrame:

@@ -40,8 +40,8 @@ def _tokenizer_files(ctx: StageContext) -> dict[str, str]:
     return {"tokenizer": f"hub {t.name}@{t.revision or 'main'}"}
 
 
-@stage("ingest", inputs=(), outputs=("token_rows", "sequences", "ingest_rejects", "stream_sources",
-                                     "published_memorization"),
+@stage("ingest", inputs=(), outputs=("token_rows", "stream_documents", "sequences", "ingest_rejects",
+                                     "stream_sources", "published_memorization"),
        config=("input", "tokenizer", "stream", "sample", "ingest"), reads_files="input.path",
        artifacts=_tokenizer_files)
 def ingest(ctx: StageContext) -> None:
@@ -124,13 +124,16 @@ def ingest_pile(ctx: StageContext) -> None:
         if n_rows == 0:
             raise InputError(f"the corpus has {total} tokens, fewer than one row of stream.seq_length={seq_length}")
         shard_starts = np.concatenate([[0], np.cumsum(tokens_per_shard)[:-1]])
-        good = docs.where(F.col("reject_reason").isNull()).select("shard_id", "shard_offset", "pile_set_name",
-                                                                   "tokens")
+        good = docs.where(F.col("reject_reason").isNull()).select("shard_id", "line", "shard_offset",
+                                                                   "pile_set_name", "tokens")
         fragments = good.mapInArrow(partial(pile.cut_fragments, shard_starts=shard_starts, seq_length=seq_length),
                                     from_arrow_schema(pile.FRAGMENT_SCHEMA))
         rows = assemble_rows(fragments, seq_length)
         with progress(spark, "ingest: write token_rows"):
             wh.write(rows.select("row_id", "tokens"), "token_rows", mode="overwrite")
+        with progress(spark, "ingest: write stream_documents"):
+            wh.write(stream_documents(fragments.where(F.col("row_id") < n_rows), files), "stream_documents",
+                     mode="overwrite")
         ctx.warehouse.drop("stream_sources")
         stored = wh.read("token_rows")
         keep = _sample(ctx, stored.select("row_id"))
@@ -157,6 +160,13 @@ def assemble_rows(fragments: DataFrame, seq_length: int) -> DataFrame:
                       F.col("p")[0]["pile_set_name"].alias("pile_set_name"))
               .where(F.size("tokens") == seq_length))
     return whole.unionByName(pieces)
+
+
+def stream_documents(fragments: DataFrame, files: DataFrame) -> DataFrame:
+    """(row_id, offset, path, line, pile_set_name): where each document piece starts in the stream rows, so a
+    position (row, offset) belongs to the piece of its row with the largest offset <= its own. Shard paths come from
+    the (shard_id, path) frame by a join."""
+    return fragments.join(files, "shard_id").select("row_id", "offset", "path", "line", "pile_set_name")
 
 
 def _handle_rejects(ctx: StageContext, docs: DataFrame, files: DataFrame, n_rejects: int) -> None:
@@ -211,6 +221,7 @@ def ingest_megatron(ctx: StageContext) -> None:
     _write_sequences(ctx, heads.withColumn("pile_set_name", F.lit(None).cast("string")), tok_json)
     ctx.warehouse.write(src, "stream_sources", mode="overwrite")
     ctx.warehouse.drop("token_rows")
+    ctx.warehouse.drop("stream_documents")  # the .idx says where documents are
 
 
 def ingest_sequences_parquet(ctx: StageContext) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import replace
 from functools import partial
 
 from pyspark.sql import DataFrame
@@ -35,10 +37,11 @@ def uses_family(names: list[str], family: str) -> bool:
     return any(n == family or n.split("@")[0].startswith(family + "-") for n in names)
 
 
-@stage("train_model", inputs=("stream",), outputs=("model_family",), reads_also=("sequences",),
-       config=("train_model", "stream", "model.names"))
+@stage("train_model", inputs=("stream",), outputs=("model_family", "family_exposures"), reads_also=("sequences",),
+       config=("train_model", "stream", "model.names", "duplicates"))
 def train_model_stage(ctx: StageContext) -> None:
-    """Train the family of train_model.sizes on the stream, one Spark task per size, with checkpoints -> model_family.
+    """Train the family of train_model.sizes on the stream, one Spark task per size, with checkpoints -> model_family;
+    how often each evaluation continuation was trained at each step -> family_exposures.
 
     Skipped when model.names does not use train_model.name, and per size when its saved checkpoints were trained with
     the same settings on the same vocabulary and stream version (train_model.force=true retrains).
@@ -91,6 +94,34 @@ def train_model_stage(ctx: StageContext) -> None:
         last = [r for r in rows if r["model"] == m.model][-1]
         log.info("train_model: %s: %d parameters, %d checkpoints, final loss %.3f", m.model, last["num_parameters"],
                  len([r for r in rows if r["model"] == m.model]), last["loss"])
+    _family_exposures(ctx, members)
+
+
+def _family_exposures(ctx: StageContext, members: list) -> None:  # of family.Member
+    """family_exposures: for each member, how often each evaluation continuation was trained at each step, from the
+    window order its trainer recorded (`fam.TRAINING_ORDER`) and every occurrence of the continuations in the trained
+    rows (one duplicate scan of them, positions uncapped: the family's stream is bounded by max_tokens)."""
+    from semmem.features.exposure import window_exposures
+    from semmem.ingest.stream import read_stream
+    from semmem.stages.corpus import duplicate_scan
+    from semmem.training import family as fam
+
+    wh, t = ctx.warehouse, ctx.cfg.train_model
+    orders = {m.model: storage.join(m.folder, fam.TRAINING_ORDER) for m in members}
+    unrecorded = sorted(m for m, p in orders.items() if not storage.is_file(p))
+    if unrecorded:
+        log.warning("train_model: %s trained before semmem recorded training orders: no exposure for them "
+                    "(train_model.force=true retrains)", ", ".join(unrecorded))
+    trained = [ctx.spark.read.parquet(p).select(F.lit(m).alias("model"), "step", "row_id", "offset")
+               for m, p in orders.items() if m not in unrecorded]
+    if not trained:
+        return
+    rows = read_stream(wh, ctx.cfg).where(F.col("row_id") < max(1, t.max_tokens // ctx.cfg.stream.seq_length))
+    every = replace(ctx.cfg.duplicates, max_occurrences=2**31 - 1)
+    with duplicate_scan(wh, wh.read("sequences"), rows.select("row_id", "tokens"), every) as scan:
+        exposures = window_exposures(scan.occurrences, functools.reduce(DataFrame.unionByName, trained),
+                                     t.context_length)
+        wh.write(exposures, "family_exposures", mode="overwrite")
 
 
 def _model_key(model: str) -> str:

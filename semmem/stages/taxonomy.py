@@ -3,6 +3,7 @@ reconstruction / recollection, and fit and test the taxonomic model (spec ยง3, ย
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pandas as pd
@@ -12,7 +13,11 @@ from pyspark.sql import functions as F
 from semmem import storage
 from semmem.catalog import table
 from semmem.errors import StageError
+from semmem.features.exposure import STREAM_ORDER
+from semmem.ingest.megatron import recorded_index
+from semmem.scoring.models import checkpoint_step
 from semmem.stages.registry import StageContext, stage
+from semmem.tables import Warehouse
 from semmem.taxonomy import (
     MODEL_FEATURES, duplicate_threshold_kl, feature_correlations, fitted_revisions, partition_candidates,
     search_partitions, taxonomy_model, with_best_partition)
@@ -26,8 +31,10 @@ TAXONOMY_TABLES = ("taxonomy_metrics", "taxonomy_comparison", "taxonomy_weights"
 
 
 @stage("combine", inputs=("sequences",), outputs=("combined", "category_counts"),
-       config=("combine", "taxonomy.duplicate_threshold"),
-       reads_also=("memorization", "published_memorization", "model_family", *FEATURE_TABLES))
+       config=("combine", "taxonomy.duplicate_threshold", "training.rows_per_step"),
+       reads_also=("memorization", "published_memorization", "model_family", "sequence_exposures",
+                   "family_exposures", "stream",
+                   *FEATURE_TABLES))
 def combine_stage(ctx: StageContext) -> None:
     """Every feature of every scored sequence, one row per model@revision, with its category -> combined; and its
     per-category counts -> category_counts (one more pass over four of combined's columns)."""
@@ -63,12 +70,67 @@ def combine_stage(ctx: StageContext) -> None:
     if sequences.removed:
         log.warning("combine: %d duplicate sequence_id row(s) removed from sequences", sequences.removed)
     reference = _reference_model(ctx, label_rows.df)
-    out = combine(label_rows.df, sequences.df, features, cfg.taxonomy.duplicate_threshold, reference)
+    exposures, checkpoints = _exposures(ctx, label_rows.df)
+    out = combine(label_rows.df, sequences.df, features, cfg.taxonomy.duplicate_threshold, reference, exposures,
+                  checkpoints)
     meta = {"stage": "combine", "duplicate_threshold": cfg.taxonomy.duplicate_threshold, "missing": missing,
             "reference_model": "@".join(reference) if reference else None,
             "inputs": {n: wh.version(n) for n in ["sequences", *sources, *FEATURE_TABLES] if wh.exists(n)}}
     wh.write(out, "combined", mode="overwrite", metadata=meta)
     wh.write(category_counts(wh.read("combined")), "category_counts", mode="overwrite", metadata=meta)
+
+
+def _exposures(ctx: StageContext, label_rows: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(exposures, checkpoints) for semmem.features.exposure.with_exposures: the occurrences per step of every
+    training order (the stream's, from sequence_exposures; each family member's, from family_exposures) and, per
+    scored model@revision, its step (`step<N>`) and order. A step is NULL, said once per reason, where the revision
+    names none, where its order was not recorded, or where the stream's order would reach past the stream."""
+    wh = ctx.warehouse
+    parts, orders = [], set()
+    if wh.exists("sequence_exposures"):
+        parts.append(wh.read("sequence_exposures").select(F.lit(STREAM_ORDER).alias("order"), "*"))
+        orders.add(STREAM_ORDER)
+    else:
+        log.warning("combine: no table sequence_exposures (run stage 'duplicates'): exposure in the stream's order "
+                    "is NULL")
+    if wh.exists("family_exposures"):
+        fam = wh.read("family_exposures")
+        parts.append(fam.select(F.col("model").alias("order"), "sequence_id", "step", "occurrences"))
+        orders |= {r["model"] for r in fam.select("model").distinct().collect()}  # a row per member
+    family = ({r["model"] for r in wh.read("model_family").select("model").distinct().collect()}  # a row per member
+              if wh.exists("model_family") else set())
+    pairs = label_rows.select("model", "revision").distinct().collect()  # one row per model@revision
+    rows = [(m, r, checkpoint_step(r), m if m in family else STREAM_ORDER) for m, r in pairs]
+    why: dict[str, list[str]] = {
+        "the revision names no training step (step<N>)": [f"{m}@{r}" for m, r, s, _ in rows if s is None],
+        "their training order was not recorded (train_model.force=true retrains the family and records it; for "
+        "other models run stage 'duplicates')": [f"{m}@{r}" for m, r, s, o in rows if s is not None and
+                                                 o not in orders]}
+    per_step, stream_rows = ctx.cfg.training.rows_per_step, _stream_rows(wh)
+    why[f"at training.rows_per_step={per_step} their steps reach past the {stream_rows} rows of the stream (the "
+        "mapping does not match this stream)"] = [
+        f"{m}@{r}" for m, r, s, o in rows if o == STREAM_ORDER and s is not None and stream_rows is not None and
+        s * per_step > stream_rows]
+    unknown = set()
+    for reason, keys in why.items():
+        if keys:
+            log.warning("combine: the exposure columns of %s are NULL: %s", ", ".join(sorted(keys)), reason)
+            unknown |= set(keys)
+    rows = [(m, r, None if f"{m}@{r}" in unknown else s, o) for m, r, s, o in rows]
+    checkpoints = ctx.spark.createDataFrame(rows, "model STRING, revision STRING, checkpoint_step BIGINT, "
+                                                  "order STRING")
+    empty = ctx.spark.createDataFrame([], "order STRING, sequence_id BIGINT, step BIGINT, occurrences BIGINT")
+    return functools.reduce(DataFrame.unionByName, parts, empty), checkpoints
+
+
+def _stream_rows(wh: Warehouse) -> int | None:
+    """Rows of the training stream, from the Delta log or the megatron record (no data read); None when unknown."""
+    if wh.exists("stream_sources"):
+        return recorded_index(wh).num_rows
+    if wh.exists("token_rows"):
+        counts = [f.num_rows for f in wh.snapshot_files("token_rows")]
+        return None if None in counts else sum(counts)
+    return None
 
 
 def _reference_model(ctx: StageContext, label_rows: DataFrame) -> tuple[str, str] | None:

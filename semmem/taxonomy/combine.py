@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from semmem.catalog import table
 from semmem.errors import StageError
 from semmem.features.declarations import FEATURE_BY_TABLE, FEATURE_TABLES
+from semmem.features.exposure import EXPOSURE_COLUMNS, with_exposures
 from semmem.taxonomy.vocabulary import category_column
 
 LABEL_COLUMNS = tuple(c.name for c in FEATURE_BY_TABLE["memorization"].columns)
@@ -86,12 +87,20 @@ def category_counts(combined: DataFrame) -> DataFrame:
 
 
 def combine(label_rows: DataFrame, sequences: DataFrame, features: dict[str, DataFrame | None],
-            duplicate_threshold: int, reference: tuple[str, str] | None = None) -> DataFrame:
+            duplicate_threshold: int, reference: tuple[str, str] | None = None,
+            exposures: DataFrame | None = None, checkpoints: DataFrame | None = None) -> DataFrame:
     """The combined rows: labels x sequences (pile_set_name) x each feature table (None: NULL columns), + category,
-    + memorized_bits against the `reference` (model, revision).
+    + the exposure columns at each checkpoint (semmem.features.exposure.with_exposures; NULL without `exposures`
+    and `checkpoints`), + memorized_bits against the `reference` (model, revision).
 
     `features` maps each FEATURE_TABLES name to its deduplicated rows; of each, the columns its declaration lets
     into `combined` are kept, and a column it does not declare is a StageError (never silently dropped)."""
+    if exposures is not None and checkpoints is not None:
+        label_rows = with_exposures(label_rows, exposures, checkpoints)
+    else:
+        types = table("combined").spark_schema
+        label_rows = label_rows.select("*", *[F.lit(None).cast(types[c].dataType).alias(c)
+                                              for c, _ in EXPOSURE_COLUMNS])
     out = memorized_bits(label_rows, reference).join(sequences.select("sequence_id", "pile_set_name"), "sequence_id",
                                                      "left")
     for name in FEATURE_TABLES:

@@ -625,20 +625,27 @@ def write_report(data: ReportData, folder: Path) -> Path:
     for model, revision in keys:
         parts.append(_model_section(data, model, revision, folder))
     parts.append('<h2 id="forecast">Forecasting memorization across models</h2>')
-    if len(data.family) and len(data.forecast):
+    every = data.forecast[~data.forecast["restricted"].astype(bool)]
+    seen = data.forecast[data.forecast["restricted"].astype(bool)]
+    if len(data.family) and len(every):
         memorized = data.categories.groupby(["model", "revision"], as_index=False)["memorized"].sum()
-        parts.append(_img(family_figure(data.family, memorized, data.forecast), folder, "family.png",
+        parts.append(_img(family_figure(data.family, memorized, every), folder, "family.png",
                           "the trained family: memorization over training and forecasts"))
         parts.append("<p class=note>The trained family (train_model.sizes) learns from the same stream in the same "
                      "order; every checkpoint is scored. Biderman et al.'s finding to compare: high precision, low "
                      "recall for small models and early checkpoints, recall rising as training proceeds.</p>")
-    if len(data.forecast):
-        parts.append(_img(forecast_figure(data.forecast), folder, "forecast.png", "forecast heatmap"))
-        parts.append(f"<details><summary>every ordered pair ({len(data.forecast)})</summary>"
+    if len(every):
+        parts.append(_img(forecast_figure(every), folder, "forecast.png", "forecast heatmap"))
+        parts.append(f"<details><summary>every ordered pair ({len(every)})</summary>"
                      "<p class=note>In brackets: the Wilson interval (taxonomy.ci_level) of each proportion. Grey "
                      f"rows: A memorized fewer than {FORECAST_MIN_MEMORIZED} of the sequences both scored, so its "
                      "precision and recall rest on a handful of sequences.</p>"
-                     + _forecast_table(data.forecast) + "</details>")
+                     + _forecast_table(every) + "</details>")
+        if len(seen):
+            parts.append(f"<details><summary>restricted to the sequences both had trained on ({len(seen)} "
+                         "pairs)</summary><p class=note>As Biderman et al. compare checkpoints: only sequences "
+                         "seen by both checkpoints (seen_by_checkpoint, from training.rows_per_step).</p>"
+                         + _forecast_table(seen) + "</details>")
         parts.append("<p class=note>Biderman et al. (2023), Pythia: 70M predicting 12B, precision 0.956, recall "
                      "0.197; 12B's own checkpoints predicting its final state, recall 0.500 rising to 0.916.</p>")
     else:

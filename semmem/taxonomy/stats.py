@@ -211,36 +211,44 @@ def duplicate_threshold_kl(combined: pd.DataFrame, *, duplicate_threshold: int =
 
 
 def _pair_counts(batches: Iterator[pd.DataFrame], models: int) -> Iterator[pd.DataFrame]:
-    """One task's partial counts over its sequences, as long rows (a, b, both_scored, mem_a_scored_b, both_mem) for
-    a != b with a common sequence. Every row of a sequence is in this task, so each sequence's dense row of states
-    is whole here and no per-sequence state leaves the task."""
+    """One task's partial counts over its sequences, as long rows (a, b, restricted, both_scored, mem_a_scored_b,
+    both_mem) for a != b with a common sequence; restricted: only the sequences each model had seen by its
+    checkpoint (`seen`). Every row of a sequence is in this task, so each sequence's dense row of states is whole
+    here and no per-sequence state leaves the task."""
     frames = [b for b in batches if len(b)]
     if not frames:
         return
     df = pd.concat(frames, ignore_index=True)
     seq, _ = pd.factorize(df["sequence_id"])
-    k, y = df["k"].to_numpy(), df["y"].to_numpy(dtype=np.int8)
-    scored, mem = (np.zeros((seq.max() + 1, models), dtype=np.int8) for _ in range(2))
+    k = df["k"].to_numpy()
+    scored, mem, seen = (np.zeros((seq.max() + 1, models), dtype=np.int8) for _ in range(3))
     np.maximum.at(scored, (seq, k), 1)  # a repeated (sequence, model) counts once, memorized if any row says so
-    np.maximum.at(mem, (seq, k), y)
-    both_scored, mem_scored, both_mem = (np.zeros((models, models), dtype=np.int64) for _ in range(3))
-    step = max(1, _FORECAST_CELLS // models)
-    for start in range(0, len(scored), step):
-        s, m = scored[start:start + step].astype(np.float32), mem[start:start + step].astype(np.float32)
-        both_scored += (s.T @ s).astype(np.int64)
-        mem_scored += (m.T @ s).astype(np.int64)
-        both_mem += (m.T @ m).astype(np.int64)
-    a, b = np.nonzero((both_scored > 0) & ~np.eye(models, dtype=bool))
-    yield pd.DataFrame({"a": a.astype(np.int32), "b": b.astype(np.int32), "both_scored": both_scored[a, b],
-                        "mem_a_scored_b": mem_scored[a, b], "both_mem": both_mem[a, b]})
+    np.maximum.at(mem, (seq, k), df["y"].to_numpy(dtype=np.int8))
+    np.maximum.at(seen, (seq, k), df["seen"].to_numpy(dtype=np.int8))
+    for restricted in (False, True):
+        s_all, m_all = (scored * seen, mem * seen) if restricted else (scored, mem)
+        both_scored, mem_scored, both_mem = (np.zeros((models, models), dtype=np.int64) for _ in range(3))
+        step = max(1, _FORECAST_CELLS // models)
+        for start in range(0, len(s_all), step):
+            s, m = s_all[start:start + step].astype(np.float32), m_all[start:start + step].astype(np.float32)
+            both_scored += (s.T @ s).astype(np.int64)
+            mem_scored += (m.T @ s).astype(np.int64)
+            both_mem += (m.T @ m).astype(np.int64)
+        a, b = np.nonzero((both_scored > 0) & ~np.eye(models, dtype=bool))
+        yield pd.DataFrame({"a": a.astype(np.int32), "b": b.astype(np.int32), "restricted": restricted,
+                            "both_scored": both_scored[a, b], "mem_a_scored_b": mem_scored[a, b],
+                            "both_mem": both_mem[a, b]})
 
 
 def memorization_forecast(memorized: DataFrame, *, ci_level: float = 0.95) -> pd.DataFrame:
-    """memorization_forecast rows from the long rows (model, revision, sequence_id, is_memorized) of a Spark frame,
-    such as `combined`; a NULL is_memorized is "not scored", a repeated (model, revision, sequence_id) counts once
-    (memorized if any row says so). Empty with fewer than 2 models. Precision and recall get Wilson intervals at
-    `ci_level`. Only the K model@revision keys reach the driver, then at most K^2 summed pair counts: each task
-    holds all rows of its sequences (partitioned by sequence_id) and sums its K x K counts, so any K fits."""
+    """memorization_forecast rows from the long rows (model, revision, sequence_id, is_memorized[,
+    seen_by_checkpoint]) of a Spark frame, such as `combined`; a NULL is_memorized is "not scored", a repeated
+    (model, revision, sequence_id) counts once (memorized if any row says so). Empty with fewer than 2 models.
+    Unrestricted rows use every sequence both scored; restricted rows (Biderman et al. 2023) only those both had
+    trained on by their checkpoints (seen_by_checkpoint true for both; a pair with none gets no restricted row).
+    Precision and recall get Wilson intervals at `ci_level`. Only the K model@revision keys reach the driver, then
+    at most 2 K^2 summed pair counts: each task holds all rows of its sequences (partitioned by sequence_id) and sums
+    its K x K counts, so any K fits."""
     df = memorized.where(F.col(LABEL).isNotNull())
     keys = [(r["model"], r["revision"]) for r in
             df.select("model", "revision").distinct().orderBy("model", "revision").collect()]
@@ -249,26 +257,33 @@ def memorization_forecast(memorized: DataFrame, *, ci_level: float = 0.95) -> pd
     spark, n = memorized.sparkSession, len(keys)
     index = spark.createDataFrame([(m, r, i) for i, (m, r) in enumerate(keys)], "model string, revision string, k int")
     tasks = spread_partitions(spark)
+    seen = (F.coalesce(F.col("seen_by_checkpoint"), F.lit(False)) if "seen_by_checkpoint" in df.columns
+            else F.lit(False))
     sums = (df.join(F.broadcast(index), ["model", "revision"])
-            .select("sequence_id", "k", F.col(LABEL).cast("byte").alias("y"))
+            .select("sequence_id", "k", F.col(LABEL).cast("byte").alias("y"), seen.cast("byte").alias("seen"))
             .repartition(tasks, "sequence_id")
             .mapInPandas(partial(_pair_counts, models=n),
-                         "a int, b int, both_scored long, mem_a_scored_b long, both_mem long")
-            .groupBy("a", "b").agg(*[F.sum(c).alias(c) for c in ("both_scored", "mem_a_scored_b", "both_mem")])
-            .toPandas())
-    counts = {c: np.zeros((n, n), dtype=np.int64) for c in ("both_scored", "mem_a_scored_b", "both_mem")}
-    for c, matrix in counts.items():
-        matrix[sums["a"].to_numpy(), sums["b"].to_numpy()] = sums[c].to_numpy(dtype=np.int64)
-    a, b = np.nonzero(~np.eye(n, dtype=bool))  # every ordered pair, A then B in key order
-    n_a, n_b = counts["mem_a_scored_b"][a, b], counts["mem_a_scored_b"][b, a]
-    both = counts["both_mem"][a, b]
+                         "a int, b int, restricted boolean, both_scored long, mem_a_scored_b long, both_mem long")
+            .groupBy("a", "b", "restricted")
+            .agg(*[F.sum(c).alias(c) for c in ("both_scored", "mem_a_scored_b", "both_mem")])
+            .toPandas())  # at most 2 K^2 rows
     z = float(stats.norm.ppf(0.5 + ci_level / 2.0))
-    (p_low, p_high), (r_low, r_high) = wilson(both, n_a, z), wilson(both, n_b, z)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision, recall = both / n_a, both / n_b  # NaN where A (or B) memorized none of the common sequences
     models, revisions = np.array([m for m, _ in keys], dtype=object), np.array([r for _, r in keys], dtype=object)
-    return table_frame("memorization_forecast", pd.DataFrame({
-        "model_a": models[a], "revision_a": revisions[a], "model_b": models[b], "revision_b": revisions[b],
-        "n_sequences": counts["both_scored"][a, b], "n_memorized_a": n_a, "n_memorized_b": n_b,
-        "n_memorized_both": both, "precision": precision, "precision_ci_low": p_low, "precision_ci_high": p_high,
-        "recall": recall, "recall_ci_low": r_low, "recall_ci_high": r_high}))
+    parts = []
+    for restricted in (False, True):
+        part = sums[sums["restricted"] == restricted]
+        counts = {c: np.zeros((n, n), dtype=np.int64) for c in ("both_scored", "mem_a_scored_b", "both_mem")}
+        for c, matrix in counts.items():
+            matrix[part["a"].to_numpy(), part["b"].to_numpy()] = part[c].to_numpy(dtype=np.int64)
+        a, b = np.nonzero(~np.eye(n, dtype=bool) & ((counts["both_scored"] > 0) | (not restricted)))
+        n_a, n_b = counts["mem_a_scored_b"][a, b], counts["mem_a_scored_b"][b, a]
+        both = counts["both_mem"][a, b]
+        (p_low, p_high), (r_low, r_high) = wilson(both, n_a, z), wilson(both, n_b, z)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision, recall = both / n_a, both / n_b  # NaN where A (or B) memorized none of the common sequences
+        parts.append(pd.DataFrame({
+            "model_a": models[a], "revision_a": revisions[a], "model_b": models[b], "revision_b": revisions[b],
+            "restricted": restricted, "n_sequences": counts["both_scored"][a, b], "n_memorized_a": n_a,
+            "n_memorized_b": n_b, "n_memorized_both": both, "precision": precision, "precision_ci_low": p_low,
+            "precision_ci_high": p_high, "recall": recall, "recall_ci_low": r_low, "recall_ci_high": r_high}))
+    return table_frame("memorization_forecast", pd.concat(parts, ignore_index=True))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from semmem import storage
 from semmem.config import ModelShape, TrainModelConfig
@@ -31,6 +32,7 @@ from semmem.training.trainer import (
     TrainParams, checkpoint_steps, fingerprint, save_trained, total_steps, train_model, windows_from_rows)
 
 FAMILY_INFO = "semmem_family.json"
+TRAINING_ORDER = "training_order.parquet"  # in a member's folder: (step, row_id, offset) of every window trained
 FAMILY_COLUMNS = ("model", "revision", "size", "num_parameters", "hidden_size", "num_layers", "num_heads", "step",
                   "steps", "fraction", "tokens_seen", "loss", "seconds")
 
@@ -100,14 +102,19 @@ def checkpoint_folders(folder: str) -> list[tuple[int, str]]:
     return sorted((s, f) for s, f in steps if s is not None and storage.is_file(storage.join(f, "config.json")))
 
 
-def read_windows(files: list[str], context_length: int) -> np.ndarray:
-    """The training windows of the scratch rows (row_id, tokens), in row order (the same in every task)."""
+def read_windows(files: list[str], context_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training windows of the scratch rows (row_id, tokens), in row order (the same in every task), and where
+    each starts in the stream: [n, 2] (row_id, offset)."""
     t = pa.concat_tables([storage.read_parquet(f, columns=["row_id", "tokens"]) for f in files])
     t = t.sort_by("row_id")
     tokens = t.column("tokens").combine_chunks()
     offsets = tokens.offsets.to_numpy()
     values = tokens.values.to_numpy()
-    return windows_from_rows((values[offsets[i]:offsets[i + 1]] for i in range(len(t))), context_length)
+    pieces = np.diff(offsets) // context_length  # windows_from_rows cuts each row from its start
+    rows = np.repeat(t.column("row_id").to_numpy(), pieces)
+    starts = (np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * context_length
+    windows = windows_from_rows((values[offsets[i]:offsets[i + 1]] for i in range(len(t))), context_length)
+    return windows, np.stack([rows, starts], axis=1).astype(np.int64)
 
 
 def train_members(batches: Iterator[pd.DataFrame], *, files: list[str], vocab_size: int, eod_id: int, pad_id: int,
@@ -124,18 +131,28 @@ def train_members(batches: Iterator[pd.DataFrame], *, files: list[str], vocab_si
             m = json.loads(spec)
             member = Member(m["model"], ModelShape(**m["shape"]), TrainParams(**m["params"]), m["folder"])
             torch.set_num_threads(task_cpus())
-            windows = read_windows(files, member.params.context_length)
+            windows, origins = read_windows(files, member.params.context_length)
             fp = member_fingerprint(member, vocab_size, stream_id, checkpoints)
-            yield pd.DataFrame(_train_one(member, windows, vocab_size, eod_id=eod_id, pad_id=pad_id,
+            yield pd.DataFrame(_train_one(member, windows, origins, vocab_size, eod_id=eod_id, pad_id=pad_id,
                                           tokenizer_json=tokenizer_json, checkpoints=checkpoints, fp=fp,
                                           device=pick_device(device)), columns=list(FAMILY_COLUMNS))
 
 
-def _train_one(member: Member, windows: np.ndarray, vocab_size: int, *, eod_id: int, pad_id: int,
-               tokenizer_json: str | None, checkpoints: list[float], fp: str, device: Any) -> list[dict[str, Any]]:
+def _train_one(member: Member, windows: np.ndarray, origins: np.ndarray, vocab_size: int, *, eod_id: int,
+               pad_id: int, tokenizer_json: str | None, checkpoints: list[float], fp: str, device: Any
+               ) -> list[dict[str, Any]]:
     total = total_steps(len(windows), member.params)
     steps = checkpoint_steps(checkpoints, total)
     rows: list[dict[str, Any]] = []
+    order: list[pa.Table] = []
+
+    def record(first_step: int, epoch_order: np.ndarray) -> None:
+        """The stream window trained at each optimizer step of this epoch (steps from 0: checkpoint step<N> has
+        trained steps 0..N-1)."""
+        order.append(pa.table({
+            "step": first_step + np.arange(len(epoch_order), dtype=np.int64) // member.params.batch_size,
+            "row_id": origins[epoch_order, 0], "offset": origins[epoch_order, 1].astype(np.int32)}))
+
     with storage.replacing_folder(member.folder, marker=FAMILY_INFO) as tmp:
         def save(step: int, model: Any, info: dict[str, Any]) -> None:
             n_params = sum(p.numel() for p in model.parameters())
@@ -150,7 +167,8 @@ def _train_one(member: Member, windows: np.ndarray, vocab_size: int, *, eod_id: 
                          "seconds": info["seconds"]})
 
         train_model(windows, vocab_size, member.params, eod_id=eod_id, pad_id=pad_id, device=device,
-                    on_checkpoint=(steps, save))
+                    on_checkpoint=(steps, save), on_epoch=record)
+        pq.write_table(pa.concat_tables(order), tmp / TRAINING_ORDER)
         (tmp / FAMILY_INFO).write_text(json.dumps({"fingerprint": fp, "rows": rows}, indent=2))
     return rows
 

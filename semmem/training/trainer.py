@@ -95,13 +95,15 @@ def checkpoint_steps(fractions: Iterable[float], total: int) -> list[int]:
 
 def train_model(windows: np.ndarray, vocab_size: int, params: TrainParams, *, eod_id: int = 0, pad_id: int = 1,
                 threads: int | None = None, device: Any = None,
-                on_checkpoint: tuple[list[int], Callable[[int, Any, dict[str, Any]], None]] | None = None
-                ) -> tuple[Any, dict[str, Any]]:
+                on_checkpoint: tuple[list[int], Callable[[int, Any, dict[str, Any]], None]] | None = None,
+                on_epoch: Callable[[int, np.ndarray], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Train on windows [n, T] (next-token loss on every position); returns (model in eval mode, summary).
 
     AdamW, linear warmup over the first 5% of steps then cosine decay to 10%, gradient clipping at 1.0, no dropout and
     no weight decay (we want memorization to be possible). `on_checkpoint` = (steps, fn): fn(step, model, summary)
     runs after each of those optimizer steps (the model in eval mode for the call), e.g. to save a checkpoint.
+    `on_epoch(first_step, order)`: the window order of each epoch as it is drawn (windows order[i] are trained at
+    optimizer step first_step + i // batch_size, counting from 0), to record when each window was seen.
     """
     import torch
     import torch.nn.functional as F
@@ -129,6 +131,8 @@ def train_model(windows: np.ndarray, vocab_size: int, params: TrainParams, *, eo
     start = time.monotonic()
     for epoch in range(params.epochs):
         order = torch.randperm(n, generator=gen)
+        if on_epoch is not None:
+            on_epoch(step, order.numpy())
         epoch_loss = 0.0
         for s in range(0, n, params.batch_size):
             batch = data[order[s:s + params.batch_size]].to(device)
