@@ -451,13 +451,15 @@ def sequence_exposures(queries: DataFrame, candidates: DataFrame) -> DataFrame:
 
 
 def sequence_occurrences(queries: DataFrame, candidates: DataFrame, max_occurrences: int) -> DataFrame:
-    """(sequence_id, row_id, offset, rank): where each continuation occurs in the stream, its earliest
-    `max_occurrences` positions (rank 1 = earliest by row, then offset), from `window_candidates` run with
-    max_positions >= max_occurrences. The sort per window is Spark's (it spills), never a collect."""
-    positions = (candidates.select("h", "window", F.explode("first").alias("p"))
-                 .select("h", "window", "p.row_id", "p.offset"))
+    """(sequence_id, row_id, offset, step, rank): where each continuation occurs in the stream and at which training
+    step (that of its candidate group), its earliest `max_occurrences` positions (rank 1 = earliest by row, then
+    offset), from `window_candidates` run with max_positions >= max_occurrences. The sort per window is Spark's (it
+    spills), never a collect."""
+    positions = (candidates.select("h", "window", "step", F.explode("first").alias("p"))
+                 .select("h", "window", "step", "p.row_id", "p.offset"))
     earliest = (positions.withColumn("rank", F.row_number().over(
         Window.partitionBy("h", "window").orderBy("row_id", "offset")))
         .where(F.col("rank") <= max_occurrences))
     return _matches(queries, earliest, "inner").select(
-        F.col("q.sequence_id").alias("sequence_id"), "c.row_id", "c.offset", F.col("c.rank").cast("int").alias("rank"))
+        F.col("q.sequence_id").alias("sequence_id"), "c.row_id", "c.offset", "c.step",
+        F.col("c.rank").cast("int").alias("rank"))

@@ -33,7 +33,8 @@ def window_exposures(occurrences: DataFrame, trained: DataFrame, context_length:
     windows = trained.select("model", "step", F.col("row_id").alias("w_row"), F.col("offset").alias("w_start"))
     inside = ((F.col("row_id") == F.col("w_row")) & (F.col("w_start") <= F.col("offset")) &
               (F.col("offset") + WINDOW <= F.col("w_start") + context_length))
-    return (occurrences.join(windows, inside).groupBy("model", "sequence_id", "step")
+    return (occurrences.select("sequence_id", "row_id", "offset").join(windows, inside)
+            .groupBy("model", "sequence_id", "step")
             .agg(F.count(F.lit(1)).alias("occurrences")))
 
 

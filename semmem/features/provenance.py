@@ -10,15 +10,10 @@ input the .idx's document index says it (semmem.ingest.megatron.documents_of_row
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 OCCURRENCE_COLUMNS = ("sequence_id", "rank", "row_id", "offset", "step", "document", "source")
-
-
-def training_step(row_id: Column, rows_per_step: int) -> Column:
-    """The step at which a stream row is trained: rows [s·rows_per_step, (s+1)·rows_per_step) at step s."""
-    return F.floor(row_id / F.lit(rows_per_step)).cast("bigint")
 
 
 def with_documents(occurrences: DataFrame, documents: DataFrame) -> DataFrame:

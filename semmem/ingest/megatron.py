@@ -29,6 +29,11 @@ class MegatronIndex:
     dtype: type
     first_pointer: int
 
+    @property
+    def idx_path(self) -> str:
+        """The .idx beside the .bin (its document index is read again only for provenance)."""
+        return self.bin_path[:-4] + ".idx"
+
 
 VALIDATE_ROWS = 1 << 24  # .idx entries checked at a time (192 MiB of sizes and pointers)
 
@@ -108,10 +113,9 @@ def recorded_index(warehouse) -> MegatronIndex:  # noqa: ANN001 - Warehouse (imp
     return MegatronIndex(r["path"], r["num_rows"], r["seq_length"], np.dtype(r["dtype"]).type, r["first_pointer"])
 
 
-def documents_of_rows(bin_path: str, rows: np.ndarray) -> np.ndarray:
+def documents_of_rows(idx: str, rows: np.ndarray) -> np.ndarray:
     """The .idx document of each stream row: doc_idx[k] is the first row of document k, so row r lies in the last
     document k with doc_idx[k] <= r. Only the pages the binary search touches are read (a memory map)."""
-    idx = bin_path[:-4] + ".idx"
     _version, _code, count, docs = struct.unpack("<QBQQ", read_items(idx, np.uint8, 9, 25).tobytes())
     doc_idx = read_items(idx, np.int64, 34 + count * 12, docs)
     return np.searchsorted(doc_idx, rows, side="right") - 1

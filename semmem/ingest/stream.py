@@ -128,13 +128,13 @@ def megatron_heads(row_ids: DataFrame, index: MegatronIndex, length: int) -> Dat
 def megatron_documents(occurrences: DataFrame, index: MegatronIndex) -> DataFrame:
     """occurrences (..., row_id, ...) + `document` ("<.idx file name>:<document index>") and `source` (NULL: a .bin
     names no Pile subset), the document read from the .idx in the tasks that hold the rows."""
-    name = index.bin_path.rsplit("/", 1)[-1][:-4] + ".idx"
+    name = index.idx_path.rsplit("/", 1)[-1]
     schema = StructType([*occurrences.schema.fields, StructField("document", StringType()),
                          StructField("source", StringType())])  # a new type: schema.add would alter the frame's
 
     def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            docs = documents_of_rows(index.bin_path, batch.column("row_id").to_numpy())
+            docs = documents_of_rows(index.idx_path, batch.column("row_id").to_numpy())
             yield (batch.append_column("document", pa.array([f"{name}:{d}" for d in docs], pa.string()))
                    .append_column("source", pa.nulls(batch.num_rows, pa.string())))
 

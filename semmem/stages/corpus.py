@@ -22,7 +22,7 @@ from semmem.features.declarations import FEATURES, Feature
 from semmem.features.duplicates import (QueryIndex, ScanPlan, WindowHasher, plan_passes, query_hashes, query_keys,
                                         sequence_duplicates, sequence_exposures, sequence_occurrences,
                                         window_candidates)
-from semmem.features.provenance import OCCURRENCE_COLUMNS, training_step, with_documents
+from semmem.features.provenance import OCCURRENCE_COLUMNS, with_documents
 from semmem.features.frequencies import token_frequencies, token_frequency_stats
 from semmem.ingest.megatron import recorded_index
 from semmem.ingest.stream import StreamShards, megatron_documents, read_stream, stream_shards
@@ -46,8 +46,7 @@ def duplicates(ctx: StageContext) -> None:
     with duplicate_scan(wh, wh.read("sequences"), stream, d, per_step) as scan:
         wh.write(scan.counts, "sequence_duplicates", mode="overwrite")
         wh.write(scan.exposures, "sequence_exposures", mode="overwrite")
-        occurrences = scan.occurrences.withColumn("step", training_step(F.col("row_id"), per_step))
-        wh.write(_with_documents(wh, occurrences).select(*OCCURRENCE_COLUMNS), "sequence_occurrences",
+        wh.write(_with_documents(wh, scan.occurrences).select(*OCCURRENCE_COLUMNS), "sequence_occurrences",
                  mode="overwrite")
 
 
@@ -56,9 +55,9 @@ def _with_documents(wh: Warehouse, occurrences: DataFrame) -> DataFrame:
     said once in the log, where neither is there."""
     if wh.exists("stream_sources"):
         index = recorded_index(wh)
-        if storage.is_file(index.bin_path[:-4] + ".idx"):
+        if storage.is_file(index.idx_path):
             return megatron_documents(occurrences, index)
-        missing = f"{index.bin_path[:-4]}.idx is gone"
+        missing = f"{index.idx_path} is gone"
     elif wh.exists("stream_documents"):
         return with_documents(occurrences, wh.read("stream_documents"))
     else:
@@ -72,7 +71,7 @@ def _with_documents(wh: Warehouse, occurrences: DataFrame) -> DataFrame:
 class DuplicateScan:
     counts: DataFrame  # (sequence_id, sequence_duplicates)
     exposures: DataFrame  # (sequence_id, step, occurrences)
-    occurrences: DataFrame  # (sequence_id, row_id, offset, rank)
+    occurrences: DataFrame  # (sequence_id, row_id, offset, step, rank)
 
 
 @contextmanager

@@ -46,7 +46,6 @@ def train_model_stage(ctx: StageContext) -> None:
     Skipped when model.names does not use train_model.name, and per size when its saved checkpoints were trained with
     the same settings on the same vocabulary and stream version (train_model.force=true retrains).
     """
-    from semmem.ingest.stream import read_stream
     from semmem.progress import progress
     from semmem.training import family as fam
 
@@ -71,8 +70,7 @@ def train_model_stage(ctx: StageContext) -> None:
         if m not in todo:
             log.info("train_model: %s is up to date", m.model)
     if todo:
-        max_rows = max(1, t.max_tokens // ctx.cfg.stream.seq_length)
-        rows = read_stream(wh, ctx.cfg).where(F.col("row_id") < max_rows).select("row_id", "tokens")
+        rows, max_rows = _trained_rows(ctx)
         log.info("train_model: %d size(s) in parallel (%s) on the first %d stream rows", len(todo),
                  ", ".join(m.model for m in todo), max_rows)
         with wh.scratch(rows) as scratch:
@@ -97,12 +95,19 @@ def train_model_stage(ctx: StageContext) -> None:
     _family_exposures(ctx, members)
 
 
+def _trained_rows(ctx: StageContext) -> tuple[DataFrame, int]:
+    """(row_id, tokens) of the stream rows the family trains on (its first train_model.max_tokens), and how many."""
+    from semmem.ingest.stream import read_stream
+
+    max_rows = max(1, ctx.cfg.train_model.max_tokens // ctx.cfg.stream.seq_length)
+    return read_stream(ctx.warehouse, ctx.cfg).where(F.col("row_id") < max_rows).select("row_id", "tokens"), max_rows
+
+
 def _family_exposures(ctx: StageContext, members: list) -> None:  # of family.Member
     """family_exposures: for each member, how often each evaluation continuation was trained at each step, from the
     window order its trainer recorded (`fam.TRAINING_ORDER`) and every occurrence of the continuations in the trained
     rows (one duplicate scan of them, positions uncapped: the family's stream is bounded by max_tokens)."""
     from semmem.features.exposure import window_exposures
-    from semmem.ingest.stream import read_stream
     from semmem.stages.corpus import duplicate_scan
     from semmem.training import family as fam
 
@@ -116,9 +121,8 @@ def _family_exposures(ctx: StageContext, members: list) -> None:  # of family.Me
                for m, p in orders.items() if m not in unrecorded]
     if not trained:
         return
-    rows = read_stream(wh, ctx.cfg).where(F.col("row_id") < max(1, t.max_tokens // ctx.cfg.stream.seq_length))
     every = replace(ctx.cfg.duplicates, max_occurrences=2**31 - 1)
-    with duplicate_scan(wh, wh.read("sequences"), rows.select("row_id", "tokens"), every) as scan:
+    with duplicate_scan(wh, wh.read("sequences"), _trained_rows(ctx)[0], every) as scan:
         exposures = window_exposures(scan.occurrences, functools.reduce(DataFrame.unionByName, trained),
                                      t.context_length)
         wh.write(exposures, "family_exposures", mode="overwrite")
