@@ -7,7 +7,7 @@ CONFIG ?= conf/local.yaml
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: help venv jars run test test-delta cluster-test s3-test dist dist-test bench capacity sample tables clean
+.PHONY: help venv jars run test test-delta cluster-test s3-test integration-test dist dist-test bench capacity sample tables clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,7 +37,10 @@ cluster-test: venv  ## the pipeline (small corpus) by spark-submit on a standalo
 s3-test: venv  ## warehouse and corpora on an S3 server on 127.0.0.1 (moto), both Delta backends, vs local runs
 	$(BIN)/pytest -q -m s3 tests/test_s3.py
 
-dist: venv  ## dist/: semmem's wheel, a venv-pack'ed venv for spark-submit --archives, jobs/ and conf/ (~4 min)
+integration-test: venv  ## s3-test and cluster-test in one pytest process: their local run of the small pipeline once
+	$(BIN)/pytest -q -m "s3 or cluster" tests/test_s3.py tests/test_cluster.py
+
+dist: venv  ## dist/: semmem's wheel, a venv-pack'ed venv for spark-submit --archives, jobs/ and conf/ (~2 min)
 	tools/make-dist.sh dist
 
 dist-test: dist  ## spark-submit of dist/jobs on a standalone cluster, executors on the packed venv (--archives)

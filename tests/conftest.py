@@ -11,6 +11,8 @@ from pyspark.sql import SparkSession
 
 from semmem.config import Config, load_config
 from semmem.spark import build_session
+from tests import small_run
+from tests.small_run import SmallRun
 
 TEST_OVERRIDES = [
     "spark.master=local[2]",
@@ -36,3 +38,13 @@ def spark() -> Iterator[SparkSession]:
 def base_cfg(tmp_path) -> Config:
     """Defaults plus the test Spark settings, with a fresh warehouse."""
     return load_config(None, [*TEST_OVERRIDES, f"warehouse={tmp_path / 'wh'}"])
+
+
+@pytest.fixture(scope="session")
+def small_local_run(tmp_path_factory) -> SmallRun:
+    """The small pipeline's local run, once per pytest process: the reference of the S3 and the cluster runs. Its
+    process sees no S3 endpoint, so it reads and writes local disk only."""
+    from semmem import storage
+
+    env = {k: v for k, v in os.environ.items() if k != storage.ENDPOINT_ENV}
+    return small_run.small_local_run(tmp_path_factory.mktemp("small_run"), env)

@@ -1,11 +1,12 @@
 """The whole pipeline under spark-submit on a real Spark standalone cluster (a master and two workers started from the
 pyspark installation, on 127.0.0.1 only), with the Delta jars, and with one worker killed while `duplicates` runs:
 every table must equal a local[2] run's, and none may be half-written. Every default stage runs, on a small corpus
-with a small family (as the end-to-end test's), so it takes minutes. (`make dist-test` runs dist/jobs with the
-packed venv.)
+with a small family (tests/small_run.py, the S3 test's too), so it takes minutes. (`make dist-test` runs dist/jobs
+with the packed venv.)
 
-Slow (two pipeline runs and a scheduling check): marker `cluster`, run by `make cluster-test` (a line of
-.ci/run); `make test` deselects it. Skips, saying why, without the Delta jars.
+Slow (two pipeline runs, the local one shared with the S3 test in one pytest process, and a scheduling check): marker
+`cluster`, run by `make cluster-test` or, with the S3 tests, `make integration-test` (a line of .ci/run); `make test`
+deselects it. Skips, saying why, without the Delta jars.
 """
 
 from __future__ import annotations
@@ -15,18 +16,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.corpus import small_corpus, small_tokenizer
 from tests.standalone import PYTHON, ROOT, SPARK_HOME, StandaloneCluster, running
 from tests.warehouses import assert_same_warehouse
 
 pytestmark = pytest.mark.cluster
 JARS = sorted((ROOT / ".jars").glob("delta-*.jar"))
-FAMILY = ("train_model.sizes=[{name: s, hidden_size: 16, num_layers: 1, num_heads: 2}, "
-          "{name: l, hidden_size: 32, num_layers: 1, num_heads: 2}]")
 
 
 @pytest.fixture
@@ -40,15 +37,7 @@ def cluster(tmp_path) -> Iterator[StandaloneCluster]:
         yield c
 
 
-def _common(warehouse: Path, corpus: Path, tokenizer: Path) -> list[str]:
-    """The default run on a small corpus with a small family (as the end-to-end test's): every stage, minutes."""
-    settings = [f"input.path=[{corpus}]", f"tokenizer.name={tokenizer}", "stream.seq_length=128", FAMILY,
-                "train_model.checkpoints=[0.5, 1.0]", "score.batch_size=16", "taxonomy.min_memorized=1",
-                f"warehouse={warehouse}"]
-    return ["--config", str(ROOT / "conf" / "local.yaml"), *[x for s in settings for x in ("--set", s)]]
-
-
-def _submit(cluster: StandaloneCluster, common: list[str], on_line) -> tuple[int, str]:
+def _submit(cluster: StandaloneCluster, settings: list[str], on_line) -> tuple[int, str]:
     """spark-submit jobs/run.py on the cluster with the Delta jars; `on_line` sees each driver output line."""
     cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
            "--jars", ",".join(str(j) for j in JARS),
@@ -57,7 +46,8 @@ def _submit(cluster: StandaloneCluster, common: list[str], on_line) -> tuple[int
            "--conf", "spark.task.maxFailures=8", "--conf", "spark.executor.memory=2g",
            "--conf", "spark.driver.memory=3g", "--conf", "spark.ui.enabled=false",
            "--conf", f"spark.pyspark.python={PYTHON}", "--conf", f"spark.pyspark.driver.python={PYTHON}",
-           str(ROOT / "jobs" / "run.py"), *common]
+           str(ROOT / "jobs" / "run.py"), "--config", str(ROOT / "conf" / "local.yaml"),
+           *[x for s in settings for x in ("--set", s)]]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     lines = []
@@ -67,14 +57,8 @@ def _submit(cluster: StandaloneCluster, common: list[str], on_line) -> tuple[int
     return proc.wait(), "".join(lines)
 
 
-def test_pipeline_on_a_standalone_cluster_survives_a_killed_worker(cluster, tmp_path):
-    corpus, tok = tmp_path / "corpus", small_tokenizer(tmp_path / "tokenizer.json")
-    small_corpus(corpus, n_docs=90)
-    local_wh, cluster_wh = tmp_path / "wh_local", tmp_path / "wh_cluster"
-    local = subprocess.run([str(Path(PYTHON).parent / "semmem"), "run", *_common(local_wh, corpus, tok),
-                            "--set", "spark.master=local[2]"], cwd=ROOT, capture_output=True, text=True)
-    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
-
+def test_pipeline_on_a_standalone_cluster_survives_a_killed_worker(cluster, small_local_run, tmp_path):
+    cluster_wh = tmp_path / "wh_cluster"
     killed = threading.Event()
 
     def kill_during_duplicates(line: str) -> None:
@@ -85,14 +69,14 @@ def test_pipeline_on_a_standalone_cluster_survives_a_killed_worker(cluster, tmp_
             killed.set()
             cluster.start_worker("worker3")
 
-    rc, out = _submit(cluster, _common(cluster_wh, corpus, tok), kill_during_duplicates)
+    rc, out = _submit(cluster, small_local_run.settings(str(cluster_wh)), kill_during_duplicates)
     assert rc == 0, out[-6000:]
     assert killed.is_set(), "the duplicates stage never started"
     assert "(delta-spark backend)" in out
     assert re.search(r"Lost executor|ExecutorLostFailure|executor \d+ exited|Executor lost", out + cluster.log(
         "master")), "the killed worker's executor was not seen to be lost"
 
-    names = assert_same_warehouse(str(local_wh), str(cluster_wh))
+    names = assert_same_warehouse(str(small_local_run.warehouse), str(cluster_wh))
     assert {"sequences", "sequence_duplicates", "memorization", "embeddings", "combined"} <= set(names)
 
 

@@ -3,8 +3,9 @@ hadoop-aws jars, must produce exactly the tables of the same run on local disk, 
 
 Spark reaches S3 through S3A, delta-rs and the numpy readers (the direct duplicate scan, the megatron .bin, the
 scratch files) through their own clients, the side files (tokenizer, trained models, report) through pyarrow's
-filesystem layer. Slow (several full runs): marker `s3`, run by `make s3-test` (a line of .ci/run). Skips, saying
-why, without the hadoop-aws jars.
+filesystem layer. Slow (several full runs): marker `s3`, run by `make s3-test` or, with the cluster test (whose local
+run of the small pipeline it shares), `make integration-test` (a line of .ci/run). Skips, saying why, without the
+hadoop-aws jars.
 """
 
 from __future__ import annotations
@@ -21,19 +22,17 @@ import pytest
 from tokenizers import Tokenizer
 
 from semmem import storage
-from tests.corpus import write_megatron
 from semmem.sql import run_sql
 from semmem.tables import read_publications
-from tests.corpus import small_corpus, small_tokenizer
+from tests.corpus import small_tokenizer, write_megatron
 from tests.s3server import CREDENTIALS, moto_server
+from tests.small_run import semmem_run
 from tests.warehouses import WALL_CLOCK, assert_same_warehouse
 
 pytestmark = pytest.mark.s3
 ROOT = Path(__file__).resolve().parents[1]
 SEMMEM = str(Path(sys.executable).parent / "semmem")
 BUCKET = "semmem-test"
-FAMILY = ("train_model.sizes=[{name: s, hidden_size: 16, num_layers: 1, num_heads: 2}, "
-          "{name: l, hidden_size: 32, num_layers: 1, num_heads: 2}]")
 
 
 @dataclass(frozen=True)
@@ -61,25 +60,15 @@ def _without_endpoint() -> dict[str, str]:
 
 def _run(env: dict[str, str], *args: str) -> str:
     """`semmem run` in its own process, with `env` added to this one's (less the endpoint variable)."""
-    proc = subprocess.run([SEMMEM, "run", "--config", str(ROOT / "conf" / "local.yaml"),
-                           "--set", "spark.master=local[2]", "--set", "spark.conf.spark.sql.shuffle.partitions=4",
-                           *[x for a in args for x in ("--set", a)]],
-                          cwd=ROOT, env={**_without_endpoint(), **env}, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
+    return semmem_run(list(args), {**_without_endpoint(), **env})
 
 
-def test_pipeline_with_warehouse_and_corpus_on_s3_equals_local(s3, tmp_path):
-    shards = small_corpus(tmp_path / "corpus", n_docs=90)
-    for p in shards:
+def test_pipeline_with_warehouse_and_corpus_on_s3_equals_local(s3, small_local_run):
+    for p in sorted(small_local_run.corpus.iterdir()):
         s3.upload(p, f"corpus/{p.name}")
-    tok = small_tokenizer(tmp_path / "tokenizer.json")
-    common = [f"tokenizer.name={tok}", "stream.seq_length=128", FAMILY, "train_model.checkpoints=[0.5, 1.0]",
-              "score.batch_size=16", "taxonomy.min_memorized=1"]
-    local_wh, s3_wh = str(tmp_path / "wh"), f"s3://{BUCKET}/wh"
-    _run({}, f"input.path=[{tmp_path / 'corpus'}]", f"warehouse={local_wh}", *common)
-    out = _run(CREDENTIALS, f"input.path=[s3a://{BUCKET}/corpus]", f"warehouse={s3_wh}", f"storage.endpoint_url={s3.endpoint}",
-               *common)
+    local_wh, s3_wh = str(small_local_run.warehouse), f"s3://{BUCKET}/wh"
+    out = _run(CREDENTIALS, *small_local_run.settings(s3_wh, corpus=f"s3a://{BUCKET}/corpus"),
+               f"storage.endpoint_url={s3.endpoint}")
     assert f"warehouse {s3_wh} (delta-rs backend)" in out
 
     where_the_corpus_is = {("stream_documents", "path"), ("sequence_occurrences", "document")}  # file:line
@@ -89,7 +78,7 @@ def test_pipeline_with_warehouse_and_corpus_on_s3_equals_local(s3, tmp_path):
     # the side files are on S3 too: the tokenizer, every checkpoint, the report, the run's config
     published = read_publications(s3_wh).newest  # the side files each table's lineage names
     saved = Tokenizer.from_str(storage.read_text(published["sequences"].side_files["tokenizer"]))
-    assert saved.to_str() == Tokenizer.from_file(str(tok)).to_str()
+    assert saved.to_str() == Tokenizer.from_file(str(small_local_run.tokenizer)).to_str()
     saved = storage.list_dir(published["model_family"].side_files["model:trained-l"])
     assert "semmem_family.json" in saved and sum(n.startswith("step") for n in saved) == 2
     assert storage.is_file(f"{s3_wh}/report/index.html") and storage.is_file(f"{s3_wh}/report/family.png")
