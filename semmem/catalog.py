@@ -241,6 +241,50 @@ TABLES: dict[str, TableDef] = {
             "restricted: only those both had trained on by their checkpoints, seen_by_checkpoint); "
             "precision = n_memorized_both / n_memorized_a, recall = n_memorized_both / n_memorized_b, each with its "
             "Wilson interval at taxonomy.ci_level (NaN where the denominator is 0)."),
+        # the evidence behind the answer (stage evidence, semmem.taxonomy.evidence; bounded: aggregates and a few cards)
+        _table("memorization_by_context", [
+            ("model", pa.string()), ("revision", pa.string()), ("category", pa.string()),
+            ("context_length", pa.int32()), ("sequences", pa.int64()), ("memorized", pa.int64()),
+            ("share", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64())],
+            ("model", "revision", "category", "context_length"),
+            "Memorized at each prompt length k (memorization.memorized_at, score.context_lengths) per model@revision "
+            "and category ('all': every row, a NULL category included): sequences scored at k, those memorized, "
+            "their share and its Wilson interval at taxonomy.ci_level. Counted in Spark."),
+        _table("memorization_exposure", [
+            ("model", pa.string()), ("revision", pa.string()), ("category", pa.string()), ("measure", pa.string()),
+            ("bin_low", pa.int64()), ("bin_high", pa.int64()), ("sequences", pa.int64()), ("memorized", pa.int64()),
+            ("share", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64())],
+            ("model", "revision", "category", "measure", "bin_low"),
+            "Memorized share per bin [bin_low, bin_high] of an exposure measure of combined: exposures_before (bins "
+            "0, 1, 2-3, 4-7, ...) or steps_since_last_exposure (1, 2-3, ...; sequences never seen have none), per "
+            "model@revision and category ('all' too), with the Wilson interval at taxonomy.ci_level."),
+        _table("exposure_medians", [
+            ("model", pa.string()), ("revision", pa.string()), ("category", pa.string()), ("memorized", pa.bool_()),
+            ("measure", pa.string()), ("sequences", pa.int64()), ("median", pa.float64()), ("ci_low", pa.float64()),
+            ("ci_high", pa.float64())], ("model", "revision", "category", "memorized", "measure"),
+            "Median exposures_before and steps_since_last_exposure of memorized vs other sequences per model@revision "
+            "and category ('all' too), over the sequences with a value; exact (the mean of the middle order "
+            "statistics) with the distribution-free order-statistic interval at taxonomy.ci_level (NULL when too "
+            "few sequences for one)."),
+        _table("score_separation", [
+            ("model", pa.string()), ("revision", pa.string()), ("category", pa.string()), ("score", pa.string()),
+            ("memorized_when", pa.string()), ("roc_auc", pa.float64()), ("ci_low", pa.float64()),
+            ("ci_high", pa.float64()), ("n_rows", pa.int64()), ("n_memorized", pa.int64())],
+            ("model", "revision", "category", "score"),
+            "How well each score (loss, zlib_ratio, min_k_prob, min_k_plus_plus, memorized_bits) separates memorized "
+            "from other sequences per fitted model@revision (taxonomy.revisions) and category ('all' too): ROC-AUC "
+            "with the score oriented so that 1 = every memorized sequence ranks above every other (memorized_when: "
+            "the raw score's direction), on the seeded sample of at most taxonomy.max_rows rows the taxonomy draws, "
+            "with a seeded bootstrap interval (taxonomy.bootstrap_rounds, taxonomy.ci_level)."),
+        _table("memorization_examples", [
+            ("model", pa.string()), ("revision", pa.string()), ("category", pa.string()), ("sequence_id", pa.int64()),
+            ("text", pa.string()), ("sequence_duplicates", pa.int64()), ("exposures_before", pa.int64()),
+            ("first_seen_step", pa.int64()), ("last_seen_step", pa.int64()), ("documents", pa.list_(pa.string()))],
+            ("model", "revision", "sequence_id"),
+            "A card per example memorized sequence of each fitted model@revision (the memorized among the report's "
+            "report.examples_per_category examples per category): its text, duplicates, exposure by the checkpoint "
+            "(first and last step seen) and up to 10 distinct documents where it occurs, earliest first "
+            "(sequence_occurrences; NULL without that table)."),
         # a user's texts (`semmem texts`), beside the corpus tables
         _table("texts", [("text_id", pa.int64()), ("id", pa.int64()), ("path", pa.string()), ("line", pa.int64()),
                          ("text", pa.string()), ("n_tokens", pa.int32()), ("tokenizer", pa.string())], ("text_id",),

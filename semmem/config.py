@@ -294,6 +294,10 @@ class TaxonomyConfig:
     # search (a fit on a handful of positives says nothing); its correlations and divergence curve are still computed
     min_memorized: int = 10
     upstream_protocol: bool = False  # true: upstream's leaky scaler, hard-label AUC/LRT, KFold(100) "bootstrap"
+    # the taxonomic model's features: "upstream" = upstream's 13 + is_templating (comparable with the paper);
+    # "upstream+exposure" fits once more with exposures_before and steps_since_last_exposure added (predictors
+    # baseline+exposure, taxonomic+exposure), and the report shows both fits side by side
+    features: Literal["upstream", "upstream+exposure"] = "upstream"
     test_fraction: float = 0.2  # test share of the split stratified on label + category
     # share of the training rows the partition search ranks its candidates on (stratified, seeded); the test rows
     # never choose. A search whose validation share has fewer than search_min_validation memorized or other rows
@@ -382,6 +386,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("semantic.kmeans_max_sample", lambda v: v >= 1000, "at least 1000 k-means training rows"),
     ("semantic.max_list_items", lambda v: v >= 1, "a positive number of items per IVF list task"),
     ("textual.min_distance", lambda v: v >= 0, "0 or more edits"),
+    ("taxonomy.features", lambda v: v in ("upstream", "upstream+exposure"), "one of upstream, upstream+exposure"),
     ("taxonomy.test_fraction", lambda v: 0 < v < 1, "a share strictly between 0 and 1"),
     ("taxonomy.validation_fraction", lambda v: 0 < v < 1, "a share strictly between 0 and 1"),
     ("taxonomy.search_min_validation", lambda v: v >= 1, "1 or more rows"),

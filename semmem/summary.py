@@ -45,6 +45,7 @@ def summary_text(warehouse: str | Path) -> str:
         if published_version(root, "taxonomy_comparison", pubs) is not None:
             compared = run_sql(root, "SELECT model, revision, predictor, metric, difference, ci_low, ci_high, "
                                      "p_value, n_test FROM taxonomy_comparison").to_pylist()
+    evidence = _evidence(root, pubs)
     fitted = {(r["model"], r["revision"]) for r in metrics}
     models = sorted(dict.fromkeys((r["model"], r["revision"]) for r in cats), key=_revision_order)
     shown = fitted | set(fitted_revisions(models, "final"))  # in detail; other checkpoints get one line
@@ -75,6 +76,8 @@ def summary_text(warehouse: str | Path) -> str:
                 lines.append(f"    {verdict(predictor, versus)}")
         if taxonomy_ran and not mine:
             lines.append("    no taxonomic model: too few memorized (or other) sequences (taxonomy.min_memorized)")
+        lines += _evidence_lines(evidence, model, revision)
+    lines += [f"  not shown: {why}" for why in evidence.get("stale", [])]
     lines += [f"  not shown: {why}" for why in late]
     if published_version(root, "memorization_forecast", pubs) is not None and not late and len(shown) > 1:
         forecast = run_sql(root, "SELECT model_a, revision_a, model_b, revision_b, precision, precision_ci_low, "
@@ -107,6 +110,59 @@ def summary_text(warehouse: str | Path) -> str:
     if storage.is_file(page):
         lines += ["", f"report: {page}"]
     return "\n".join(lines)
+
+
+def _evidence(root: str, pubs) -> dict:  # noqa: ANN001 - the publication log
+    """The rows of memorization_by_context and exposure_medians (category all for the medians) when stage evidence
+    published them and they are current; {"stale": [why...]} when not current; {} when never made."""
+    names = ("memorization_by_context", "exposure_medians")
+    if any(published_version(root, t, pubs) is None for t in names):
+        return {}
+    stale = list(dict.fromkeys(why for t in names for why in stale_inputs(root, t, pubs)))
+    if stale:
+        return {"stale": stale}
+    return {"context": run_sql(root, "SELECT model, revision, category, context_length, share, ci_low, ci_high "
+                                     "FROM memorization_by_context ORDER BY context_length").to_pylist(),
+            "medians": run_sql(root, "SELECT model, revision, memorized, measure, sequences, median, ci_low, ci_high "
+                                     "FROM exposure_medians WHERE category = 'all'").to_pylist()}
+
+
+def _evidence_lines(evidence: dict, model: str, revision: str) -> list[str]:
+    """The share memorized at each context length per category, and the median exposures and recency of memorized
+    vs other sequences, each with its interval (table memorization_by_context: Wilson; exposure_medians: order
+    statistics)."""
+    lines = []
+    context = [r for r in evidence.get("context", []) if (r["model"], r["revision"]) == (model, revision)]
+    lengths = sorted({r["context_length"] for r in context})
+    if lengths:
+        lines.append(f"    memorized from the last k prompt tokens (k = {', '.join(map(str, lengths))}), "
+                     "% of sequences:")
+        for c in (*CATEGORIES, "all"):
+            by_k = {r["context_length"]: r for r in context if r["category"] == c}
+            if by_k:
+                lines.append(f"      {c:<15} " + "  ".join(_percent(by_k.get(k)) for k in lengths))
+    medians = {(r["measure"], r["memorized"]): r for r in evidence.get("medians", [])
+               if (r["model"], r["revision"]) == (model, revision)}
+    for measure, label in (("exposures_before", "exposures before the checkpoint"),
+                           ("steps_since_last_exposure", "steps since the last exposure")):
+        mem, other = medians.get((measure, True)), medians.get((measure, False))
+        if mem or other:
+            lines.append(f"    median {label}: memorized {_median(mem)}, other {_median(other)}")
+    return lines
+
+
+def _percent(row: dict | None) -> str:
+    if row is None or row["share"] is None or math.isnan(row["share"]):
+        return "-"
+    return f"{100 * row['share']:.1f}% [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+
+
+def _median(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    ci = f" [{row['ci_low']:g}, {row['ci_high']:g}]" if row["ci_low"] is not None and not math.isnan(row["ci_low"]) \
+        else " (too few for an interval)"
+    return f"{row['median']:g}{ci} of {row['sequences']:,}"
 
 
 def _with_ci(name: str, row: dict | None) -> str:

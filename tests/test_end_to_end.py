@@ -69,6 +69,37 @@ def test_semmem_run_all_default_stages(spark, tmp_path, capsys, monkeypatch):
     assert f"trained-l@{last}: {n:,} sequences" in tail and "recitation" in tail
     assert "taxonomic" in tail and "forecasts" in tail
     assert (wh / "report" / "index.html").is_file() and str(wh / "report" / "index.html") in tail
+    # The evidence (stage evidence): bounded tables with sane values, in the summary and the report.
+    final = [(m, max((r["revision"] for r in models if r["model"] == m), key=lambda r: int(r[4:])))
+             for m in ("trained-l", "trained-s")]
+    context = run_sql(wh, "SELECT model, revision, category, context_length, sequences, memorized, share, ci_low, "
+                          "ci_high FROM memorization_by_context").to_pylist()
+    assert {(r["model"], r["revision"]) for r in context} == {(m["model"], m["revision"]) for m in models}
+    assert {r["context_length"] for r in context} == {8, 16, 24, 32}
+    assert all(r["sequences"] == n for r in context if r["category"] == "all")
+    assert all(0 <= r["ci_low"] <= r["share"] <= r["ci_high"] <= 1 for r in context)
+    separation = run_sql(wh, "SELECT model, revision, category, score, roc_auc, ci_low, ci_high, n_rows "
+                             "FROM score_separation").to_pylist()
+    assert {(r["model"], r["revision"]) for r in separation} == set(final)
+    assert {"loss", "zlib_ratio", "min_k_prob", "min_k_plus_plus", "memorized_bits"} == {r["score"] for r in separation}
+    alls = [r for r in separation if r["category"] == "all" and r["score"] == "loss"]
+    assert len(alls) == 2 and all(r["n_rows"] == n and 0.5 < r["roc_auc"] <= 1 for r in alls)  # loss separates
+    assert all(r["ci_low"] <= r["ci_high"] for r in separation if r["ci_low"] is not None)
+    medians = run_sql(wh, "SELECT model, revision, memorized, measure, sequences, median FROM exposure_medians "
+                          "WHERE category = 'all'").to_pylist()
+    assert (*final[0], "exposures_before") in {(r["model"], r["revision"], r["measure"]) for r in medians
+                                               if r["memorized"]}  # trained-l memorizes some at its end
+    assert all(r["median"] >= 0 for r in medians)
+    cards = run_sql(wh, "SELECT model, revision, sequence_id, text, exposures_before, documents "
+                        "FROM memorization_examples").to_pylist()
+    assert cards and {(r["model"], r["revision"]) for r in cards} <= set(final)
+    assert all(r["text"] and r["exposures_before"] >= 1 and 1 <= len(r["documents"]) <= 10 for r in cards)
+    page = (wh / "report" / "index.html").read_text()
+    for heading in ("Memorization vs context length", "Memorization vs exposure and recency",
+                    "How well each score separates memorized from other sequences", "Memorized examples"):
+        assert heading in page
+    assert "memorized from the last k prompt tokens (k = 8, 16, 24, 32)" in out
+    assert "median exposures before the checkpoint: memorized" in out
     cats = run_sql(wh, "SELECT count(*) AS n FROM combined WHERE category IN "
                        "('recitation', 'reconstruction', 'recollection')").to_pylist()[0]["n"]
     assert cats == 4 * n  # every sequence of every checkpoint

@@ -56,8 +56,8 @@ def _fail_after(monkeypatch, commits: int) -> None:
             raise InjectedFailure(f"publishing after {commits} commit(s)")
         return real_publish(warehouse, rows)
 
-    monkeypatch.setattr(Warehouse, "_commit", commit)
-    monkeypatch.setattr(tables, "_append_publications", publish)
+    monkeypatch.setattr(DeltaBackend, "commit", commit)
+    monkeypatch.setattr(publications, "append_publications", publish)
 
 
 @pytest.fixture(scope="module")

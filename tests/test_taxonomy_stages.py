@@ -170,6 +170,13 @@ def answered(spark, tmp_path_factory):
     small = df.model == "small"
     df.loc[small, "is_memorized"] = df.loc[small, "is_memorized"].to_numpy() & big.loc[
         df.loc[small, "sequence_id"]].to_numpy()
+    # the evidence: exposure rising with memorization, scores that separate it, graded labels, occurrences
+    rng = np.random.default_rng(3)
+    memorized = df["is_memorized"].to_numpy(dtype=bool)
+    df["exposures_before"] = 1 + rng.poisson(2.0, len(df)) + memorized * rng.poisson(5.0, len(df))
+    df["steps_since_last_exposure"] = rng.integers(1, 100, len(df))
+    df["first_seen_step"], df["last_seen_step"] = 3, 100 - df["steps_since_last_exposure"]
+    df["memorized_bits"] = np.where(memorized, rng.exponential(20.0, len(df)), rng.exponential(5.0, len(df)))
     tdef = table("combined")
     for f in tdef.schema:
         if f.name not in df:
@@ -181,7 +188,25 @@ def answered(spark, tmp_path_factory):
                                                          prompt_text="an", pile_set_name=None)
     ctx.warehouse.write(spark.createDataFrame(seqs[table("sequences").columns], table("sequences").spark_schema),
                         "sequences", mode="overwrite")
-    run_stages(ctx, ["taxonomy", "report"])
+    loss = np.where(memorized, rng.gamma(2.0, 0.3, len(df)), rng.gamma(2.0, 1.0, len(df)))
+    scores = df[["model", "revision", "sequence_id"]].assign(
+        loss=loss, min_k_prob=-2 * loss + rng.normal(0, 0.5, len(df)), min_k_plus_plus=rng.normal(0, 1, len(df)),
+        zlib_ratio=loss / 40.0, memorized_at=[{8: bool(m and i % 3 == 0), 16: bool(m and i % 3 < 2), 32: bool(m)}
+                                              for i, m in enumerate(memorized)])
+    mdef = table("memorization")
+    for f in mdef.schema:
+        if f.name not in scores:
+            scores[f.name] = None
+    ctx.warehouse.write(spark.createDataFrame(scores[mdef.columns], mdef.spark_schema), "memorization",
+                        mode="overwrite")
+    ids = df[(df.model == "big") & df.is_memorized].sequence_id.head(40).tolist()
+    occurrences = pd.DataFrame([{"sequence_id": i, "rank": k, "row_id": i, "offset": 32, "step": k,
+                                 "document": f"shard.jsonl:{i * 10 + k}", "source": None}
+                                for i in ids for k in range(1, 4)])
+    odef = table("sequence_occurrences")
+    ctx.warehouse.write(spark.createDataFrame(occurrences[odef.columns], odef.spark_schema), "sequence_occurrences",
+                        mode="overwrite")
+    run_stages(ctx, ["taxonomy", "evidence", "report"])
     return ctx, df
 
 
@@ -221,6 +246,11 @@ def test_summary_reads_the_tables(answered):
     assert f"big@step100: 1,500 sequences, {n_big:,} memorized" in text
     for c in ("recitation", "reconstruction", "recollection", "baseline", "taxonomic", "F1", "PR-AUC"):
         assert c in text
+    # the evidence, from memorization_by_context and exposure_medians, for each final model
+    assert text.count("memorized from the last k prompt tokens (k = 8, 16, 32)") == 2
+    m = float(np.median(df[(df.model == "big") & df.is_memorized].exposures_before))
+    assert f"median exposures before the checkpoint: memorized {m:g} [" in text
+    assert text.count("median steps since the last exposure: memorized") == 2
     assert str(Path(ctx.warehouse.root) / "report" / "index.html") in text
 
 
@@ -238,11 +268,33 @@ def test_report_files(answered):
     folder = Path(ctx.warehouse.root) / "report"
     page = (folder / "index.html").read_text()
     pngs = sorted(p.name for p in folder.glob("*.png"))
-    for kind in ("categories", "metrics", "weights", "correlations", "kl"):
+    for kind in ("categories", "metrics", "weights", "correlations", "kl", "context", "exposure", "separation"):
         assert f"{kind}_big_step100.png" in pngs and f"{kind}_small_step100.png" in pngs
     assert "forecast.png" in pngs
     assert page.count("<img ") == len(pngs)
     assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page
+    for heading in ("Memorization vs context length", "Memorization vs exposure and recency",
+                    "How well each score separates memorized from other sequences", "Memorized examples"):
+        assert page.count(heading) == 2  # a section per model
+    assert "shard.jsonl:" in page and "With and without exposure features" not in page  # features=upstream
+
+
+def test_evidence_tables(answered):
+    ctx, df = answered
+    wh = ctx.warehouse
+    big = df[df.model == "big"]
+    seps = wh.read("score_separation").toPandas().set_index(["model", "score", "category"])
+    for score in ("loss", "zlib_ratio", "min_k_prob", "memorized_bits"):  # planted to separate
+        r = seps.loc[("big", score, "all")]
+        assert r.ci_low <= r.roc_auc <= r.ci_high and r.roc_auc > 0.7 and r.n_rows == 1500
+    by_context = wh.read("memorization_by_context").toPandas().set_index(["model", "category", "context_length"])
+    assert by_context.loc[("big", "all", 32), "memorized"] == int(big.is_memorized.sum())
+    assert by_context.loc[("big", "all", 8), "share"] <= by_context.loc[("big", "all", 32), "share"]
+    medians = wh.read("exposure_medians").toPandas().set_index(["model", "category", "memorized", "measure"])
+    assert medians.loc[("big", "all", True, "exposures_before"), "median"] == \
+        float(np.median(big[big.is_memorized].exposures_before))
+    cards = wh.read("memorization_examples").toPandas()
+    assert len(cards) and cards.text.notna().all() and set(cards.model) == {"big", "small"}
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium; .ci/run "

@@ -19,15 +19,20 @@ from semmem.scoring.models import checkpoint_step
 from semmem.stages.registry import StageContext, stage
 from semmem.tables import Warehouse
 from semmem.taxonomy import (
-    MODEL_FEATURES, duplicate_threshold_kl, feature_correlations, fitted_revisions, partition_candidates,
-    search_partitions, taxonomy_model, with_best_partition)
+    MODEL_FEATURES, TaxonomyResult, duplicate_threshold_kl, feature_correlations, fitted_revisions,
+    partition_candidates, search_partitions, taxonomy_model, with_best_partition)
 from semmem.taxonomy.combine import FEATURE_TABLES, category_counts, combine, deduplicate, labels
+from semmem.taxonomy.evidence import SCORES, context_shares, exposure_medians, exposure_shares, score_separation
 from semmem.taxonomy.report import ReportData, write_report
 from semmem.taxonomy.stats import memorization_forecast
+from semmem.taxonomy.vocabulary import EXPOSURE_FEATURES, FEATURE_SETS
 
 log = logging.getLogger("semmem")
 TAXONOMY_TABLES = ("taxonomy_metrics", "taxonomy_comparison", "taxonomy_weights", "feature_correlations",
                    "taxonomy_search", "duplicate_threshold_kl", "memorization_forecast")
+EVIDENCE_TABLES = ("memorization_by_context", "memorization_exposure", "exposure_medians", "score_separation",
+                   "memorization_examples")
+EXPOSURE_FIT = "+exposure"  # the suffix of the predictors fitted with taxonomy.features=upstream+exposure
 
 
 @stage("combine", inputs=("sequences",), outputs=("combined", "category_counts"),
@@ -168,8 +173,10 @@ def taxonomy_stage(ctx: StageContext) -> None:
     keys = fitted_revisions([(r["model"], r["revision"]) for r in combined.select("model", "revision").distinct()
                              .orderBy("model", "revision").collect()], t.revisions)  # one row per model@revision
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TAXONOMY_TABLES}
+    exposure_skipped: dict[str, str] = {}
+    extra = EXPOSURE_FEATURES if t.features == "upstream+exposure" else ()
     for model, revision in keys:
-        rows = _model_rows(combined, model, revision, t.max_rows, t.seed)
+        rows = _model_rows(combined, model, revision, t.max_rows, t.seed, extra)
         labels = rows.is_memorized.dropna().astype(bool)
         memorized, other = int(labels.sum()), int((~labels).sum())
         log.info("taxonomy: %s@%s: %d rows (%d memorized)", model, revision, len(rows), memorized)
@@ -204,23 +211,59 @@ def taxonomy_stage(ctx: StageContext) -> None:
         frames["taxonomy_comparison"].append(result.comparison)
         frames["taxonomy_weights"].append(result.weights)
         frames["taxonomy_search"].append(search)
+        if extra:
+            fit = _exposure_fit(ctx, rows)
+            if isinstance(fit, str):
+                log.warning("taxonomy: %s@%s: no fit with exposure features: %s", model, revision, fit)
+                exposure_skipped[f"{model}@{revision}"] = fit
+            else:
+                for name in ("taxonomy_metrics", "taxonomy_comparison", "taxonomy_weights"):
+                    frames[name].append(fit[name])
     frames["memorization_forecast"].append(memorization_forecast(combined, ci_level=t.ci_level))
     meta = {"stage": "taxonomy", "combined_version": wh.version("combined"), "models": [f"{m}@{r}" for m, r in keys],
             "upstream_protocol": t.upstream_protocol, "seed": t.seed}
-    for name, parts in frames.items():
-        pdf = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=table(name).columns)
-        df = ctx.spark.createDataFrame(pdf, schema=table(name).spark_schema) if len(pdf) else \
-            ctx.spark.createDataFrame([], table(name).spark_schema)
-        wh.write(df, name, mode="overwrite", metadata=meta)
+    if extra:  # the default's metadata stays as it was
+        meta |= {"features": t.features, "exposure_skipped": exposure_skipped}
+    _write_frames(ctx, {name: pd.concat(parts, ignore_index=True) if parts else
+                        pd.DataFrame(columns=table(name).columns) for name, parts in frames.items()}, meta)
 
 
-def _model_rows(combined: DataFrame, model: str, revision: str, max_rows: int | None, seed: int) -> pd.DataFrame:
-    """The combined rows of one model@revision on the driver: the columns the statistics read, and at most about
-    max_rows of them (a seeded Bernoulli sample in Spark, so the driver never holds more than the cap)."""
+def _exposure_fit(ctx: StageContext, rows: pd.DataFrame) -> dict[str, pd.DataFrame] | str:
+    """taxonomy_metrics / _comparison / _weights rows of the baseline and taxonomic models refitted with
+    FEATURE_SETS["upstream+exposure"] (predictors renamed <name>+exposure, compared with baseline+exposure), or why
+    there is no such fit. Rows without a value of an exposure feature (never seen: no recency) are left out."""
+    t = ctx.cfg.taxonomy
+    if rows["exposures_before"].isna().all():
+        return ("the exposure columns are NULL (the revision names no training step, or its training order was not "
+                "recorded: see stage combine's log)")
+    usable = rows[rows[list(EXPOSURE_FEATURES)].notna().all(axis=1)]
+    memorized = int(usable.is_memorized.dropna().astype(bool).sum())
+    if min(memorized, int(usable.is_memorized.notna().sum()) - memorized) < t.min_memorized:
+        return (f"{memorized} memorized rows with exposure values, or as few other ones: fewer than "
+                f"taxonomy.min_memorized = {t.min_memorized}")
+    result: TaxonomyResult = taxonomy_model(
+        rows, upstream_protocol=t.upstream_protocol, test_fraction=t.test_fraction,
+        validation_fraction=t.validation_fraction, seed=t.seed, max_rows=t.max_rows,
+        bootstrap_rounds=t.bootstrap_rounds, ci_level=t.ci_level, ece_bins=t.ece_bins,
+        features=FEATURE_SETS["upstream+exposure"])
+    renamed = {"taxonomy_metrics": result.metrics, "taxonomy_comparison": result.comparison,
+               "taxonomy_weights": result.weights}
+    for frame in renamed.values():
+        for col in ("predictor", "reference"):
+            if col in frame:
+                frame[col] = frame[col] + EXPOSURE_FIT
+    return renamed
+
+
+def _model_rows(combined: DataFrame, model: str, revision: str, max_rows: int | None, seed: int,
+                extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The combined rows of one model@revision on the driver: the columns the statistics read (and `extra`), and
+    at most about max_rows of them (a seeded Bernoulli sample in Spark, so the driver never holds more than the
+    cap). The evidence stage draws its sample of the scores the same way."""
     df = combined.where((F.col("model") == model) & (F.col("revision") == revision))
     columns = ["model", "revision", "sequence_id", "is_memorized", "memorization_score", "category", "nl_score",
                "is_incrementing", "is_repeating", *[c for c in MODEL_FEATURES if c not in ("is_templating",)],
-               "is_templating"]
+               "is_templating", *extra]
     df = df.select(*dict.fromkeys(columns))
     if max_rows is not None:
         n = df.count()
@@ -229,8 +272,69 @@ def _model_rows(combined: DataFrame, model: str, revision: str, max_rows: int | 
     return df.toPandas()
 
 
+@stage("evidence", inputs=("combined", "memorization"), outputs=EVIDENCE_TABLES,
+       reads_also=("sequences", "sequence_occurrences"),
+       config=("report.examples_per_category", *(f"taxonomy.{k}" for k in ("revisions", "max_rows", "seed",
+                                                                          "bootstrap_rounds", "ci_level"))))
+def evidence_stage(ctx: StageContext) -> None:
+    """The evidence: memorization vs context length, exposure and recency; how well each score separates it; cards."""
+    wh, t = ctx.warehouse, ctx.cfg.taxonomy
+    combined, scores = wh.read("combined"), wh.read("memorization")
+    frames = {"memorization_by_context": context_shares(scores, combined, t.ci_level),
+              "memorization_exposure": exposure_shares(combined, t.ci_level),
+              "exposure_medians": exposure_medians(combined, t.ci_level)}
+    keys = fitted_revisions([(r["model"], r["revision"]) for r in combined.select("model", "revision").distinct()
+                             .orderBy("model", "revision").collect()], t.revisions)  # one row per model@revision
+    membership = [c for c in SCORES if c not in combined.columns]  # in memorization only; memorized_bits: combined
+    scored = combined.join(scores.select("model", "revision", "sequence_id", *membership),
+                           ["model", "revision", "sequence_id"], "left")
+    separation = []
+    for model, revision in keys:
+        rows = _model_rows(scored, model, revision, t.max_rows, t.seed, tuple(SCORES))
+        separation.append(score_separation(rows, bootstrap_rounds=t.bootstrap_rounds, ci_level=t.ci_level,
+                                           seed=t.seed))
+    frames["score_separation"] = pd.concat(separation, ignore_index=True) if separation else \
+        pd.DataFrame(columns=table("score_separation").columns)
+    frames["memorization_examples"] = _cards(ctx, combined, keys)
+    meta = {"stage": "evidence", "combined_version": wh.version("combined"), "models": [f"{m}@{r}" for m, r in keys],
+            "seed": t.seed}
+    _write_frames(ctx, frames, meta)
+
+
+def _cards(ctx: StageContext, combined: DataFrame, keys: list[tuple[str, str]]) -> pd.DataFrame:
+    """memorization_examples rows: the memorized among the report's examples of each fitted model@revision, with
+    their exposure and up to 10 distinct documents where they occur (earliest first)."""
+    wh = ctx.warehouse
+    sequences, occurrences = wh.read("sequences"), wh.exists("sequence_occurrences")
+    if not keys:
+        return pd.DataFrame(columns=table("memorization_examples").columns)
+    fitted = ctx.spark.createDataFrame(keys, "model STRING, revision STRING")
+    examples = _examples(combined.join(F.broadcast(fitted), ["model", "revision"]), sequences,
+                         ctx.cfg.report.examples_per_category,
+                         extra=("exposures_before", "first_seen_step", "last_seen_step"))
+    cards = examples[examples["is_memorized"].fillna(False).astype(bool)].copy()
+    cards["documents"] = None
+    if len(cards) and occurrences:
+        ids = sorted({int(i) for i in cards["sequence_id"]})  # at most models x 3 x examples_per_category
+        first = (wh.read("sequence_occurrences").where(F.col("sequence_id").isin(ids) & F.col("document").isNotNull())
+                 .groupBy("sequence_id", "document").agg(F.min("rank").alias("first_rank")))
+        order = F.row_number().over(Window.partitionBy("sequence_id").orderBy("first_rank", "document"))
+        docs = first.withColumn("_n", order).where(F.col("_n") <= 10).toPandas()
+        lists = {i: g.sort_values("_n")["document"].tolist() for i, g in docs.groupby("sequence_id")}
+        cards["documents"] = [lists.get(int(i), []) for i in cards["sequence_id"]]
+    return cards
+
+
+def _write_frames(ctx: StageContext, frames: dict[str, pd.DataFrame], meta: dict) -> None:
+    """Each bounded frame as its catalog table (an empty frame: an empty table)."""
+    for name, pdf in frames.items():
+        df = ctx.spark.createDataFrame(pdf[table(name).columns], schema=table(name).spark_schema) if len(pdf) else \
+            ctx.spark.createDataFrame([], table(name).spark_schema)
+        ctx.warehouse.write(df, name, mode="overwrite", metadata=meta)
+
+
 @stage("report", inputs=("combined", "category_counts", "sequences", *TAXONOMY_TABLES), outputs=(),
-       reads_also=("model_family", "capacity", "embeddings", "code_scores"),
+       reads_also=("model_family", "capacity", "embeddings", "code_scores", *EVIDENCE_TABLES),
        config=("report", *(f"taxonomy.{k}" for k in ("duplicate_threshold", "revisions", "upstream_protocol",
                                                      "test_fraction", "bootstrap_rounds", "seed"))))
 def report_stage(ctx: StageContext) -> None:
@@ -250,19 +354,33 @@ def report_stage(ctx: StageContext) -> None:
         duplicate_threshold=t.duplicate_threshold, notes=_provenance(ctx),
         models=fitted_revisions(sorted(set(zip(cats["model"], cats["revision"]))), t.revisions),
         family=wh.read("model_family").toPandas() if wh.exists("model_family") else pd.DataFrame(),
-        capacity=wh.read("capacity").toPandas() if wh.exists("capacity") else pd.DataFrame())
+        capacity=wh.read("capacity").toPandas() if wh.exists("capacity") else pd.DataFrame(),
+        **_evidence(wh))
     folder = wh.side_path("report")
     with storage.replacing_folder(folder, marker="index.html") as staging:
         write_report(data, staging)
     log.info("report: %s", storage.join(folder, "index.html"))
 
 
-def _examples(combined: DataFrame, sequences: DataFrame, per_category: int) -> pd.DataFrame:
-    """A few sequences per model and category, memorized ones first (then by sequence_id), with their text."""
+def _evidence(wh: Warehouse) -> dict:
+    """The evidence tables as ReportData fields (bounded rows; empty where stage evidence has not run), and why a
+    model@revision has no fit with exposure features (the taxonomy's commit metadata)."""
+    fields = {"memorization_by_context": "by_context", "memorization_exposure": "exposure",
+              "exposure_medians": "medians", "score_separation": "separation", "memorization_examples": "cards"}
+    out: dict = {field: wh.read(name).toPandas() if wh.exists(name) else pd.DataFrame()
+                 for name, field in fields.items()}
+    out["exposure_skipped"] = wh.commit_metadata("taxonomy_metrics").get("exposure_skipped", {})
+    return out
+
+
+def _examples(combined: DataFrame, sequences: DataFrame, per_category: int, extra: tuple[str, ...] = ()
+              ) -> pd.DataFrame:
+    """A few sequences per model and category, memorized ones first (then by sequence_id), with their text (and the
+    `extra` columns of combined): the report's examples, and the evidence's cards among them."""
     rank = F.row_number().over(Window.partitionBy("model", "revision", "category")
                                .orderBy(F.col("is_memorized").desc_nulls_last(), "sequence_id"))
     cols = ["model", "revision", "category", "sequence_id", "is_memorized", "sequence_duplicates",
-            "generation_perplexity", "semantic_matches_0_8", "textual_matches_0_8", "nl_score"]
+            "generation_perplexity", "semantic_matches_0_8", "textual_matches_0_8", "nl_score", *extra]
     picked = (combined.select(*[c for c in cols if c in combined.columns]).withColumn("_rank", rank)
               .where(F.col("_rank") <= per_category).drop("_rank"))
     return picked.join(sequences.select("sequence_id", "text"), "sequence_id", "left").toPandas()

@@ -52,7 +52,7 @@ from threadpoolctl import threadpool_limits
 
 from semmem.errors import ConfigError, InputError
 from semmem.taxonomy.vocabulary import (
-    BINARY_FEATURES, CATEGORIES, DISPLAY_NAMES, LABEL, RowSelection, one_model, select_rows)
+    BINARY_FEATURES, CATEGORIES, DISPLAY_NAMES, LABEL, MODEL_FEATURES, RowSelection, one_model, select_rows)
 from semmem.taxonomy.frames import table_frame
 from semmem.taxonomy.metrics import (
     PROBABILITY_EPS, METRICS, bootstrap_p_value, bootstrap_weights, kfold_weights, summarize, weighted_metrics)
@@ -122,14 +122,16 @@ def stratified_mask(strata: np.ndarray, fraction: float, rng: np.random.Generato
 
 
 def prepare_split(combined: pd.DataFrame, *, upstream_protocol: bool = False, test_fraction: float = 0.2,
-                  validation_fraction: float = 0.25, seed: int = 1024, max_rows: int | None = None) -> Split:
+                  validation_fraction: float = 0.25, seed: int = 1024, max_rows: int | None = None,
+                  features: tuple[str, ...] = MODEL_FEATURES) -> Split:
     """Usable rows, capped at `max_rows` and split train/test, then the training rows fit/validation (for the
-    partition search), each stratified on label + category and seeded."""
+    partition search), each stratified on label + category and seeded. `features`: the model's (upstream's 13 +
+    is_templating by default; taxonomy.features=upstream+exposure adds EXPOSURE_FEATURES)."""
     for key, share in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
         if not 0.0 < share < 1.0:
             raise ConfigError(f"taxonomy.{key} = {share}; expected a share strictly between 0 and 1")
     model, revision = one_model(combined)
-    rows, selection = select_rows(combined)
+    rows, selection = select_rows(combined, features)
     if selection.dropped_rows:
         counts = ", ".join(f"{col} {n}" for col, n in selection.dropped_rows.items())
         if rows.empty:
@@ -295,11 +297,12 @@ def _grouped(split: Split, name: str, train_groups: np.ndarray, test_groups: np.
 
 def taxonomy_model(combined: pd.DataFrame, *, upstream_protocol: bool = False, test_fraction: float = 0.2,
                    validation_fraction: float = 0.25, seed: int = 1024, max_rows: int | None = None,
-                   bootstrap_rounds: int = 200, ci_level: float = 0.95, ece_bins: int = 10) -> TaxonomyResult:
+                   bootstrap_rounds: int = 200, ci_level: float = 0.95, ece_bins: int = 10,
+                   features: tuple[str, ...] = MODEL_FEATURES) -> TaxonomyResult:
     """Baseline and taxonomic LRs of one model@revision, their test metrics (with CIs), their paired comparison and
     Wald-tested weights."""
     split = prepare_split(combined, upstream_protocol=upstream_protocol, test_fraction=test_fraction,
-                          validation_fraction=validation_fraction, seed=seed, max_rows=max_rows)
+                          validation_fraction=validation_fraction, seed=seed, max_rows=max_rows, features=features)
     n_train, n_test = len(split.train.y), len(split.test.y)
     everyone = (np.full(n_train, AGGREGATE, dtype=object), np.full(n_test, AGGREGATE, dtype=object))
     baseline = _grouped(split, "baseline", *everyone, (AGGREGATE,), np.full(n_test, np.nan))
@@ -323,21 +326,30 @@ def _result(split: Split, predictors: dict[str, Predictor], bootstrap_rounds: in
                           _weights(split, predictors), bootstrap_rounds, ci_level, ece_bins)
 
 
-def _resampled(test: Part, predictors: dict[str, Predictor], subsets: dict[str, np.ndarray],
-               chunks: Iterable[np.ndarray], *, ece_bins: int = 10,
-               hard_label_auc: bool = False) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-    """Every metric of every predictor on every subset (a mask of the test rows), one value per round of `chunks`
-    (row weights, rounds x test rows): all predictors see the same rounds, so their values pair up."""
+def resampled_metrics(y: np.ndarray, scores: dict[str, np.ndarray], subsets: dict[str, np.ndarray],
+                      chunks: Iterable[np.ndarray], *, ece_bins: int = 10,
+                      hard_label_auc: bool = False) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """Every metric of every score (P(memorized) of each row, by predictor name) on every subset (a mask of the
+    rows), one value per round of `chunks` (row weights, rounds x rows): all scores see the same rounds, so their
+    values pair up. The one resampling loop of the taxonomy: semmem.taxonomy.evidence reuses it."""
     got: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {
-        (p, s): {m: [np.zeros(0)] for m in METRICS} for p in predictors for s in subsets}
+        (p, s): {m: [np.zeros(0)] for m in METRICS} for p in scores for s in subsets}
     for w in chunks:
-        for pname, pred in predictors.items():
+        for pname, p in scores.items():
             for sname, mask in subsets.items():
-                values = weighted_metrics(test.y[mask], pred.test_p[mask], w[:, mask], ece_bins=ece_bins,
+                values = weighted_metrics(y[mask], p[mask], w[:, mask], ece_bins=ece_bins,
                                           hard_label_auc=hard_label_auc)
                 for m in METRICS:
                     got[pname, sname][m].append(values[m])
     return {key: {m: np.concatenate(v) for m, v in by_metric.items()} for key, by_metric in got.items()}
+
+
+def _resampled(test: Part, predictors: dict[str, Predictor], subsets: dict[str, np.ndarray],
+               chunks: Iterable[np.ndarray], *, ece_bins: int = 10,
+               hard_label_auc: bool = False) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """`resampled_metrics` of the predictors' test probabilities on the test rows."""
+    return resampled_metrics(test.y, {name: pred.test_p for name, pred in predictors.items()}, subsets, chunks,
+                             ece_bins=ece_bins, hard_label_auc=hard_label_auc)
 
 
 def _metrics(split: Split, predictors: dict[str, Predictor], bootstrap_rounds: int, ci_level: float,

@@ -56,6 +56,15 @@ class ReportData:
     notes: list[str] = field(default_factory=list)  # provenance lines (warehouse, table versions, config)
     # the model@revisions the taxonomy covered (taxonomy.revisions), one section each; empty: every one of categories
     models: list[tuple[str, str]] = field(default_factory=list)
+    # the evidence (stage evidence; empty: not run): memorization_by_context, memorization_exposure,
+    # exposure_medians, score_separation, memorization_examples rows
+    by_context: pd.DataFrame = field(default_factory=pd.DataFrame)
+    exposure: pd.DataFrame = field(default_factory=pd.DataFrame)
+    medians: pd.DataFrame = field(default_factory=pd.DataFrame)
+    separation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    cards: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # taxonomy.features=upstream+exposure: why a model@revision has no exposure fit ("model@revision" -> reason)
+    exposure_skipped: dict[str, str] = field(default_factory=dict)
 
 
 def slug(model: str, revision: str) -> str:
@@ -171,6 +180,79 @@ def correlations_figure(corr: pd.DataFrame, model: str, revision: str):
     axes[0].set(yticks=np.arange(len(features)), yticklabels=[DISPLAY_NAMES[f] for f in features])
     axes[0].invert_yaxis()
     fig.suptitle(f"{model}@{revision}: feature correlations with memorization (all sequences)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+EVIDENCE_ORDER = ("all", *CATEGORY_ORDER)
+MEASURE_LABELS = {"exposures_before": "exposures before the checkpoint (count, power-of-two bins)",
+                  "steps_since_last_exposure": "training steps since the last exposure (power-of-two bins)"}
+
+
+def _share_lines(ax, rows: pd.DataFrame, x: str, categories: Iterable[str] = EVIDENCE_ORDER) -> None:
+    """The memorized share (%) of each category against `x`, with its interval as error bars."""
+    for c in categories:
+        r = rows[rows["category"] == c].sort_values(x)
+        if r.empty:
+            continue
+        v = r["share"].to_numpy(float) * 100
+        err = np.clip([v - r["ci_low"].to_numpy(float) * 100, r["ci_high"].to_numpy(float) * 100 - v], 0, None)
+        ax.errorbar(r[x].to_numpy(float), v, yerr=np.nan_to_num(err), fmt="o-", ms=3, capsize=3,
+                    color=COLORS["aggregate" if c == "all" else c], label=c)
+
+
+def context_figure(by_context: pd.DataFrame, model: str, revision: str):
+    """Memorized share per prompt length and category (intervals: Wilson)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    _share_lines(ax, by_context, "context_length")
+    ax.set(xlabel="prompt length k (tokens before the continuation)", ylabel="memorized at k (% of sequences)",
+           xticks=sorted(set(by_context["context_length"])),
+           title=f"{model}@{revision}: memorization vs context length (bars: interval)")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def exposure_figure(exposure: pd.DataFrame, model: str, revision: str):
+    """Memorized share per bin of exposures before the checkpoint and of steps since the last exposure."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, (measure, label) in zip(axes, MEASURE_LABELS.items()):
+        rows = exposure[exposure["measure"] == measure]
+        bins = sorted(set(zip(rows["bin_low"], rows["bin_high"])))
+        pos = {b: i for i, b in enumerate(bins)}
+        _share_lines(ax, rows.assign(position=[pos[b] for b in zip(rows["bin_low"], rows["bin_high"])]),
+                     "position")
+        ax.set(xticks=range(len(bins)), xlabel=label, ylabel="memorized (% of the bin's sequences)",
+               title="memorized vs " + ("exposures" if measure == "exposures_before" else "recency"))
+        ax.set_xticklabels([f"{int(lo)}" if lo == hi else f"{int(lo)}-{int(hi)}" for lo, hi in bins],
+                           rotation=40, ha="right", fontsize=7)
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle(f"{model}@{revision}: memorization vs exposure (bars: interval)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def separation_figure(separation: pd.DataFrame, model: str, revision: str):
+    """ROC-AUC of each score per category with its bootstrap interval; 0.5 = no separation."""
+    plt = _plt()
+    scores = list(dict.fromkeys(separation["score"]))
+    cats = [c for c in EVIDENCE_ORDER if c in set(separation["category"])]
+    fig, ax = plt.subplots(figsize=(8, 0.16 * len(scores) * max(1, len(cats)) + 1.4))
+    y = np.arange(len(scores))
+    h = 0.8 / max(1, len(cats))
+    for k, c in enumerate(cats):
+        rows = separation[separation["category"] == c].set_index("score").reindex(scores)
+        v = rows["roc_auc"].to_numpy(float)
+        err = np.clip([v - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - v], 0, None)
+        ax.barh(y + (k - (len(cats) - 1) / 2) * h, v, h, xerr=np.nan_to_num(err), capsize=2,
+                color=COLORS["aggregate" if c == "all" else c], label=c)
+    ax.axvline(0.5, color="black", lw=0.6, ls="--")
+    ax.set(yticks=y, yticklabels=scores, xlim=(0, 1), xlabel="ROC-AUC (0.5: no separation; 1: perfect)",
+           title=f"{model}@{revision}: how well each score separates memorized sequences (bars: interval)")
+    ax.invert_yaxis()
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -546,6 +628,7 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
         out.append(_img(kl_figure(kl, data.duplicate_threshold, model, revision), folder, f"kl_{s}.png",
                         "divergence of memorized and other sequences per duplicate count"))
         out.append(_kl_note(kl, data.duplicate_threshold))
+    out.append(_evidence_html(data, model, revision, folder))
     if len(ex):
         out.append("<h3>Examples</h3>")
         for cat in CATEGORY_ORDER:
@@ -563,6 +646,92 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
             out.append("<table><tr><th class=l>text (64 tokens)</th><th class=l>label</th><th>duplicates</th>"
                        "<th>continuation PPL</th><th>semantic matches</th><th>textual matches</th><th>P(NL)</th></tr>"
                        f"{body}</table>")
+    return "\n".join(out)
+
+
+def _interval(v: object, lo: object, hi: object) -> str:
+    """A value with its interval in brackets ('–' for a missing part)."""
+    return _fmt(v) if pd.isna(lo) else f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _evidence_html(data: ReportData, model: str, revision: str, folder: Path) -> str:
+    """The evidence of one model@revision: memorization vs context length, vs exposure and recency, the scores'
+    separation, the fits with exposure features, and a card per example memorized sequence."""
+    def mine(df: pd.DataFrame) -> pd.DataFrame:
+        return df[(df["model"] == model) & (df["revision"] == revision)] if len(df) else df
+
+    s, out = slug(model, revision), []
+    by_context, exposure, medians = mine(data.by_context), mine(data.exposure), mine(data.medians)
+    separation, cards, metrics = mine(data.separation), mine(data.cards), mine(data.metrics)
+    if len(by_context):
+        out.append("<h3>Memorization vs context length</h3>")
+        out.append(_img(context_figure(by_context, model, revision), folder, f"context_{s}.png",
+                        "memorized share per prompt length and category"))
+        t = by_context.assign(share=[_interval(v, lo, hi) for v, lo, hi in
+                                     zip(by_context["share"], by_context["ci_low"], by_context["ci_high"])])
+        t = t.pivot(index="category", columns="context_length", values="share").reindex(
+            [c for c in EVIDENCE_ORDER if c in set(t["category"])])
+        t.columns = [f"k = {k}" for k in t.columns]
+        out.append(_table(t.reset_index(), left=["category"]))
+        out.append("<p class=note>Share of sequences whose continuation greedy decoding reproduces from the last k "
+                   "prompt tokens (memorization.memorized_at); in brackets its Wilson interval.</p>")
+    if len(exposure):
+        out.append("<h3>Memorization vs exposure and recency</h3>")
+        out.append(_img(exposure_figure(exposure, model, revision), folder, f"exposure_{s}.png",
+                        "memorized share per exposure and recency bin"))
+        if len(medians):
+            m = medians[medians["category"] == "all"].sort_values(["measure", "memorized"], ascending=[True, False])
+            out.append(_table(m.assign(memorized=m["memorized"].map({True: "memorized", False: "other"}),
+                                       median=[_interval(v, lo, hi) for v, lo, hi in
+                                               zip(m["median"], m["ci_low"], m["ci_high"])])[
+                ["measure", "memorized", "sequences", "median"]], left=["measure", "memorized"]))
+            out.append("<p class=note>Medians over all categories (per category in table exposure_medians), in "
+                       "brackets the order-statistic interval; steps since the last exposure exist only for sequences "
+                       "seen by the checkpoint.</p>")
+    if len(separation):
+        out.append("<h3>How well each score separates memorized from other sequences</h3>")
+        out.append(_img(separation_figure(separation, model, revision), folder, f"separation_{s}.png",
+                        "ROC-AUC of each score per category"))
+        t = separation.assign(auc=[_interval(v, lo, hi) for v, lo, hi in
+                                   zip(separation["roc_auc"], separation["ci_low"], separation["ci_high"])])
+        t = t.pivot(index="score", columns="category", values="auc")
+        t = t[[c for c in EVIDENCE_ORDER if c in t.columns]]
+        out.append(_table(t.reset_index(), left=["score"]))
+        n = separation[separation["category"] == "all"]
+        out.append(f"<p class=note>ROC-AUC on {_fmt(int(n['n_rows'].max()) if len(n) else 0)} sampled sequences "
+                   "(taxonomy.max_rows), each score oriented so that memorized sequences are expected higher "
+                   "(loss and zlib_ratio negated); in brackets the bootstrap interval.</p>")
+    exposed = metrics[metrics["predictor"].str.endswith("+exposure")] if len(metrics) else metrics
+    skipped = data.exposure_skipped.get(f"{model}@{revision}")
+    if len(exposed):
+        out.append("<h3>With and without exposure features</h3>")
+        rows = metrics[(metrics["subset"] == "aggregate") & metrics["metric"].isin(["f1", "pr_auc", "roc_auc",
+                                                                                     "log_loss"])]
+        rows = rows[rows["predictor"].isin(["baseline", "taxonomic", "baseline+exposure", "taxonomic+exposure"])]
+        t = rows.assign(value=[_interval(v, lo, hi) for v, lo, hi in zip(rows["value"], rows["ci_low"],
+                                                                          rows["ci_high"])])
+        t = t.pivot(index="predictor", columns="metric", values="value").join(
+            rows.groupby("predictor")["n_rows"].max().rename("test rows"))
+        out.append(_table(t.reset_index(), left=["predictor"]))
+        out.append(_comparison_html(mine(data.comparison).pipe(
+            lambda d: d[d["predictor"].str.endswith("+exposure")] if len(d) else d)))
+        out.append("<p class=note>The +exposure fits add exposures_before and steps_since_last_exposure to the "
+                   "features (taxonomy.features=upstream+exposure); sequences never seen by the checkpoint have no "
+                   "recency and are left out of them, so their test rows differ from the upstream fit's.</p>")
+    elif skipped:
+        out.append(f"<p class=note>No fit with exposure features: {html.escape(skipped)}.</p>")
+    if len(cards):
+        out.append("<h3>Memorized examples</h3>")
+        for r in cards.sort_values(["category", "sequence_id"]).itertuples():
+            docs = list(r.documents) if r.documents is not None else []
+            where = ("<ul class=note>" + "".join(f"<li>{html.escape(str(d))}</li>" for d in docs) + "</ul>") if docs \
+                else "<p class=note>no document listed (table sequence_occurrences: stage duplicates)</p>"
+            out.append(f'<div class="card"><pre>{html.escape(str(r.text))}</pre><p>{html.escape(str(r.category))}'
+                       f" · sequence {_fmt(r.sequence_id)} · {_fmt(r.sequence_duplicates)} duplicates in the stream"
+                       " · "
+                       f"{_fmt(r.exposures_before)} exposures before the checkpoint, first at step "
+                       f"{_fmt(r.first_seen_step)}, last at step {_fmt(r.last_seen_step)}</p>"
+                       f"<p class=note>documents where it occurs (up to 10, earliest first):</p>{where}</div>")
     return "\n".join(out)
 
 

@@ -31,7 +31,14 @@ LABEL = "is_memorized"
 UPSTREAM_NAMES: dict[str, str] = {c.name: c.upstream for c in MODEL_COLUMNS}
 MODEL_FEATURES: tuple[str, ...] = tuple(UPSTREAM_NAMES)
 BINARY_FEATURES = frozenset(c.name for c in MODEL_COLUMNS if c.binary)  # used as 0/1, never standardized
-DISPLAY_NAMES: dict[str, str] = {**{c.name: c.display for c in MODEL_COLUMNS}, "intercept": "Intercept"}
+# taxonomy.features=upstream+exposure adds these columns of `combined` (semmem.features.exposure) to the model's;
+# a row never seen by its checkpoint has no recency (NULL) and is left out of that fit, like any row with a NULL
+EXPOSURE_FEATURES: tuple[str, ...] = ("exposures_before", "steps_since_last_exposure")
+FEATURE_SETS: dict[str, tuple[str, ...]] = {"upstream": MODEL_FEATURES,
+                                            "upstream+exposure": (*MODEL_FEATURES, *EXPOSURE_FEATURES)}
+DISPLAY_NAMES: dict[str, str] = {**{c.name: c.display for c in MODEL_COLUMNS}, "intercept": "Intercept",
+                                 "exposures_before": "Exposures before checkpoint",
+                                 "steps_since_last_exposure": "Steps since last exposure"}
 
 
 def category_column(duplicate_threshold: int = 5) -> Column:
