@@ -280,11 +280,12 @@ def _disk_message(code: int, exc: BaseException, text: str, warehouse: str | Non
 
 
 def _delta_table_path(exc: BaseException, text: str) -> str | None:
-    """The table whose log failed: from the frames of semmem.tables (delta_table(location), ...), else the text."""
+    """The table whose log failed: from the frames of semmem.tables and semmem.warehouse (delta_table(location),
+    ...), else the text."""
     for e in _chain(exc):
         frames = list(traceback.walk_tb(e.__traceback__))
         for frame, _ in reversed(frames):
-            if not frame.f_code.co_filename.endswith(os.path.join("semmem", "tables.py")):
+            if not _in_table_code(frame.f_code.co_filename):
                 continue
             for name in ("location", "path", "root"):
                 value = frame.f_locals.get(name)
@@ -292,6 +293,10 @@ def _delta_table_path(exc: BaseException, text: str) -> str | None:
                     return str(value).removeprefix("file://")
     m = re.search(r"(?:file:)?(/[^\s'\"]+?)/_delta_log", text)
     return m.group(1) if m else None
+
+
+def _in_table_code(filename: str) -> bool:
+    return filename.endswith(os.path.join("semmem", "tables.py")) or os.path.join("semmem", "warehouse", "") in filename
 
 
 def _is_delta_log_error(exc: BaseException, text: str) -> bool:

@@ -22,6 +22,8 @@ from semmem.ingest.tokenizer import saved_tokenizer_json, train_bpe
 from semmem.lineage import status_rows
 from semmem.stages import REGISTRY
 from semmem.tables import Warehouse, latest_version
+from semmem.warehouse import publications
+from semmem.warehouse.backends import DeltaBackend
 from tests.corpus import documents, small_corpus
 from tests.test_scoring import tiny_model
 from tests.warehouses import assert_same_warehouse, table_rows
@@ -42,7 +44,7 @@ def _snapshot(spark, root: str) -> dict:
 def _fail_after(monkeypatch, commits: int) -> None:
     """Let `commits` Delta commits through, then fail the next write (or, past the stage's last write, its
     publication)."""
-    real_commit, real_publish = Warehouse._commit, tables._append_publications
+    real_commit, real_publish = DeltaBackend.commit, publications.append_publications
     count = {"n": 0}
 
     def commit(self, *args, **kwargs):
@@ -145,9 +147,9 @@ def test_config_lineage_is_per_key():
         changed = with_overrides(cfg, list(overrides))
         return {s.name for s in REGISTRY.values() if s.config_of(cfg) != s.config_of(changed)}
 
-    assert rerun_by("taxonomy.bootstrap_rounds=7") == {"taxonomy", "report"}  # not combine
+    assert rerun_by("taxonomy.bootstrap_rounds=7") == {"taxonomy", "evidence", "report"}  # not combine
     assert rerun_by("taxonomy.duplicate_threshold=3") == {"combine", "taxonomy", "report"}
-    assert rerun_by("report.examples_per_category=5") == {"report"}
+    assert rerun_by("report.examples_per_category=5") == {"evidence", "report"}  # the cards are among the examples
     # not frequencies; train_model scans the trained rows for family_exposures (its members stay as they are)
     assert rerun_by("duplicates.rows_per_batch=7") == {"duplicates", "texts", "train_model"}
 
