@@ -2,8 +2,8 @@
 # Create a venv and install semmem with its pinned dependencies (`make venv` and `make dist` call this).
 # The installer is uv (pinned below, bootstrapped into the venv by pip): it installs in parallel and links files from
 # its cache (~/.cache/uv, or UV_CACHE_DIR) instead of unpacking every wheel again, so a second venv with the same
-# packages (make dist's) takes seconds. UV names another uv binary to use (make dist passes .venv's, so the packed
-# venv does not carry uv).
+# packages (make dist's) takes seconds; like pip, it compiles the packages' bytecode at install. UV names another uv
+# binary to use (make dist passes .venv's, so the packed venv does not carry uv).
 # torch: the CPU wheel torch==2.13.0+cpu when pip finds it on local disk (its find-links: PIP_FIND_LINKS or pip.conf),
 # else PyPI's torch==2.13.0 (the CUDA build: about 3 GB of wheels).
 # Usage: tools/install-venv.sh VENV [EXTRAS [WHEEL]]: semmem from WHEEL (a built wheel, for `make dist`), else this
@@ -18,7 +18,9 @@ test -x "$venv/bin/python" || "$python" -m venv "$venv"
 uv=${UV:-$venv/bin/uv}
 "$uv" --version 2>/dev/null | grep -q " $uv_version" || "$venv/bin/pip" install -q "uv==$uv_version"
 if [ -n "$wheel" ]; then target=("$wheel[$extras]"); else target=(-e ".[$extras]"); fi
-install=("$uv" pip install -q --python "$venv/bin/python")
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, no .pyc is ever written at import, so without it every
+# Python process (each test's `semmem`, each Spark worker) would compile torch and the rest from source again.
+install=("$uv" pip install -q --compile-bytecode --python "$venv/bin/python")
 if "$venv/bin/pip" install -q --dry-run --no-index --no-deps -c constraints-cpu.txt torch >/dev/null 2>&1; then
   echo "install: torch from the local CPU wheel (constraints-cpu.txt)"
   links=${PIP_FIND_LINKS:-$("$venv/bin/pip" config get global.find-links 2>/dev/null || true)}
