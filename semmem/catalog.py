@@ -140,6 +140,12 @@ TABLES: dict[str, TableDef] = {
                ("model", "revision", "category"),
                "Sequences and memorized ones per model@revision and category (NULL: a feature the rule needs is "
                "NULL), summed in Spark by combine: the summary and the report read these rows, never combined."),
+        _table("taxonomy_contingency", [("model", pa.string()), ("revision", pa.string()),
+                                        ("category", pa.string()), ("category_guess_recall", pa.string()),
+                                        ("sequences", pa.int64())],
+               ("model", "revision", "category", "category_guess_recall"),
+               "Sequences per model@revision in each pair of the paper's category and the Guess / Recall category "
+               "(beyond.md §4; NULL: a value the rule needs is NULL), summed in Spark by combine."),
         _table("token_frequencies", [("token_id", pa.int32()), ("frequency", pa.int64())], ("token_id",),
                "Corpus count of every token id over the whole stream."),
         _table("model_family", [

@@ -287,6 +287,8 @@ class TaxonomyConfig:
     """The taxonomy (spec §3), the taxonomic model (§4) and its statistics; keys equal semmem.taxonomy kwargs."""
 
     duplicate_threshold: int = 5  # recitation if sequence_duplicates > this (spec §3; upstream's CLI: >= 6)
+    # guess if memorized and the prompt/continuation ROUGE-L or ROUGE-3 F1 >= this (beyond.md §4; Dentan et al.'s rho)
+    guess_rouge_threshold: float = 0.5
     # which scored revisions get the model and statistics: "final" = the last step<N> of each model (and every
     # revision not named step<N>); "all". Forecasts always use every revision.
     revisions: Literal["final", "all"] = "final"
@@ -392,6 +394,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("taxonomy.search_min_validation", lambda v: v >= 1, "1 or more rows"),
     ("taxonomy.bootstrap_rounds", lambda v: v >= 0, "0 or more rounds"),
     ("taxonomy.js_bins", lambda v: v >= 1, "1 or more bins"),
+    ("taxonomy.guess_rouge_threshold", lambda v: 0 < v <= 1, "a ROUGE F1 in (0, 1]"),
     ("taxonomy.ci_level", lambda v: 0 < v < 1, "a level strictly between 0 and 1, e.g. 0.95"),
     ("capacity.sizes", lambda v: bool(v), "one or more model shapes"),
     ("capacity.vocab_size", lambda v: v >= 2, "at least 2 tokens"),

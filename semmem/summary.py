@@ -11,10 +11,8 @@ from semmem.lineage import stale_inputs
 from semmem.scoring.models import checkpoint_step
 from semmem.sql import run_sql
 from semmem.tables import published_version, read_publications
-from semmem.taxonomy.vocabulary import fitted_revisions
+from semmem.taxonomy.vocabulary import CATEGORIES, fitted_revisions
 from semmem.taxonomy.words import verdict
-
-CATEGORIES = ("recitation", "reconstruction", "recollection")
 
 
 def summary_text(warehouse: str | Path) -> str:
@@ -34,6 +32,9 @@ def summary_text(warehouse: str | Path) -> str:
                                "stage combine (semmem run --force combine)"])
     cats = run_sql(root, "SELECT model, revision, category, sequences AS n, memorized AS m FROM category_counts "
                          "ORDER BY model, revision, category").to_pylist()
+    contingency = run_sql(root, "SELECT model, revision, category, category_guess_recall AS g, sequences AS n FROM "
+                                "taxonomy_contingency").to_pylist() \
+        if published_version(root, "taxonomy_contingency", pubs) is not None else []
     metrics, compared = [], []
     taxonomy_ran = published_version(root, "taxonomy_metrics", pubs) is not None
     late = [why for t in ("taxonomy_metrics", "memorization_forecast") for why in stale_inputs(root, t, pubs)]
@@ -64,6 +65,14 @@ def summary_text(warehouse: str | Path) -> str:
             lines.append(f"    {c:<15} {r['n']:>9,} sequences  {r['m']:>8,} memorized  {rate:<18} {share}")
         if None in rows:
             lines.append(f"    {'(no category)':<15} {rows[None]['n']:>9,} sequences: a feature the rule needs is NULL")
+        pairs = {(r["category"], r["g"]): r["n"] for r in contingency
+                 if (r["model"], r["revision"]) == (model, revision)}
+        if pairs:
+            guess, recall = (sum(n for (_, g), n in pairs.items() if g == which) for which in ("guess", "recall"))
+            split = "; ".join(f"{c} {pairs.get((c, 'guess'), 0):,}/{pairs.get((c, 'recall'), 0):,}"
+                              for c in CATEGORIES)
+            lines.append(f"    {'guess/recall':<15} {guess:>9,} guess  {recall:>8,} recall   (beyond.md §4; "
+                         f"guess/recall by category: {split})")
         mine = [r for r in metrics if (r["model"], r["revision"]) == (model, revision)]
         for predictor in ("baseline", "taxonomic", "best_partition"):
             vals = {r["metric"]: r for r in mine if r["predictor"] == predictor}

@@ -57,6 +57,8 @@ def small_feature_tables(wh: Warehouse) -> None:
     _write(wh, "templating", [{"sequence_id": i, "is_incrementing": i == 4, "is_repeating": False,
                                "is_templating": i == 4} for i in ids] +
            [{"sequence_id": 3, "is_incrementing": True, "is_repeating": False, "is_templating": True}])
+    _write(wh, "prefix_suffix_rouge", [{"sequence_id": i, "prefix_suffix_rouge_l": rl, "prefix_suffix_rouge_3": r3}
+                                       for i, rl, r3 in zip(ids, [0.6, 0.0, 0.1, 0.9, 0.2], [0.0, 0.0, 0.1, 0.0, 0.5])])
     _write(wh, "huffman", [{"sequence_id": i, "huffman_coding_length": 4.0 + i / 10,
                             "huffman_code_length_true": 3.9 + i / 10} for i in ids])
     _write(wh, "semantic_matches", [{"sequence_id": i, "semantic_matches_0_8": i, "semantic_matches_0_9": 1}
@@ -90,6 +92,13 @@ def test_combine_joins_every_feature_and_applies_the_taxonomy(spark, tmp_path, c
     want_counts = {(m, c): (int(len(g)), int(g.is_memorized.fillna(False).astype(bool).sum()))
                    for (m, c), g in got.reset_index().groupby(["model", "category"], dropna=False)}
     assert {(r.model, r.category): (r.sequences, r.memorized) for r in counts.itertuples()} == want_counts
+    # Guess / Recall (beyond.md §4): memorized and ROUGE-L or ROUGE-3 >= 0.5 (or repeating, incrementing): guess
+    assert got.loc["a"]["category_guess_recall"].to_dict() == {1: "guess", 2: "not_memorized", 3: "recall",
+                                                              4: "not_memorized", 5: "guess"}
+    assert got.loc["b"]["category_guess_recall"].tolist() == ["guess"] + ["not_memorized"] * 4
+    pairs = ctx.warehouse.read("taxonomy_contingency").toPandas()
+    want_pairs = {k: int(len(g)) for k, g in got.reset_index().groupby(["model", "category", "category_guess_recall"])}
+    assert {(r.model, r.category, r.category_guess_recall): r.sequences for r in pairs.itertuples()} == want_pairs
 
 
 def test_combine_exposure_columns_equal_a_hand_count(spark, tmp_path, caplog):

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 
 from semmem.features.exposure import EXPOSURE_COLUMNS
 from semmem.features.huffman import huffman
+from semmem.features.rouge import rouge
 from semmem.features.templating import templating
 
 
@@ -110,6 +111,11 @@ FEATURES: tuple[Feature, ...] = (
                    _model(13, "Huffman coding length", "huffman_coding_length")),
                   ("huffman_code_length_true", pa.float64())),
             compute=huffman),
+    Feature("prefix_suffix_rouge", "rouge",
+            "ROUGE-L and ROUGE-3 F1 between the prompt's 32 token ids and the continuation's (beyond.md §4): the "
+            "guess side of the Guess / Recall taxonomy (category_guess_recall in combined).",
+            _cols(("prefix_suffix_rouge_l", pa.float64()), ("prefix_suffix_rouge_3", pa.float64())),
+            compute=rouge),
     Feature("semantic_matches", "semantic",
             "Reference sequences with cosine >= each threshold, the sequence itself included (spec §2.4).",
             _cols(("semantic_matches_0_8", pa.int64(), _model(12, "Semantic Matches", "0_8_snowclones")),
@@ -126,7 +132,8 @@ FEATURES: tuple[Feature, ...] = (
 
 # the columns `combine` adds of its own, after every feature's
 COMBINE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (*EXPOSURE_COLUMNS, ("memorized_bits", pa.float64()),
-                                                        ("category", pa.string()))
+                                                        ("category", pa.string()),
+                                                        ("category_guess_recall", pa.string()))
 
 FEATURE_BY_TABLE: dict[str, Feature] = {f.table: f for f in FEATURES}
 # the per-sequence feature tables `combine` joins, in the column order of `combined`, with the stage of each

@@ -21,7 +21,8 @@ from semmem.tables import Warehouse
 from semmem.taxonomy import (
     MODEL_FEATURES, TaxonomyResult, duplicate_threshold_kl, feature_correlations, fitted_revisions,
     partition_candidates, search_partitions, taxonomy_model, with_best_partition)
-from semmem.taxonomy.combine import FEATURE_TABLES, category_counts, combine, deduplicate, labels
+from semmem.taxonomy.combine import (
+    FEATURE_TABLES, category_counts, combine, deduplicate, labels, taxonomy_contingency)
 from semmem.taxonomy.evidence import SCORES, context_shares, exposure_medians, exposure_shares, score_separation
 from semmem.taxonomy.report import ReportData, write_report
 from semmem.taxonomy.stats import memorization_forecast
@@ -35,14 +36,15 @@ EVIDENCE_TABLES = ("memorization_by_context", "memorization_exposure", "exposure
 EXPOSURE_FIT = "+exposure"  # the suffix of the predictors fitted with taxonomy.features=upstream+exposure
 
 
-@stage("combine", inputs=("sequences",), outputs=("combined", "category_counts"),
-       config=("combine", "taxonomy.duplicate_threshold", "training.rows_per_step"),
+@stage("combine", inputs=("sequences",), outputs=("combined", "category_counts", "taxonomy_contingency"),
+       config=("combine", "taxonomy.duplicate_threshold", "taxonomy.guess_rouge_threshold", "training.rows_per_step"),
        reads_also=("memorization", "published_memorization", "model_family", "sequence_exposures",
                    "family_exposures", "stream",
                    *FEATURE_TABLES))
 def combine_stage(ctx: StageContext) -> None:
     """Every feature of every scored sequence, one row per model@revision, with its category -> combined; and its
-    per-category counts -> category_counts (one more pass over four of combined's columns)."""
+    per-category counts -> category_counts, and how the two taxonomies split them -> taxonomy_contingency (one more
+    pass each over a few of combined's columns)."""
     wh, cfg = ctx.warehouse, ctx.cfg
     sources = {name: wh.exists(name) for name in ("memorization", "published_memorization")}
     if not any(sources.values()):
@@ -77,12 +79,13 @@ def combine_stage(ctx: StageContext) -> None:
     reference = _reference_model(ctx, label_rows.df)
     exposures, checkpoints = _exposures(ctx, label_rows.df)
     out = combine(label_rows.df, sequences.df, features, cfg.taxonomy.duplicate_threshold, reference, exposures,
-                  checkpoints)
+                  checkpoints, cfg.taxonomy.guess_rouge_threshold)
     meta = {"stage": "combine", "duplicate_threshold": cfg.taxonomy.duplicate_threshold, "missing": missing,
             "reference_model": "@".join(reference) if reference else None,
             "inputs": {n: wh.version(n) for n in ["sequences", *sources, *FEATURE_TABLES] if wh.exists(n)}}
     wh.write(out, "combined", mode="overwrite", metadata=meta)
     wh.write(category_counts(wh.read("combined")), "category_counts", mode="overwrite", metadata=meta)
+    wh.write(taxonomy_contingency(wh.read("combined")), "taxonomy_contingency", mode="overwrite", metadata=meta)
 
 
 def _exposures(ctx: StageContext, label_rows: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -334,7 +337,8 @@ def _write_frames(ctx: StageContext, frames: dict[str, pd.DataFrame], meta: dict
 
 
 @stage("report", inputs=("combined", "category_counts", "sequences", *TAXONOMY_TABLES), outputs=(),
-       reads_also=("model_family", "capacity", "embeddings", "code_scores", *EVIDENCE_TABLES),
+       reads_also=("taxonomy_contingency", "model_family", "capacity", "embeddings", "code_scores",
+                   *EVIDENCE_TABLES),
        config=("report", *(f"taxonomy.{k}" for k in ("duplicate_threshold", "revisions", "upstream_protocol",
                                                      "test_fraction", "bootstrap_rounds", "seed"))))
 def report_stage(ctx: StageContext) -> None:
@@ -344,7 +348,8 @@ def report_stage(ctx: StageContext) -> None:
     cats = wh.read("category_counts").where(F.col("category").isNotNull()).toPandas()  # models x 3 rows
     data = ReportData(
         title="semmem: what the model memorized, and why",
-        categories=cats,
+        categories=cats,  # models x 4 x 4 rows at most, below
+        contingency=wh.read("taxonomy_contingency").toPandas() if wh.exists("taxonomy_contingency") else pd.DataFrame(),
         metrics=wh.read("taxonomy_metrics").toPandas(), weights=wh.read("taxonomy_weights").toPandas(),
         comparison=wh.read("taxonomy_comparison").toPandas(),
         correlations=wh.read("feature_correlations").toPandas(),

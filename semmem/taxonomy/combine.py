@@ -17,7 +17,7 @@ from semmem.catalog import table
 from semmem.errors import StageError
 from semmem.features.declarations import FEATURE_BY_TABLE, FEATURE_TABLES
 from semmem.features.exposure import EXPOSURE_COLUMNS, with_exposures
-from semmem.taxonomy.vocabulary import category_column
+from semmem.taxonomy.vocabulary import category_column, guess_recall_column
 
 LABEL_COLUMNS = tuple(c.name for c in FEATURE_BY_TABLE["memorization"].columns)
 
@@ -86,10 +86,19 @@ def category_counts(combined: DataFrame) -> DataFrame:
                  F.coalesce(F.sum(F.col("is_memorized").cast("long")), F.lit(0)).alias("memorized")))
 
 
+def taxonomy_contingency(combined: DataFrame) -> DataFrame:
+    """taxonomy_contingency rows: per model@revision, the sequences in each pair of the paper's category and the
+    Guess / Recall one (beyond.md §4): how the two taxonomies split the same sequences. At most 4 x 4 rows each."""
+    return (combined.groupBy("model", "revision", "category", "category_guess_recall")
+            .agg(F.count(F.lit(1)).alias("sequences")))
+
+
 def combine(label_rows: DataFrame, sequences: DataFrame, features: dict[str, DataFrame | None],
             duplicate_threshold: int, reference: tuple[str, str] | None = None,
-            exposures: DataFrame | None = None, checkpoints: DataFrame | None = None) -> DataFrame:
-    """The combined rows: labels x sequences (pile_set_name) x each feature table (None: NULL columns), + category,
+            exposures: DataFrame | None = None, checkpoints: DataFrame | None = None,
+            guess_rouge_threshold: float = 0.5) -> DataFrame:
+    """The combined rows: labels x sequences (pile_set_name) x each feature table (None: NULL columns), + category
+    and category_guess_recall (the second taxonomy, at `guess_rouge_threshold`),
     + the exposure columns at each checkpoint (semmem.features.exposure.with_exposures; NULL without `exposures`
     and `checkpoints`), + memorized_bits against the `reference` (model, revision).
 
@@ -115,4 +124,5 @@ def combine(label_rows: DataFrame, sequences: DataFrame, features: dict[str, Dat
                              "combined")
         out = out.join(df.select("sequence_id", *[c for c in df.columns if declared.enters_combined(c)]),
                        "sequence_id", "left")
-    return out.withColumn("category", category_column(duplicate_threshold))
+    return out.withColumns({"category": category_column(duplicate_threshold),
+                            "category_guess_recall": guess_recall_column(guess_rouge_threshold)})

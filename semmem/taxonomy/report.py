@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semmem.taxonomy.vocabulary import DISPLAY_NAMES, MODEL_FEATURES
+from semmem.taxonomy.vocabulary import DISPLAY_NAMES, GUESS_RECALL, MODEL_FEATURES
 from semmem.taxonomy.metrics import wilson
 from semmem.taxonomy.search import VALIDATION_TOO_SMALL
 from semmem.taxonomy.words import verdict
@@ -53,6 +53,7 @@ class ReportData:
     family: pd.DataFrame = field(default_factory=pd.DataFrame)  # model_family rows (empty: no trained family)
     capacity: pd.DataFrame = field(default_factory=pd.DataFrame)  # capacity rows (empty: stage capacity not run)
     comparison: pd.DataFrame = field(default_factory=pd.DataFrame)  # taxonomy_comparison rows
+    contingency: pd.DataFrame = field(default_factory=pd.DataFrame)  # taxonomy_contingency rows
     notes: list[str] = field(default_factory=list)  # provenance lines (warehouse, table versions, config)
     # the model@revisions the taxonomy covered (taxonomy.revisions), one section each; empty: every one of categories
     models: list[tuple[str, str]] = field(default_factory=list)
@@ -574,6 +575,7 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
     lo, hi = wilson(table["memorized"], table["sequences"])
     table = table.assign(ci_low=lo, ci_high=hi)[["category", "sequences", "memorized", "rate", "ci_low", "ci_high"]]
     out.append(_table(table, left=["category"]))
+    out.append(_guess_recall_html(mine(data.contingency)))
     if len(metrics):
         out.append("<h3>How well the features predict memorization</h3>")
         out.append(_img(metrics_figure(metrics, model, revision), folder, f"metrics_{s}.png", "model metrics"))
@@ -733,6 +735,22 @@ def _evidence_html(data: ReportData, model: str, revision: str, folder: Path) ->
                        f"{_fmt(r.first_seen_step)}, last at step {_fmt(r.last_seen_step)}</p>"
                        f"<p class=note>documents where it occurs (up to 10, earliest first):</p>{where}</div>")
     return "\n".join(out)
+
+
+def _guess_recall_html(contingency: pd.DataFrame) -> str:
+    """The paper's categories against Guess / Recall (beyond.md §4) for one model@revision: sequences per pair."""
+    if not len(contingency):
+        return ""
+    pivot = (contingency.fillna({"category": "(none)", "category_guess_recall": "(none)"})
+             .pivot_table(index="category", columns="category_guess_recall", values="sequences", aggfunc="sum",
+                          fill_value=0))
+    order = [c for c in (*GUESS_RECALL, "(none)") if c in pivot.columns]
+    rows = [c for c in (*CATEGORY_ORDER, "(none)") if c in pivot.index]
+    table = pivot.reindex(index=rows, columns=order).reset_index()
+    return ("<h3>A second taxonomy: Guess / Recall</h3><p class=note>Dentan et al. (2025): a memorized sequence is "
+            "a guess when it repeats or increments, or when its continuation overlaps its prompt (ROUGE-L or ROUGE-3 "
+            "F1 of the token ids at least taxonomy.guess_rouge_threshold), a recall otherwise. Sequences per pair of "
+            "categories ((none): a value a rule needs is missing):</p>" + _table(table, left=["category"]))
 
 
 def _comparison_html(versus: pd.DataFrame) -> str:

@@ -4,6 +4,7 @@
   `baseline_model.feature_names_in_`), under our column names; `UPSTREAM_NAMES` and `DISPLAY_NAMES` map them back.
 - `category_column(duplicate_threshold)` (a Spark Column) and `categorize(df, duplicate_threshold)` (pandas) are the
   same rule: recitation if sequence_duplicates > threshold, else reconstruction if is_templating, else recollection.
+  `guess_recall_column(rouge_threshold)` is the second taxonomy's (beyond.md §4): not_memorized / guess / recall.
   A NULL in an input that decides the category gives NULL, so a stage that was not run never silently turns rows into
   reconstruction or recollection.
 - `select_rows(df, features)`: leaves out features that are entirely NULL, drops rows with a NULL (or NaN, or
@@ -24,6 +25,7 @@ from semmem.features.declarations import MODEL_COLUMNS
 from semmem.scoring.models import checkpoint_step
 
 CATEGORIES = ("recitation", "reconstruction", "recollection")
+GUESS_RECALL = ("not_memorized", "guess", "recall")  # the second taxonomy (beyond.md §4), column category_guess_recall
 LABEL = "is_memorized"
 
 # the taxonomic model's features (spec §2, §4.1), as semmem.features.declarations declares them: our column ->
@@ -47,6 +49,19 @@ def category_column(duplicate_threshold: int = 5) -> Column:
     none = F.lit(None).cast("string")
     return (F.when(dup.isNull(), none).when(dup > duplicate_threshold, F.lit(CATEGORIES[0]))
             .when(tmpl.isNull(), none).when(tmpl, F.lit(CATEGORIES[1])).otherwise(F.lit(CATEGORIES[2])))
+
+
+def guess_recall_column(rouge_threshold: float = 0.5) -> Column:
+    """The Guess / Recall category of beyond.md §4 (Dentan et al. 2025) as a Spark Column: not_memorized unless
+    is_memorized; guess if memorized and repeating, incrementing, or the prompt/continuation ROUGE-L or ROUGE-3 F1 is
+    at least `rouge_threshold`; recall for every other memorized sequence. A NULL that could decide it gives NULL
+    (SQL's OR: TRUE OR NULL is TRUE, FALSE OR NULL is NULL)."""
+    memorized = F.col(LABEL)
+    guessable = (F.col("is_repeating") | F.col("is_incrementing") | (F.col("prefix_suffix_rouge_l") >= rouge_threshold)
+                 | (F.col("prefix_suffix_rouge_3") >= rouge_threshold))
+    none = F.lit(None).cast("string")
+    return (F.when(memorized.isNull(), none).when(~memorized, F.lit(GUESS_RECALL[0]))
+            .when(guessable.isNull(), none).when(guessable, F.lit(GUESS_RECALL[1])).otherwise(F.lit(GUESS_RECALL[2])))
 
 
 def categorize(df: pd.DataFrame, duplicate_threshold: int = 5) -> pd.Series:
