@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from semmem.errors import ConfigError, InputError
 from semmem.features import semantic as sem
 from semmem.features import textual as txt
 from semmem.features.embeddings import DEFAULT_MODEL, normalize_rows, resolve_embedding_model
-from semmem.features.allpairs import BANDS, Block, NumpyGemm, TorchGemm, plan_blocks, top_per_group
+from semmem.features.allpairs import BANDS, NO_NEIGHBORS, Block, NumpyGemm, TorchGemm, exact_cosines, grid_frame, \
+    plan_blocks, top_per_group
 from semmem.sample import LICENCE, natural_language
 from semmem.stages.registry import StageContext, run_stages
 from semmem.tables import DataFile, Warehouse
@@ -169,6 +171,37 @@ def test_counts_do_not_depend_on_block_size_or_kernel(near_wh, semantic_default)
                       ["semantic.kernel=torch", "semantic.device=cpu", "semantic.dtype=float16"]):
         _run(near_wh, ["semantic", "textual"], overrides)
         assert (_table(near_wh, "semantic_matches"), _table(near_wh, "textual_matches")) == semantic_default
+
+
+def test_exact_grid_compares_each_pair_once(near_wh, cosines, semantic_default, caplog):
+    """The grid runs its upper triangle only: n(n+1)/2 item pairs (the old full grid: n^2) in b(b+1)/2 tasks, and
+    the mirrored results give every table of the full grid: counts, textual counts, neighbours (default cap)."""
+    with caplog.at_level(logging.INFO, logger="semmem"):
+        _run(near_wh, ["semantic", "textual"], ["semantic.block_rows=120"])
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    grids = re.findall(r"(\d+) distinct items in (\d+) block\(s\): (\d+) grid task", log)
+    compared = re.findall(r"(\d+) item pairs compared", log)
+    assert len(grids) == 2 and len(compared) == 2  # semantic, textual
+    for (n, b, tasks), pairs in zip((map(int, g) for g in grids), map(int, compared)):
+        assert b >= 2 and tasks == b * (b + 1) // 2 and pairs == n * (n + 1) // 2  # the full grid: b^2, n^2
+    assert (_table(near_wh, "semantic_matches"), _table(near_wh, "textual_matches")) == semantic_default
+    df = near_wh["wh"].read("semantic_neighbors").toPandas()
+    got: dict[int, list[tuple[int, float]]] = {}
+    for r in df.sort_values(["sequence_id", "cosine", "neighbor_id"], ascending=[True, False, True]).itertuples():
+        got.setdefault(r.sequence_id, []).append((r.neighbor_id, r.cosine))
+    want = {k: v for k, v in ref.top_neighbors(cosines, near_wh["ids"], 0.8, 100).items() if v}
+    assert {k: [i for i, _ in v] for k, v in got.items()} == {k: [i for i, _ in v] for k, v in want.items()}
+    for k, v in got.items():
+        np.testing.assert_allclose([c for _, c in v], [c for _, c in want[k]], rtol=0, atol=1e-12)
+
+
+def test_grid_frame_is_the_upper_triangle(spark):
+    blocks = [["a"], ["b", "c"], ["d"]]
+    grid = grid_frame(spark, blocks)
+    rows = sorted((r.q_block, r.r_block, r.q_files, r.r_files) for r in grid.collect())
+    assert [(i, j) for i, j, _, _ in rows] == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+    assert all(q == blocks[i] and r == blocks[j] for i, j, q, r in rows)
+    assert grid.rdd.getNumPartitions() == 6  # one task per cell
 
 
 def test_semantic_neighbors_are_the_capped_exact_top_list(near_wh, cosines):
@@ -330,7 +363,7 @@ def test_block_pair_counts_are_exact_near_the_threshold(backend):
     cos = v.astype(np.float64) @ v.astype(np.float64).T
     t = np.array([0.8, 0.9])
     backend.chunk_entries = 17 * len(v)  # chunks of 17 query rows
-    counts, (qi, rj, c) = sem.block_pair(_block(v), _block(v, w), t, 4, backend)
+    (counts, (qi, rj, c)), _ = sem.block_pair(_block(v), _block(v, w), t, 4, backend)
     for k, tau in enumerate(t):
         np.testing.assert_array_equal(counts[:, k], (cos >= tau).astype(float) @ w)
     band_pairs = np.abs(cos - 0.8) < BANDS[backend.dtype]
@@ -348,8 +381,8 @@ def test_textual_block_pair_with_weights_and_chunks():
     cos = v.astype(np.float64) @ v.astype(np.float64).T
     backend = NumpyGemm()
     backend.chunk_entries = 11 * len(v)
-    got = txt.block_pair(_block(v, prompts=prompts), _block(v, w, prompts), np.array([0.8]), backend,
-                         min_distance=1, max_distance=19)
+    got, _ = txt.block_pair(_block(v, prompts=prompts), _block(v, w, prompts), np.array([0.8]), backend,
+                            min_distance=1, max_distance=19)
     want = [sum(w[b] for b in range(len(v)) if cos[a, b] >= 0.8 and 1 <= ref.levenshtein(prompts[a], prompts[b]) <= 19)
             for a in range(len(v))]
     np.testing.assert_array_equal(got[:, 0], want)
@@ -365,3 +398,127 @@ def test_top_per_group_orders_by_score_then_tie():
     score = np.array([0.5, 0.9, 0.9, 0.1, 0.2, 0.7])
     tie = np.array([5, 4, 3, 1, 2, 0])
     assert top_per_group(group, score, tie, 2).tolist() == [2, 1, 4, 3]
+
+
+# ------------------------------------------------------------------------------------- upper triangle of the grid
+def _blocks_of(v: np.ndarray, w: np.ndarray, bounds: list[int], prompts: list[str] | None = None) -> list[Block]:
+    """Consecutive rows of v as grid blocks (item id 10 * row; prompt codes per block, as read_block makes them)."""
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        p = None if prompts is None else np.asarray(prompts[lo:hi], dtype=object)
+        out.append(Block(np.arange(lo, hi, dtype=np.int64) * 10, v[lo:hi].astype(np.float32), w[lo:hi].astype(float),
+                         p, None if p is None else np.unique(p, return_inverse=True)[1].astype(np.int64)))
+    return out
+
+
+def _cells(blocks: list[Block], run, full: bool) -> list[tuple[Block, Block, tuple]]:
+    """(block, other block, its PairResult) of every side of the grid: the full grid of rectangles (what the grid
+    computed before the upper triangle), or the upper triangle with each cell's mirrored side."""
+    if full:
+        return [(a, b, run(a, b, "rectangle")[0]) for a in blocks for b in blocks]
+    out = []
+    for i, a in enumerate(blocks):
+        for b in blocks[i:]:
+            q_side, r_side = run(a, b, "triangle" if a is b else "mirrored")
+            out += [(a, b, q_side), (b, a, r_side)]
+    return out
+
+
+def _gathered(cells, keep: int) -> tuple[dict[int, list[float]], dict[int, list[tuple[float, int]]]]:
+    """Per item id: its counts summed over the cells, and its best `keep` neighbours (cosine descending, then id),
+    as match_counts and neighbor_pairs reduce the task results. No (item, neighbour) pair may come twice."""
+    counts: dict[int, np.ndarray] = {}
+    found: dict[int, list[tuple[float, int]]] = {}
+    for block, other, (c, (rows, others, cos)) in cells:
+        for i, row in zip(block.item_id.tolist(), c):
+            counts[i] = counts.get(i, 0) + row
+        for a, b, x in zip(rows.tolist(), others.tolist(), cos.tolist()):
+            found.setdefault(int(block.item_id[a]), []).append((-x, int(other.item_id[b])))
+    assert all(len({j for _, j in v}) == len(v) for v in found.values())
+    return {i: c.tolist() for i, c in counts.items()}, {i: sorted(v)[:keep] for i, v in found.items()}
+
+
+@pytest.mark.parametrize("backend", [NumpyGemm(), TorchGemm("cpu", "float32"), TorchGemm("cpu", "float16")],
+                         ids=["numpy-fp32", "torch-fp32", "torch-fp16"])
+@pytest.mark.parametrize("lowest", [0.8, 0.1], ids=["sparse", "dense"])
+def test_upper_triangle_equals_the_full_grid_bit_for_bit(backend, lowest, monkeypatch):
+    """Near-threshold pairs, exact copies (ties), weights, blocks of several chunks: the upper triangle's counts
+    and neighbours (ids and float64 cosines, compared with ==) equal the full grid's, which equal brute force; its
+    GEMMs cover each unordered pair once (plus the lower half of each diagonal chunk's leading square). At a low
+    threshold a mirrored item's candidates pile up over the chunks and are cut back on the way."""
+    v = near_threshold_vectors()
+    v = np.vstack([v, v[:6], v[:3]])  # exact copies: equal cosines, ranked by id
+    w = np.arange(len(v)) % 3 + 1.0
+    bounds = [0, 50, 110, len(v)]
+    blocks = _blocks_of(v, w, bounds)
+    thresholds, keep = np.array([lowest, 0.9]), 4
+    monkeypatch.setattr(backend, "chunk_entries", 17 * 60)  # chunks of 17..20 query rows: several per block
+    gemms: list[tuple[int, int, bool]] = []  # (rows, columns, strict_upper) of each GEMM
+    chunk = backend.chunk
+    monkeypatch.setattr(backend, "chunk", lambda q, r, floor, strict_upper=False:
+                        gemms.append((len(q), len(r), strict_upper)) or chunk(q, r, floor, strict_upper))
+
+    def run(q, r, cell):
+        return sem.block_pair(q, r, thresholds, keep, backend, cell)
+
+    full = _gathered(_cells(blocks, run, full=True), keep)
+    n_full = sum(m * c for m, c, _ in gemms)
+    gemms.clear()
+    upper = _gathered(_cells(blocks, run, full=False), keep)
+    assert upper == full
+    cos = np.asarray(ref.cosine_matrix(v))  # each pair summed alike: exact copies tie exactly
+    ids = np.arange(len(v)) * 10
+    assert full[0] == {int(ids[a]): [float(((cos[a] >= t) * w).sum()) for t in thresholds] for a in range(len(v))}
+    for a in range(len(v)):
+        assert [j for _, j in full[1][int(ids[a])]] == [int(ids[b]) for _, b in sorted(
+            (-cos[a, b], b) for b in range(len(v)) if cos[a, b] >= lowest)[:keep]]
+    n = len(v)
+    below_diagonal = sum(m * (m - 1) // 2 for m, _, upper_only in gemms if upper_only)  # computed, then dropped
+    assert n_full == n * n and sum(m * c for m, c, _ in gemms) == n * (n + 1) // 2 + below_diagonal
+    assert sum(upper_only for _, _, upper_only in gemms) > len(blocks)  # diagonal cells of several chunks
+
+
+def test_mirrored_cosines_are_the_same_float64_numbers():
+    """exact_cosines(r, q, j, i) == exact_cosines(q, r, i, j) bit for bit (IEEE products commute; einsum sums the d
+    terms in the same order), also for a dimension that is not a multiple of the SIMD width."""
+    rng = np.random.default_rng(3)
+    for dim in (61, 384):
+        a, b = _blocks_of(normalize_rows(rng.standard_normal((300, dim))), np.ones(300), [0, 120, 300])
+        qi, rj = (x.ravel() for x in np.meshgrid(np.arange(120), np.arange(180), indexing="ij"))
+        assert np.array_equal(exact_cosines(a, b, qi, rj), exact_cosines(b, a, rj, qi))
+
+
+@pytest.mark.parametrize("ascii_rule, min_distance", [(False, 1), (True, 0)])
+def test_textual_upper_triangle_equals_the_full_grid(ascii_rule, min_distance):
+    """Textual counts of the upper triangle (distances shared by both items of a pair; the ASCII rule applied per
+    side; with min_distance 0 the self pairs count) equal the full grid's and brute force, with fewer distances."""
+    v = near_threshold_vectors(n=60)
+    v = np.vstack([v, v[:5]])
+    prompts = [f"prompt {i % 7} " + "x" * (i % 25) + ("é" if i % 5 == 0 else "") for i in range(len(v))]
+    w = np.arange(len(v)) % 4 + 1.0
+    blocks = _blocks_of(v, w, [0, 40, 75, len(v)], prompts)
+    backend = NumpyGemm()
+    backend.chunk_entries = 11 * 40
+    thresholds = np.array([0.8, 0.9])
+    calls: list[int] = []
+
+    def run(q, r, cell):
+        q_counts, r_counts = txt.block_pair(q, r, thresholds, backend, min_distance=min_distance, max_distance=19,
+                                            ascii_rule=ascii_rule, distance_calls=calls, cell=cell)
+        return (q_counts, NO_NEIGHBORS), (None if r_counts is None else (r_counts, NO_NEIGHBORS))
+
+    full = _gathered(_cells(blocks, run, full=True), 0)[0]
+    full_calls = sum(calls)
+    calls.clear()
+    upper = _gathered(_cells(blocks, run, full=False), 0)[0]
+    assert upper == full and sum(calls) < full_calls
+    cos = v.astype(np.float64) @ v.astype(np.float64).T
+
+    def brute_force(a: int, t: float) -> float:
+        if ascii_rule and not prompts[a].isascii():
+            return 0.0
+        return float(sum(w[b] for b in range(len(v))
+                         if cos[a, b] >= t and min_distance <= ref.levenshtein(prompts[a], prompts[b]) <= 19))
+
+    want = {10 * a: [brute_force(a, t) for t in thresholds] for a in range(len(v))}
+    assert full == want and any(c[0] for c in want.values())

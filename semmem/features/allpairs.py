@@ -4,13 +4,20 @@
   weight, the number of its sequences: a boilerplate text repeated 10^5 times is one row of the search, and its
   weight counts it 10^5 times. `items_of` builds them in Spark.
 - **Grid.** The items are written once as Parquet files (Warehouse.scratch) and grouped into blocks of about
-  `block_rows` items. One Spark task per (query block, reference block) reads both blocks itself and multiplies them
-  in chunks of query rows, so neither side has to fit one machine and the work spreads over every executor.
+  `block_rows` items. One Spark task per block pair (I, J) reads both blocks itself and multiplies them in chunks of
+  I's rows, so neither side has to fit one machine and the work spreads over every executor.
+- **Upper triangle.** Cosine (and the Levenshtein distance of textual matches) is symmetric, so only the cells
+  I <= J of the grid run: a cell I < J reports its results for the items of both blocks (J's counts and neighbours
+  are the mirror of I's), and a diagonal cell I = I compares pairs i < j (mirrored too) and each item with itself
+  once. Every unordered pair is compared once, and every item gets the counts and neighbours the full grid gave it
+  (a mirrored neighbour's float64 cosine is computed in the operand order of the (J, I) cell it replaces).
 - **Exact.** A pair matches at threshold t when the float64 inner product of the stored float32 vectors is >= t.
   The GEMM runs in float32 (CPU, numpy/BLAS) or float16 (GPU, torch); its error is below `band(dtype)`, so a
   product at least `band` above t is a match, one at least `band` below is not, and only the few products in
   between are recomputed in float64. Counts therefore equal a float64 all-pairs reference whatever the block size,
   chunk size, partitioning or device; only a product within ~1e-15 of t could differ between float64 evaluations.
+  A match is thus a function of the float64 product alone, the same number for (i, j) and (j, i) (IEEE products
+  commute and einsum sums the d terms in the same order): the mirrored decision is the one the (j, i) cell made.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +44,10 @@ GRID_SCHEMA = "q_block INT, r_block INT, q_files ARRAY<STRING>, r_files ARRAY<ST
 # float32: gamma_1024 = 1024 * 2^-24 = 6.1e-5; float16 inputs: 2 * 2^-11 (input rounding) + 2^-12 (output) = 1.2e-3.
 BANDS = {"float32": 2e-4, "float16": 4e-3}
 NORM_TOLERANCE = 1e-3  # a stored embedding must have norm 1 (or 0) within this
+# A diagonal cell's chunk k multiplies rows c0.. only, so it does (k+1)/2k of the full block's GEMM: at least this
+# many chunks (56%), each at least TRIANGLE_MIN_ROWS rows (big enough for an efficient GEMM).
+TRIANGLE_CHUNKS = 8
+TRIANGLE_MIN_ROWS = 512
 
 
 @dataclass(frozen=True)
@@ -96,9 +107,10 @@ def plan_blocks(files: Sequence[DataFile], block_rows: int) -> list[list[str]]:
     return blocks
 
 
-def grid_frame(spark: SparkSession, q_blocks: list[list[str]], r_blocks: list[list[str]]) -> DataFrame:
-    """One row (GRID_SCHEMA) and one partition per (query block, reference block)."""
-    rows = [(i, j, q, r) for i, q in enumerate(q_blocks) for j, r in enumerate(r_blocks)]
+def grid_frame(spark: SparkSession, blocks: list[list[str]]) -> DataFrame:
+    """One row (GRID_SCHEMA) and one partition per block pair (I, J) with I <= J: the upper triangle of the grid,
+    n(n+1)/2 tasks for n blocks (a cell I < J stands for J, I too: see grid_task)."""
+    rows = [(i, j, blocks[i], blocks[j]) for i in range(len(blocks)) for j in range(i, len(blocks))]
     return one_task_each(spark, rows, GRID_SCHEMA)
 
 
@@ -120,10 +132,20 @@ def read_block(files: tuple[str, ...], with_prompts: bool) -> Block:
                  prompts, None if codes is None else codes.astype(np.int64))
 
 
-# What a block pair yields: weighted counts [nq, T] per query item, and neighbour candidates as (query row,
-# reference row, float64 cosine) arrays (empty when the caller keeps none).
-PairResult = tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]
+# Neighbour candidates of one side of a block pair: (row of the item, row of the neighbour in the other block,
+# float64 cosine) arrays, empty when the caller keeps none.
+Neighbors = tuple[np.ndarray, np.ndarray, np.ndarray]
+# What a block pair yields for the items of one block: weighted counts [n, T] against the other block, neighbours.
+PairResult = tuple[np.ndarray, Neighbors]
 NO_NEIGHBORS = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+# Which pairs of (q, r) a block-pair function compares, and for whom it reports:
+#   "rectangle": every (q row, r row) pair, results for q's items only (an IVF list: r is not a query there);
+#   "mirrored":  every pair, results for q's items and r's items (grid cell I < J, which stands for J, I too);
+#   "triangle":  q is r; pairs i < j for both items, and each item with itself once (grid cell I = I).
+Cell = Literal["rectangle", "mirrored", "triangle"]
+# (results of q's items, results of r's items or None for a rectangle)
+CellResult = tuple[PairResult, PairResult | None]
+PairFn = Callable[[Block, Block, Cell], CellResult]
 
 
 def result_schema(n_thresholds: int) -> str:
@@ -132,10 +154,11 @@ def result_schema(n_thresholds: int) -> str:
     return f"kind INT, item_id BIGINT, {counts}, neighbor_item BIGINT, cosine DOUBLE"
 
 
-def grid_task(grid_batches: Iterator[pa.RecordBatch], *, pair_fn: Callable[[Block, Block], PairResult],
-              n_thresholds: int, with_prompts: bool, pairs: Accumulator | None = None) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: for each grid row (GRID_SCHEMA) read both blocks, run `pair_fn`, emit result_schema rows
-    (count rows only for query items with a nonzero count). `pairs` counts the item pairs compared."""
+def grid_task(grid_batches: Iterator[pa.RecordBatch], *, pair_fn: PairFn, n_thresholds: int, with_prompts: bool,
+              pairs: Accumulator | None = None) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: for each grid row (GRID_SCHEMA, I <= J) read both blocks, run `pair_fn` on the cell
+    ("triangle" on the diagonal, else "mirrored") and emit result_schema rows for the items of both blocks (count
+    rows only for items with a nonzero count). `pairs` counts the item pairs compared: n(n+1)/2 over the grid."""
     from threadpoolctl import threadpool_limits
 
     from semmem.spark import task_cpus
@@ -144,15 +167,18 @@ def grid_task(grid_batches: Iterator[pa.RecordBatch], *, pair_fn: Callable[[Bloc
         for row in batch.to_pylist():
             q = read_block(tuple(row["q_files"]), with_prompts)
             r = read_block(tuple(row["r_files"]), with_prompts)
+            diagonal = row["q_block"] == row["r_block"]
             if pairs is not None:
-                pairs.add(len(q.item_id) * len(r.item_id))
+                n_q = len(q.item_id)
+                pairs.add(n_q * (n_q + 1) // 2 if diagonal else n_q * len(r.item_id))
             with threadpool_limits(task_cpus()):  # BLAS threads = the task's cores: tasks, not threads, share a node
-                result = pair_fn(q, r)
-            yield result_batch(q, r, *result, n_thresholds)
+                q_side, r_side = pair_fn(q, r, "triangle" if diagonal else "mirrored")
+            yield result_batch(q, r, *q_side, n_thresholds)
+            if r_side is not None:
+                yield result_batch(r, q, *r_side, n_thresholds)
 
 
-def result_batch(q: Block, r: Block, counts: np.ndarray, neighbors: tuple[np.ndarray, np.ndarray, np.ndarray],
-                 n_thresholds: int) -> pa.RecordBatch:
+def result_batch(q: Block, r: Block, counts: np.ndarray, neighbors: Neighbors, n_thresholds: int) -> pa.RecordBatch:
     """result_schema rows of one block pair: counts of the query items with a nonzero count, then the neighbours."""
     qi, rj, cos = neighbors
     hit = np.nonzero(counts.any(axis=1))[0]
@@ -167,8 +193,8 @@ def result_batch(q: Block, r: Block, counts: np.ndarray, neighbors: tuple[np.nda
     return pa.RecordBatch.from_pydict(cols)
 
 
-def run_grid(grid: DataFrame, pair_fn: Callable[[Block, Block], PairResult], n_thresholds: int, *,
-             with_prompts: bool, pairs: Accumulator | None = None) -> DataFrame:
+def run_grid(grid: DataFrame, pair_fn: PairFn, n_thresholds: int, *, with_prompts: bool,
+             pairs: Accumulator | None = None) -> DataFrame:
     """The grid's task results (result_schema), lazily; `pair_fn` runs on executors."""
     fn = functools.partial(grid_task, pair_fn=pair_fn, n_thresholds=n_thresholds, with_prompts=with_prompts,
                            pairs=pairs)
@@ -194,11 +220,24 @@ class NumpyChunk:
     """S of one chunk on the CPU, kept as its entries >= floor (row, column, value): one comparison and one nonzero
     pass over S, the rest works on the (usually few) candidates."""
 
-    def __init__(self, s: np.ndarray, floor: float) -> None:
-        self.rows = s.shape[0]
+    def __init__(self, shape: tuple[int, int], ii: np.ndarray, jj: np.ndarray, v: np.ndarray) -> None:
+        self.rows, self.columns = shape
+        self.ii, self.jj, self.v = ii, jj, v
+
+    @classmethod
+    def of(cls, s: np.ndarray, floor: float, strict_upper: bool = False) -> NumpyChunk:
+        """The entries of S >= floor; with `strict_upper` only those right of the diagonal (column > row)."""
         flat = np.flatnonzero(s >= floor)  # much faster than a 2-D nonzero
-        self.ii, self.jj = np.divmod(flat, s.shape[1])
-        self.v = s.reshape(-1)[flat].astype(np.float64)
+        ii, jj = np.divmod(flat, s.shape[1])
+        v = s.reshape(-1)[flat].astype(np.float64)
+        if strict_upper:
+            upper = jj > ii
+            ii, jj, v = ii[upper], jj[upper], v[upper]
+        return cls(s.shape, ii, jj, v)
+
+    def transposed(self) -> NumpyChunk:
+        """S^T: the same entries, with the reference rows as rows (the mirrored side of a grid cell)."""
+        return NumpyChunk((self.columns, self.rows), self.jj, self.ii, self.v)
 
     def count_ge(self, value: float, weight: np.ndarray) -> np.ndarray:
         """Per row: the weight of the columns with S >= value (float64, exact for integer weights < 2^53)."""
@@ -236,8 +275,9 @@ class NumpyGemm:
     def put(self, vectors: np.ndarray) -> np.ndarray:
         return vectors
 
-    def chunk(self, q: np.ndarray, r: np.ndarray, floor: float) -> NumpyChunk:
-        return NumpyChunk(q @ r.T, floor)
+    def chunk(self, q: np.ndarray, r: np.ndarray, floor: float, strict_upper: bool = False) -> NumpyChunk:
+        """S = q @ r.T kept from `floor` up; `strict_upper`: only the entries with column > row (see chunks_of)."""
+        return NumpyChunk.of(q @ r.T, floor, strict_upper)
 
 
 class TorchChunk:
@@ -246,7 +286,12 @@ class TorchChunk:
     def __init__(self, s: Any, floor: float) -> None:
         import torch
 
-        self.torch, self.s, self.floor, self.rows = torch, s, floor, s.shape[0]
+        self.torch, self.s, self.floor = torch, s, floor
+        self.rows, self.columns = s.shape
+
+    def transposed(self) -> TorchChunk:
+        """S^T (a view): the same entries, with the reference rows as rows."""
+        return TorchChunk(self.s.T, self.floor)
 
     def count_ge(self, value: float, weight: np.ndarray) -> np.ndarray:
         w = self.torch.as_tensor(weight, device=self.s.device, dtype=self.torch.float64)
@@ -286,8 +331,13 @@ class TorchGemm(NumpyGemm):
     def put(self, vectors: np.ndarray) -> Any:
         return self.torch.as_tensor(vectors, device=self.device).to(self.tdtype)
 
-    def chunk(self, q: Any, r: Any, floor: float) -> TorchChunk:  # type: ignore[override]
-        return TorchChunk(q @ r.T, floor)
+    def chunk(self, q: Any, r: Any, floor: float, strict_upper: bool = False) -> TorchChunk:  # type: ignore[override]
+        s = q @ r.T
+        if strict_upper:  # the diagonal and below of the leading square: -inf is below every floor
+            m = s.shape[0]
+            on_or_below = self.torch.ones(m, m, dtype=self.torch.bool, device=s.device).tril_()
+            s[:, :m].masked_fill_(on_or_below, float("-inf"))
+        return TorchChunk(s, floor)
 
 
 def make_backend(kernel: str, device: str, dtype: str) -> NumpyGemm:
@@ -324,20 +374,42 @@ def exact_cosines(q: Block, r: Block, qi: np.ndarray, rj: np.ndarray, chunk: int
     return out
 
 
+def self_cosines(block: Block) -> np.ndarray:
+    """The float64 product of each item with itself. A diagonal cell decides its self pairs by it: what the band
+    re-check decides for any pair (the GEMM only says which pairs are far from a threshold)."""
+    rows = np.arange(len(block.item_id))
+    return exact_cosines(block, block, rows, rows)
+
+
 def band_of(backend: NumpyGemm) -> float:
     return BANDS[backend.dtype]
 
 
-def match_decisions(q: Block, r: Block, c0: int, ii: np.ndarray, jj: np.ndarray, s: np.ndarray,
-                    thresholds: np.ndarray, band: float) -> np.ndarray:
-    """bool [len(ii), T]: is the pair (q row c0+ii, r row jj), whose GEMM value is s, a match at each threshold?
+def chunks_of(q: Block, r: Block, backend: NumpyGemm, floor: float, cell: Cell) -> Iterator[tuple[int, int, Chunk]]:
+    """(first q row, first r row, chunk of S = q @ r.T from `floor` up) in chunks of q rows. In a "triangle" cell
+    (q is r) the chunk of rows [c0, c1) is multiplied by the rows c0.. of r only and keeps the pairs i < j: about
+    half the GEMM of the full block, and each unordered pair once; the self pairs are the caller's (self_cosines)."""
+    rh = backend.put(r.vectors)
+    step = backend.rows_per_chunk(len(r.item_id))
+    triangle = cell == "triangle"
+    if triangle:
+        step = min(step, max(TRIANGLE_MIN_ROWS, -(-len(q.item_id) // TRIANGLE_CHUNKS)))
+    for c0 in range(0, len(q.item_id), step):
+        r0 = c0 if triangle else 0
+        c1 = min(len(q.item_id), c0 + step)
+        yield c0, r0, backend.chunk(backend.put(q.vectors[c0:c1]), rh[r0:], floor, strict_upper=triangle)
+
+
+def match_decisions(q: Block, r: Block, qi: np.ndarray, rj: np.ndarray, s: np.ndarray, thresholds: np.ndarray,
+                    band: float) -> np.ndarray:
+    """bool [len(qi), T]: is the pair (q row qi, r row rj), whose GEMM value is s, a match at each threshold?
 
     Decided by s where it is at least `band` away from the threshold, by the float64 product otherwise."""
     sure = s[:, None] >= thresholds[None, :] + band
     maybe = (s[:, None] >= thresholds[None, :] - band) & ~sure
     rows = np.nonzero(maybe.any(axis=1))[0]
     if len(rows):
-        cos = exact_cosines(q, r, c0 + ii[rows], jj[rows])
+        cos = exact_cosines(q, r, qi[rows], rj[rows])
         sure[rows] |= maybe[rows] & (cos[:, None] >= thresholds[None, :])
     return sure
 

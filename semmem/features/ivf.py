@@ -16,7 +16,7 @@ pairs. Every (query, reference) pair is still compared in exactly one task, so t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from semmem.features.allpairs import Block, PairResult, result_schema, result_batch
+from semmem.features.allpairs import Block, PairFn, result_schema, result_batch
 from semmem.tables import Scratch
 
 SAMPLE_PER_LIST = 64  # k-means training points per centroid (faiss warns below 39)
@@ -123,10 +123,11 @@ def _parts(df: DataFrame, splits: DataFrame | None, own: str, other: str) -> Dat
             .withColumn(other, F.explode(F.sequence(F.lit(0), n_other - 1))))
 
 
-def run_ivf(scratch: Scratch, centroids: np.ndarray, nprobe: int, pair_fn: Callable[[Block, Block], PairResult],
-            n_thresholds: int, *, with_prompts: bool, max_list_items: int) -> DataFrame:
+def run_ivf(scratch: Scratch, centroids: np.ndarray, nprobe: int, pair_fn: PairFn, n_thresholds: int, *,
+            with_prompts: bool, max_list_items: int) -> DataFrame:
     """Task results (neighbors.result_schema rows): one cogroup task per list, or per (query part, stored part) of a
-    list with more than max_list_items queries or stored items; `pair_fn` runs there. Lazy but for list_splits."""
+    list with more than max_list_items queries or stored items; `pair_fn` runs there on a "rectangle" (the stored
+    items are not the list's queries: nothing to mirror). Lazy but for list_splits."""
     columns = ["item_id", "embedding", "weight"] + (["prompt_text"] if with_prompts else [])
     listed = _listed(scratch.df.select(*columns), centroids, nprobe)
     found = list_splits(scratch, centroids, nprobe, max_list_items)
@@ -137,7 +138,8 @@ def run_ivf(scratch: Scratch, centroids: np.ndarray, nprobe: int, pair_fn: Calla
 
     def per_list(q: pd.DataFrame, r: pd.DataFrame) -> pd.DataFrame:
         qb, rb = _block_of(q, with_prompts), _block_of(r, with_prompts)
-        return result_batch(qb, rb, *pair_fn(qb, rb), n_thresholds).to_pandas()
+        queries_side, _ = pair_fn(qb, rb, "rectangle")
+        return result_batch(qb, rb, *queries_side, n_thresholds).to_pandas()
 
     fresh = [F.col(c).alias(c) for c in [*keys, *columns]]  # new attribute ids: else an "ambiguous self-join"
     return (queries.select(*fresh).groupBy(*keys).cogroup(stored.select(*fresh).groupBy(*keys))

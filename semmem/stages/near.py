@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -13,8 +12,8 @@ from semmem.features import semantic as sem
 from semmem.features import textual as txt
 from semmem.features.embeddings import embed_sequences, resolve_embedding_model
 from semmem.features.ivf import default_nlist, run_ivf, train_centroids
-from semmem.features.allpairs import Block, PairResult, check_embeddings, grid_frame, items_of, match_counts, \
-    plan_blocks, run_grid
+from semmem.features.allpairs import PairFn, check_embeddings, grid_frame, items_of, match_counts, plan_blocks, \
+    run_grid
 from semmem.progress import progress
 from semmem.spark import spread_partitions
 from semmem.stages.chunks import write_in_chunks
@@ -65,17 +64,19 @@ def _grid_metadata(ctx: StageContext, stage_name: str) -> dict:
             "embedding_model": ctx.warehouse.commit_metadata("embeddings").get("model")}
 
 
-def _results(ctx: StageContext, scratch: Scratch, pair_fn: Callable[[Block, Block], PairResult], n_thresholds: int,
-             *, with_prompts: bool, label: str) -> DataFrame:
-    """Every item against every item (exact: the block grid) or against the items of its probed IVF lists
-    (approximate); the task results are computed here, under a progress line, and kept for the writes."""
+def _results(ctx: StageContext, scratch: Scratch, pair_fn: PairFn, n_thresholds: int, *, with_prompts: bool,
+             label: str) -> DataFrame:
+    """Every item against every item (exact: the upper triangle of the block grid, each pair once, mirrored) or
+    against the items of its probed IVF lists (approximate); the task results are computed here, under a progress
+    line, and kept for the writes."""
     s = ctx.cfg.semantic
     n_items = scratch.num_rows
     pairs = ctx.spark.sparkContext.accumulator(0)
     if s.mode == "exact":
         blocks = plan_blocks(scratch.files, s.block_rows)
-        log.info("%s: %d distinct items in %d block(s): %d grid task(s)", label, n_items, len(blocks), len(blocks) ** 2)
-        results = run_grid(grid_frame(ctx.spark, blocks, blocks), pair_fn, n_thresholds, with_prompts=with_prompts,
+        log.info("%s: %d distinct items in %d block(s): %d grid task(s) (the upper triangle)", label, n_items,
+                 len(blocks), len(blocks) * (len(blocks) + 1) // 2)
+        results = run_grid(grid_frame(ctx.spark, blocks), pair_fn, n_thresholds, with_prompts=with_prompts,
                            pairs=pairs)
     else:
         centroids = train_centroids(scratch, s.nlist or default_nlist(n_items), s.seed, s.kmeans_max_sample)
@@ -86,6 +87,8 @@ def _results(ctx: StageContext, scratch: Scratch, pair_fn: Callable[[Block, Bloc
     results = results.persist()
     with progress(ctx.spark, f"{label}: pairs", rows=pairs if s.mode == "exact" else None, unit="pairs"):
         results.count()
+    if s.mode == "exact":
+        log.info("%s: %d item pairs compared (n(n+1)/2 for n = %d items)", label, pairs.value, n_items)
     return results
 
 
