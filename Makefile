@@ -49,7 +49,7 @@ dist-test: dist  ## spark-submit of dist/jobs on a standalone cluster, executors
 bench: venv  ## benchmarks: ratios against baselines measured in the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-capacity: venv  ## bits per parameter on random data (stage capacity, Morris et al.; ~7 min on 2 cores)
+capacity: venv  ## bits per parameter on random data (stage capacity, Morris et al.; 6-12 min on 2 cores, estimated)
 	$(BIN)/semmem run --config $(CONFIG) --stages capacity
 
 sample: venv  ## regenerate the bundled sample corpus (byte-identical)
