@@ -549,9 +549,14 @@ def _metric(metrics: pd.DataFrame, predictor: str, metric: str, subset: str = "a
     return f"{v:.3f} <span class=note>[{lo:.3f}, {hi:.3f}]</span>" if pd.notna(lo) else f"{v:.3f}"
 
 
+def _of_model(df: pd.DataFrame, model: str, revision: str) -> pd.DataFrame:
+    """The rows of one model@revision (an empty frame as it is: it may have no columns)."""
+    return df[(df["model"] == model) & (df["revision"] == revision)] if len(df) else df
+
+
 def _model_section(data: ReportData, model: str, revision: str, folder: Path) -> str:
     def mine(df: pd.DataFrame) -> pd.DataFrame:
-        return df[(df["model"] == model) & (df["revision"] == revision)] if len(df) else df
+        return _of_model(df, model, revision)
 
     cats, metrics, weights = mine(data.categories), mine(data.metrics), mine(data.weights)
     versus = mine(data.comparison)
@@ -656,11 +661,16 @@ def _interval(v: object, lo: object, hi: object) -> str:
     return _fmt(v) if pd.isna(lo) else f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]"
 
 
+def _intervals(df: pd.DataFrame, column: str) -> list[str]:
+    """`_interval` of each row's `column` with its ci_low and ci_high."""
+    return [_interval(v, lo, hi) for v, lo, hi in zip(df[column], df["ci_low"], df["ci_high"])]
+
+
 def _evidence_html(data: ReportData, model: str, revision: str, folder: Path) -> str:
     """The evidence of one model@revision: memorization vs context length, vs exposure and recency, the scores'
     separation, the fits with exposure features, and a card per example memorized sequence."""
     def mine(df: pd.DataFrame) -> pd.DataFrame:
-        return df[(df["model"] == model) & (df["revision"] == revision)] if len(df) else df
+        return _of_model(df, model, revision)
 
     s, out = slug(model, revision), []
     by_context, exposure, medians = mine(data.by_context), mine(data.exposure), mine(data.medians)
@@ -669,8 +679,7 @@ def _evidence_html(data: ReportData, model: str, revision: str, folder: Path) ->
         out.append("<h3>Memorization vs context length</h3>")
         out.append(_img(context_figure(by_context, model, revision), folder, f"context_{s}.png",
                         "memorized share per prompt length and category"))
-        t = by_context.assign(share=[_interval(v, lo, hi) for v, lo, hi in
-                                     zip(by_context["share"], by_context["ci_low"], by_context["ci_high"])])
+        t = by_context.assign(share=_intervals(by_context, "share"))
         t = t.pivot(index="category", columns="context_length", values="share").reindex(
             [c for c in EVIDENCE_ORDER if c in set(t["category"])])
         t.columns = [f"k = {k}" for k in t.columns]
@@ -684,8 +693,7 @@ def _evidence_html(data: ReportData, model: str, revision: str, folder: Path) ->
         if len(medians):
             m = medians[medians["category"] == "all"].sort_values(["measure", "memorized"], ascending=[True, False])
             out.append(_table(m.assign(memorized=m["memorized"].map({True: "memorized", False: "other"}),
-                                       median=[_interval(v, lo, hi) for v, lo, hi in
-                                               zip(m["median"], m["ci_low"], m["ci_high"])])[
+                                       median=_intervals(m, "median"))[
                 ["measure", "memorized", "sequences", "median"]], left=["measure", "memorized"]))
             out.append("<p class=note>Medians over all categories (per category in table exposure_medians), in "
                        "brackets the order-statistic interval; steps since the last exposure exist only for sequences "
@@ -694,8 +702,7 @@ def _evidence_html(data: ReportData, model: str, revision: str, folder: Path) ->
         out.append("<h3>How well each score separates memorized from other sequences</h3>")
         out.append(_img(separation_figure(separation, model, revision), folder, f"separation_{s}.png",
                         "ROC-AUC of each score per category"))
-        t = separation.assign(auc=[_interval(v, lo, hi) for v, lo, hi in
-                                   zip(separation["roc_auc"], separation["ci_low"], separation["ci_high"])])
+        t = separation.assign(auc=_intervals(separation, "roc_auc"))
         t = t.pivot(index="score", columns="category", values="auc")
         t = t[[c for c in EVIDENCE_ORDER if c in t.columns]]
         out.append(_table(t.reset_index(), left=["score"]))
@@ -710,8 +717,7 @@ def _evidence_html(data: ReportData, model: str, revision: str, folder: Path) ->
         rows = metrics[(metrics["subset"] == "aggregate") & metrics["metric"].isin(["f1", "pr_auc", "roc_auc",
                                                                                      "log_loss"])]
         rows = rows[rows["predictor"].isin(["baseline", "taxonomic", "baseline+exposure", "taxonomic+exposure"])]
-        t = rows.assign(value=[_interval(v, lo, hi) for v, lo, hi in zip(rows["value"], rows["ci_low"],
-                                                                          rows["ci_high"])])
+        t = rows.assign(value=_intervals(rows, "value"))
         t = t.pivot(index="predictor", columns="metric", values="value").join(
             rows.groupby("predictor")["n_rows"].max().rename("test rows"))
         out.append(_table(t.reset_index(), left=["predictor"]))
