@@ -173,8 +173,7 @@ def taxonomy_stage(ctx: StageContext) -> None:
     """The baseline and taxonomic models, partition search, correlations, divergence curve and forecasts, per model."""
     wh, t = ctx.warehouse, ctx.cfg.taxonomy
     combined = wh.read("combined")
-    keys = fitted_revisions([(r["model"], r["revision"]) for r in combined.select("model", "revision").distinct()
-                             .orderBy("model", "revision").collect()], t.revisions)  # one row per model@revision
+    keys = _fitted_keys(combined, t.revisions)
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TAXONOMY_TABLES}
     exposure_skipped: dict[str, str] = {}
     extra = EXPOSURE_FEATURES if t.features == "upstream+exposure" else ()
@@ -229,6 +228,13 @@ def taxonomy_stage(ctx: StageContext) -> None:
         meta |= {"features": t.features, "exposure_skipped": exposure_skipped}
     _write_frames(ctx, {name: pd.concat(parts, ignore_index=True) if parts else
                         pd.DataFrame(columns=table(name).columns) for name, parts in frames.items()}, meta)
+
+
+def _fitted_keys(combined: DataFrame, revisions: str) -> list[tuple[str, str]]:
+    """The (model, revision) pairs of `combined` the taxonomy fits (taxonomy.revisions), in order; one row per
+    model@revision reaches the driver."""
+    pairs = combined.select("model", "revision").distinct().orderBy("model", "revision").collect()
+    return fitted_revisions([(r["model"], r["revision"]) for r in pairs], revisions)
 
 
 def _exposure_fit(ctx: StageContext, rows: pd.DataFrame) -> dict[str, pd.DataFrame] | str:
@@ -286,8 +292,7 @@ def evidence_stage(ctx: StageContext) -> None:
     frames = {"memorization_by_context": context_shares(scores, combined, t.ci_level),
               "memorization_exposure": exposure_shares(combined, t.ci_level),
               "exposure_medians": exposure_medians(combined, t.ci_level)}
-    keys = fitted_revisions([(r["model"], r["revision"]) for r in combined.select("model", "revision").distinct()
-                             .orderBy("model", "revision").collect()], t.revisions)  # one row per model@revision
+    keys = _fitted_keys(combined, t.revisions)
     membership = [c for c in SCORES if c not in combined.columns]  # in memorization only; memorized_bits: combined
     scored = combined.join(scores.select("model", "revision", "sequence_id", *membership),
                            ["model", "revision", "sequence_id"], "left")
