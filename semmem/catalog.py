@@ -182,8 +182,9 @@ TABLES: dict[str, TableDef] = {
             ("metric", pa.string()), ("value", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
             ("std", pa.float64()), ("n_rows", pa.int64()), ("n_positive", pa.int64()), ("protocol", pa.string())],
             ("model", "revision", "protocol", "predictor", "subset", "metric"),
-            "Test metrics of baseline / taxonomic / best_partition per category subset and aggregate, with resampled "
-            "CIs; lrt_* rows (upstream_protocol only): upstream's likelihood-ratio test against the baseline."),
+            "Test metrics of each predictor (baseline, taxonomic, guess_recall, trees, best_partition; "
+            "vocabulary.PREDICTORS) per category subset and aggregate, with resampled CIs; lrt_* rows "
+            "(upstream_protocol only): upstream's likelihood-ratio test against the baseline."),
         _table("taxonomy_comparison", [
             ("model", pa.string()), ("revision", pa.string()), ("predictor", pa.string()), ("reference", pa.string()),
             ("metric", pa.string()), ("difference", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),

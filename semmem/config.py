@@ -282,6 +282,9 @@ class ReportConfig:
     examples_per_category: int = 3  # example sequences shown per model and category (memorized ones first)
 
 
+Taxonomy = Literal["paper", "guess_recall"]  # the splits the taxonomic model is fitted on (taxonomy.taxonomies)
+
+
 @dataclass(frozen=True)
 class TaxonomyConfig:
     """The taxonomy (spec §3), the taxonomic model (§4) and its statistics; keys equal semmem.taxonomy kwargs."""
@@ -300,6 +303,13 @@ class TaxonomyConfig:
     # "upstream+exposure" fits once more with exposures_before and steps_since_last_exposure added (predictors
     # baseline+exposure, taxonomic+exposure), and the report shows both fits side by side
     features: Literal["upstream", "upstream+exposure"] = "upstream"
+    # the splits fitted beside the baseline, one LR per group: "paper" = recitation / reconstruction / recollection
+    # (predictor taxonomic); "guess_recall" = guessable (repeating, incrementing, or prompt/continuation ROUGE-L or
+    # ROUGE-3 >= guess_rouge_threshold) or not, for every sequence (predictor guess_recall)
+    taxonomies: list[Taxonomy] = field(default_factory=lambda: ["paper", "guess_recall"])
+    # predictor trees: gradient-boosted trees (HistGradientBoostingClassifier, seeded) on the same features and
+    # training rows as the baseline: how predictable memorization is from these features without the linear form
+    trees: bool = True
     test_fraction: float = 0.2  # test share of the split stratified on label + category
     # share of the training rows the partition search ranks its candidates on (stratified, seeded); the test rows
     # never choose. A search whose validation share has fewer than search_min_validation memorized or other rows
@@ -389,6 +399,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("semantic.max_list_items", lambda v: v >= 1, "a positive number of items per IVF list task"),
     ("textual.min_distance", lambda v: v >= 0, "0 or more edits"),
     ("taxonomy.features", lambda v: v in ("upstream", "upstream+exposure"), "one of upstream, upstream+exposure"),
+    ("taxonomy.taxonomies", lambda v: bool(v) and len(set(v)) == len(v),
+     f"one or more distinct of {', '.join(typing.get_args(Taxonomy))}"),
     ("taxonomy.test_fraction", lambda v: 0 < v < 1, "a share strictly between 0 and 1"),
     ("taxonomy.validation_fraction", lambda v: 0 < v < 1, "a share strictly between 0 and 1"),
     ("taxonomy.search_min_validation", lambda v: v >= 1, "1 or more rows"),

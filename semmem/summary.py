@@ -11,13 +11,14 @@ from semmem.lineage import stale_inputs
 from semmem.scoring.models import checkpoint_step
 from semmem.sql import run_sql
 from semmem.tables import published_version, read_publications
-from semmem.taxonomy.vocabulary import CATEGORIES, fitted_revisions
+from semmem.taxonomy.vocabulary import CATEGORIES, GUESS_RECALL, PREDICTORS, fitted_revisions
 from semmem.taxonomy.words import verdict
 
 
 def summary_text(warehouse: str | Path) -> str:
-    """Per model@revision: sequences, memorized, per-category counts and memorized rate, baseline vs taxonomic (vs
-    best partition) F1 and PR-AUC with their intervals; then the report's path. Empty when nothing was combined.
+    """Per model@revision: sequences, memorized, per-category counts and memorized rate, F1 and PR-AUC of every
+    predictor (baseline, taxonomic, guess_recall, trees, best_partition) with their intervals and each one's paired
+    difference from the baseline; then the report's path. Empty when nothing was combined.
     Reads small tables only (category_counts, the taxonomy's): never a scan of combined on this machine."""
     root = storage.normalize(warehouse)
     pubs = read_publications(root)
@@ -68,17 +69,17 @@ def summary_text(warehouse: str | Path) -> str:
         pairs = {(r["category"], r["g"]): r["n"] for r in contingency
                  if (r["model"], r["revision"]) == (model, revision)}
         if pairs:
-            guess, recall = (sum(n for (_, g), n in pairs.items() if g == which) for which in ("guess", "recall"))
-            split = "; ".join(f"{c} {pairs.get((c, 'guess'), 0):,}/{pairs.get((c, 'recall'), 0):,}"
+            guess, recall = (sum(n for (_, g), n in pairs.items() if g == which) for which in GUESS_RECALL[1:])
+            split = "; ".join(f"{c} {pairs.get((c, GUESS_RECALL[1]), 0):,}/{pairs.get((c, GUESS_RECALL[2]), 0):,}"
                               for c in CATEGORIES)
             lines.append(f"    {'guess/recall':<15} {guess:>9,} guess  {recall:>8,} recall   (beyond.md §4; "
                          f"guess/recall by category: {split})")
         mine = [r for r in metrics if (r["model"], r["revision"]) == (model, revision)]
-        for predictor in ("baseline", "taxonomic", "best_partition"):
+        for predictor in PREDICTORS:
             vals = {r["metric"]: r for r in mine if r["predictor"] == predictor}
             if vals:
                 lines.append(f"    {predictor:<15} " + "  ".join(_with_ci(k, vals.get(k)) for k in ("f1", "pr_auc")))
-        for predictor in ("taxonomic", "best_partition"):
+        for predictor in PREDICTORS[1:]:
             versus = {r["metric"]: r for r in compared
                       if (r["model"], r["revision"], r["predictor"]) == (model, revision, predictor)}
             if versus:

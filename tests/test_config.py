@@ -18,6 +18,7 @@ def test_local_yaml_loads():
     assert cfg.input.format == "pile-jsonl" and cfg.stream.seq_length == 2049
     assert cfg.tokenizer.offline_fallback == "train-bpe"
     assert load_config("conf/cluster.yaml").input.format == "megatron"
+    assert cfg.taxonomy.taxonomies == ["paper", "guess_recall"] and cfg.taxonomy.trees is True
 
 
 def test_overrides_parse_yaml_values():
@@ -41,6 +42,11 @@ def test_overrides_parse_yaml_values():
     ("semantic.thresholds=[1.5]", r"config key semantic\.thresholds = \[1\.5\]; expected one or more distinct cosines"),
     ("stream.seq_length=32", r"config key stream\.seq_length = 32; expected at least 64 tokens"),
     ("texts.stride=0", r"config key texts\.stride = 0; expected 1\.\.32 tokens"),
+    ("taxonomy.taxonomies=[paper,topic]",
+     r"^config key taxonomy\.taxonomies\[1\] = 'topic'; expected one of 'paper', 'guess_recall'$"),
+    ("taxonomy.taxonomies=[]", r"^config key taxonomy\.taxonomies = \[\]; expected one or more distinct of paper, "
+                               r"guess_recall$"),
+    ("taxonomy.taxonomies=[paper,paper]", r"expected one or more distinct of paper, guess_recall$"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

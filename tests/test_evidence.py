@@ -199,7 +199,8 @@ def exposure_rows():
 
 def _taxonomy(spark, root, df, *overrides):
     ctx = _ctx(spark, root, "taxonomy.bootstrap_rounds=10", "taxonomy.kl_bootstrap_rounds=5",
-               "taxonomy.search_features=[sequence_duplicates,generation_perplexity]", *overrides)
+               "taxonomy.search_features=[sequence_duplicates,generation_perplexity]",
+               "taxonomy.taxonomies=[paper]", "taxonomy.trees=false", *overrides)  # the exposure fit is under test
     sdf = spark.createDataFrame(df, table("combined").spark_schema)
     ctx.warehouse.write(sdf, "combined", mode="overwrite")
     ctx.warehouse.write(category_counts(sdf), "category_counts", mode="overwrite")

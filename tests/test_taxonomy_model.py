@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import (
     average_precision_score, balanced_accuracy_score, f1_score, log_loss, precision_score, recall_score,
@@ -17,7 +18,8 @@ from sklearn.metrics import (
 
 from semmem.catalog import table
 from semmem.errors import ConfigError, InputError
-from semmem.taxonomy.vocabulary import CATEGORIES, MODEL_FEATURES, categorize, category_column, select_rows
+from semmem.taxonomy.vocabulary import (
+    CATEGORIES, GUESSABLE, MODEL_FEATURES, categorize, category_column, guessable_column, select_rows)
 from semmem.taxonomy.metrics import bootstrap_p_value, bootstrap_weights, kfold_weights, weighted_metrics
 from semmem.taxonomy.model import (
     comparison, design, likelihood_ratio_test, prepare_split, stratified_mask, taxonomy_model, variance_inflation,
@@ -277,6 +279,10 @@ def test_bad_arguments_raise(combined):
         prepare_split(two)
     with pytest.raises(InputError, match="category values"):
         prepare_split(combined.assign(category="memorized"))
+    with pytest.raises(ConfigError, match="expected some of paper, guess_recall"):
+        taxonomy_model(combined, taxonomies=("paper", "topic"))
+    with pytest.raises(InputError, match="needs column guessable"):
+        taxonomy_model(combined, taxonomies=("guess_recall",))
 
 
 def test_design_standardizes_continuous_only(result):
@@ -346,3 +352,74 @@ def test_variance_inflation_against_regressions():
         assert got[j] == pytest.approx(1 / (1 - r2), rel=1e-9)
     assert np.isnan(got[3])  # constant
     assert np.isinf(variance_inflation(np.c_[a, 2 * a, c])).all()
+
+
+@pytest.mark.parametrize("upstream_protocol", [False, True])
+def test_trees_equal_a_classifier_fitted_by_hand(upstream_protocol):
+    """Predictor trees: HistGradientBoostingClassifier(class_weight="balanced", random_state=seed) on the unscaled
+    features of the baseline's training rows (all of them; upstream: the same 80% as the baseline), scored on the
+    test rows, and compared with the baseline on the same resamples."""
+    df = synthetic_combined(2000, seed=5)
+    got = taxonomy_model(df, upstream_protocol=upstream_protocol, bootstrap_rounds=30, seed=11, trees=True)
+    split = prepare_split(df, upstream_protocol=upstream_protocol, seed=11)
+    rows = np.arange(len(split.train.y))
+    if upstream_protocol:
+        rows = rows[stratified_mask(split.train.y, 0.8, np.random.default_rng(11))]
+    hand = HistGradientBoostingClassifier(class_weight="balanced", random_state=11)
+    want = hand.fit(split.train.raw[rows], split.train.y[rows]).predict_proba(split.test.raw)[:, 1]
+    assert np.array_equal(got.predictors["trees"].test_p, want)
+    assert np.array_equal(got.split.test.sequence_id, split.test.sequence_id)
+    m = got.metrics.set_index(["predictor", "subset", "metric"])
+    assert set(got.metrics.predictor) == {"baseline", "taxonomic", "trees"}
+    assert "trees" not in set(got.weights.predictor)  # no coefficients
+    if not upstream_protocol:
+        assert m.loc[("trees", "aggregate", "pr_auc")].value == pytest.approx(
+            average_precision_score(split.test.y, want), abs=1e-12)
+        row = got.comparison.set_index(["predictor", "metric"]).loc[("trees", "pr_auc")]
+        ref = _paired_reference(split.test.y, got.predictors["baseline"].test_p, want, "pr_auc", 30, 11)
+        assert (row.ci_low, row.ci_high) == (pytest.approx(np.quantile(ref, 0.025), abs=1e-12),
+                                             pytest.approx(np.quantile(ref, 0.975), abs=1e-12))
+
+
+def test_trees_without_both_classes_fall_back_to_the_baseline(combined):
+    r = taxonomy_model(combined.head(3000).assign(is_memorized=False), bootstrap_rounds=5, trees=True)
+    assert np.array_equal(r.predictors["trees"].test_p, r.predictors["baseline"].test_p, equal_nan=True)
+
+
+# (is_repeating, is_incrementing, prefix_suffix_rouge_l, prefix_suffix_rouge_3) -> group at rho 0.5, by hand from
+# beyond.md §4 for every sequence, memorized or not; None: a missing value could decide it
+GUESS_ROWS = [
+    ((False, False, 0.2, 0.1), "recall"),
+    ((True, False, 0.0, 0.0), "guess"),
+    ((False, True, 0.0, 0.0), "guess"),
+    ((False, False, 0.5, 0.0), "guess"),
+    ((False, False, 0.0, 0.7), "guess"),
+    ((False, False, 0.49, 0.49), "recall"),
+    ((None, False, 0.1, 0.1), None),
+    ((None, False, 0.9, 0.1), "guess"),
+    ((False, False, None, 0.2), None),
+    ((True, None, None, None), "guess"),
+    ((False, False, 0.3, None), None),
+]
+
+
+def test_guess_recall_groups_equal_a_hand_assignment(spark):
+    df = synthetic_combined(1100, seed=9)
+    inputs = [(int(i), *GUESS_ROWS[k % len(GUESS_ROWS)][0]) for k, i in enumerate(df.sequence_id)]
+    want = {int(i): GUESS_ROWS[k % len(GUESS_ROWS)][1] for k, i in enumerate(df.sequence_id)}
+    sdf = spark.createDataFrame(inputs, "sequence_id BIGINT, is_repeating BOOLEAN, is_incrementing BOOLEAN, "
+                                        "prefix_suffix_rouge_l DOUBLE, prefix_suffix_rouge_3 DOUBLE")
+    guessable = sdf.select("sequence_id", guessable_column(0.5).alias(GUESSABLE)).toPandas()
+    rows = df.merge(guessable, on="sequence_id")
+    r = taxonomy_model(rows, bootstrap_rounds=5, taxonomies=("guess_recall",))
+    assert set(r.predictors) == {"baseline", "guess_recall"}
+    pred, split = r.predictors["guess_recall"], r.split
+    for part, groups in ((split.train, pred.train_groups), (split.test, pred.test_groups)):
+        assert list(groups) == [want[int(i)] for i in part.sequence_id]
+        assert {bool(y) for y, g in zip(part.y, groups) if g == "recall"} == {False, True}  # memorized or not
+    assert set(pred.fits) == {"guess", "recall"}
+    assert list(pred.fits["guess"].rows) == [k for k, g in enumerate(pred.train_groups) if g == "guess"]
+    unknown = np.array([g is None for g in pred.test_groups])
+    assert unknown.any() and np.array_equal(pred.test_p[unknown], r.predictors["baseline"].test_p[unknown])
+    assert set(r.weights[r.weights.predictor == "guess_recall"].subset) == {"guess", "recall"}
+    assert set(r.comparison.predictor) == {"guess_recall"}

@@ -186,6 +186,8 @@ def answered(spark, tmp_path_factory):
     df["steps_since_last_exposure"] = rng.integers(1, 100, len(df))
     df["first_seen_step"], df["last_seen_step"] = 3, 100 - df["steps_since_last_exposure"]
     df["memorized_bits"] = np.where(memorized, rng.exponential(20.0, len(df)), rng.exponential(5.0, len(df)))
+    rouge = np.random.default_rng(4)  # the guess_recall predictor's groups: some guessable sequences, none unknown
+    df["prefix_suffix_rouge_l"], df["prefix_suffix_rouge_3"] = rouge.uniform(0, 0.7, (2, len(df)))
     tdef = table("combined")
     for f in tdef.schema:
         if f.name not in df:
@@ -224,13 +226,24 @@ def test_taxonomy_tables_per_model(answered):
     wh = ctx.warehouse
     metrics = wh.read("taxonomy_metrics").toPandas()
     assert set(zip(metrics.model, metrics.revision)) == {("big", "step100"), ("small", "step100")}
-    assert set(metrics.predictor) == {"baseline", "taxonomic", "best_partition"}
+    predictors = {"baseline", "taxonomic", "guess_recall", "trees", "best_partition"}  # taxonomy.taxonomies, .trees
+    assert set(metrics.predictor) == predictors
     f1 = metrics[(metrics.metric == "f1") & (metrics.subset == "aggregate")]
     assert ((f1.ci_low <= f1.value) & (f1.value <= f1.ci_high)).all()
+    comparison = wh.read("taxonomy_comparison").toPandas()
+    assert set(comparison.predictor) == predictors - {"baseline"} and set(comparison.reference) == {"baseline"}
+    assert comparison.ci_low.notna().all() and comparison.ci_high.notna().all()
     weights = wh.read("taxonomy_weights").toPandas()
     rec = weights[(weights.model == "big") & (weights.subset == "recollection") & (weights.status == "fitted")]
     coef = rec.set_index("feature")["coefficient"]
     assert coef["generation_perplexity"] < 0 and coef["prompt_perplexity"] > 0  # the planted signs
+    # guess / recall groups every training row (memorized or not; no value missing here); trees have no weights
+    n = weights[(weights.feature == "intercept") & (weights.status == "fitted")].groupby(
+        ["model", "predictor", "subset"])["n_rows"].first()
+    for model in ("big", "small"):
+        assert n[model, "guess_recall", "guess"] + n[model, "guess_recall", "recall"] == \
+            n[model, "baseline", "aggregate"]
+    assert "trees" not in set(weights.predictor)
     search = wh.read("taxonomy_search").toPandas()
     assert len(search) == 2 * 3 * 3 * 2 * 3  # per model: 3 features x 3 quantiles, ordered pairs of features
     assert (search.groupby("model")["rank"].min() == 1).all()
@@ -255,6 +268,9 @@ def test_summary_reads_the_tables(answered):
     assert f"big@step100: 1,500 sequences, {n_big:,} memorized" in text
     for c in ("recitation", "reconstruction", "recollection", "baseline", "taxonomic", "F1", "PR-AUC"):
         assert c in text
+    for predictor in ("guess_recall", "trees"):  # side by side, with intervals, and each one's paired difference
+        assert text.count(f"    {predictor:<15} F1 ") == 2 and text.count(f"{predictor} minus baseline on") == 2
+        assert all("[" in line for line in text.splitlines() if line.startswith(f"    {predictor:<15} F1 "))
     # the evidence, from memorization_by_context and exposure_medians, for each final model
     assert text.count("memorized from the last k prompt tokens (k = 8, 16, 32)") == 2
     m = float(np.median(df[(df.model == "big") & df.is_memorized].exposures_before))
@@ -286,6 +302,8 @@ def test_report_files(answered):
                     "How well each score separates memorized from other sequences", "Memorized examples"):
         assert page.count(heading) == 2  # a section per model
     assert "shard.jsonl:" in page and "With and without exposure features" not in page  # features=upstream
+    for predictor in ("guess_recall", "trees"):  # in the metrics table, the figure's legend and the comparison
+        assert page.count(f"{predictor} minus baseline on") == 2 and page.count(f"{predictor}: ") == 2
 
 
 def test_evidence_tables(answered):

@@ -26,7 +26,7 @@ from semmem.taxonomy.combine import (
 from semmem.taxonomy.evidence import SCORES, context_shares, exposure_medians, exposure_shares, score_separation
 from semmem.taxonomy.report import ReportData, write_report
 from semmem.taxonomy.stats import memorization_forecast
-from semmem.taxonomy.vocabulary import EXPOSURE_FEATURES, FEATURE_SETS
+from semmem.taxonomy.vocabulary import EXPOSURE_FEATURES, FEATURE_SETS, GUESSABLE, guessable_column
 
 log = logging.getLogger("semmem")
 TAXONOMY_TABLES = ("taxonomy_metrics", "taxonomy_comparison", "taxonomy_weights", "feature_correlations",
@@ -170,15 +170,19 @@ def _reference_model(ctx: StageContext, label_rows: DataFrame) -> tuple[str, str
 
 @stage("taxonomy", inputs=("combined",), outputs=TAXONOMY_TABLES, config=("taxonomy",))
 def taxonomy_stage(ctx: StageContext) -> None:
-    """The baseline and taxonomic models, partition search, correlations, divergence curve and forecasts, per model."""
+    """The baseline, taxonomic (per taxonomy.taxonomies) and trees models, partition search, correlations,
+    divergence curve and forecasts, per model."""
     wh, t = ctx.warehouse, ctx.cfg.taxonomy
     combined = wh.read("combined")
     keys = _fitted_keys(combined, t.revisions)
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TAXONOMY_TABLES}
     exposure_skipped: dict[str, str] = {}
     extra = EXPOSURE_FEATURES if t.features == "upstream+exposure" else ()
+    source, read = combined, extra
+    if "guess_recall" in t.taxonomies:  # the guess_recall predictor's groups, for every sequence
+        source, read = combined.withColumn(GUESSABLE, guessable_column(t.guess_rouge_threshold)), (*extra, GUESSABLE)
     for model, revision in keys:
-        rows = _model_rows(combined, model, revision, t.max_rows, t.seed, extra)
+        rows = _model_rows(source, model, revision, t.max_rows, t.seed, read)
         labels = rows.is_memorized.dropna().astype(bool)
         memorized, other = int(labels.sum()), int((~labels).sum())
         log.info("taxonomy: %s@%s: %d rows (%d memorized)", model, revision, len(rows), memorized)
@@ -195,12 +199,14 @@ def taxonomy_stage(ctx: StageContext) -> None:
             continue
         result = taxonomy_model(rows, upstream_protocol=t.upstream_protocol, test_fraction=t.test_fraction,
                                 validation_fraction=t.validation_fraction, seed=t.seed, max_rows=t.max_rows,
-                                bootstrap_rounds=t.bootstrap_rounds, ci_level=t.ci_level, ece_bins=t.ece_bins)
+                                bootstrap_rounds=t.bootstrap_rounds, ci_level=t.ci_level, ece_bins=t.ece_bins,
+                                taxonomies=t.taxonomies, trees=t.trees)
         sel = result.split.selection
-        for fit in result.predictors["taxonomic"].fits.values():
-            if fit.model is None:
-                log.warning("taxonomy: %s@%s: no model for category %s (%s): its test rows are scored by the "
-                            "baseline", model, revision, fit.name, fit.reason)
+        for pred in result.predictors.values():
+            for fit in pred.fits.values() if pred.name != "baseline" else ():
+                if fit.model is None:
+                    log.warning("taxonomy: %s@%s: no %s model for %s (%s): its test rows are scored by the "
+                                "baseline", model, revision, pred.name, fit.name, fit.reason)
         if sel.missing:
             log.warning("taxonomy: %s@%s: features %s are NULL everywhere and left out of the model", model,
                         revision, ", ".join(sel.missing))

@@ -8,7 +8,8 @@ Stage wiring; the keys of the `taxonomy:` config section equal these keyword arg
     rows = <combined rows of one model@revision, as pandas>
     result = taxonomy_model(rows, upstream_protocol=t.upstream_protocol, test_fraction=t.test_fraction,
                             validation_fraction=t.validation_fraction, seed=t.seed, max_rows=t.max_rows,
-                            bootstrap_rounds=t.bootstrap_rounds, ci_level=t.ci_level, ece_bins=t.ece_bins)
+                            bootstrap_rounds=t.bootstrap_rounds, ci_level=t.ci_level, ece_bins=t.ece_bins,
+                            taxonomies=t.taxonomies, trees=t.trees)  # guess_recall: rows with guessable_column
     candidates = partition_candidates(result.split, search_features=t.search_features,
                                       search_quantiles=t.search_quantiles)
     search = search_partitions(spark, result.split, candidates, ece_bins=t.ece_bins, search_tasks=t.search_tasks,

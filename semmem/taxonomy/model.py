@@ -1,19 +1,24 @@
-"""Baseline and taxonomic logistic regressions of memorization (spec §4.1, §4.2), leak-free by default.
+"""Baseline and taxonomic logistic regressions of memorization (spec §4.1, §4.2), leak-free by default, and
+gradient-boosted trees on the same features (how predictable memorization is at all, issue 23 §3).
 
 Pure functions over the `combined` rows of ONE model@revision (pandas in, catalog-shaped pandas out; no Spark):
 - `prepare_split(combined, ...)` -> Split: the usable rows (`select_rows`), a seeded stratified cap of `max_rows`, a
   train/test split stratified on label + category, the validation share of the training rows (the partition
   search ranks on it) and the scaler statistics.
-- `taxonomy_model(combined, ...)` -> TaxonomyResult: the baseline (one LR on all training rows) and the taxonomic model
-  (one LR per category; each test row is scored by its category's model), with `.metrics` (taxonomy_metrics rows)
-  `.comparison` (taxonomy_comparison rows) and `.weights` (taxonomy_weights rows, with each feature's variance
-  inflation factor on the rows its model was fitted on: the weights of correlated features are associations, not
-  causes, and a large VIF says the split between them is unstable).
+- `taxonomy_model(combined, ...)` -> TaxonomyResult: the baseline (one LR on all training rows) and, as asked, the
+  taxonomic model (taxonomies "paper": one LR per category; each test row is scored by its category's model),
+  guess_recall (taxonomies "guess_recall": one LR for the guessable sequences, one for the others, memorized or not;
+  `guess_recall_groups`) and trees (one HistGradientBoostingClassifier on the baseline's training rows; `fit_trees`),
+  with `.metrics` (taxonomy_metrics rows), `.comparison` (taxonomy_comparison rows) and `.weights`
+  (taxonomy_weights rows, with each feature's variance inflation factor on the rows its model was fitted on: the
+  weights of correlated features are associations, not causes, and a large VIF says the split between them is
+  unstable).
 - `comparison(split, predictors, ...)`: each predictor minus the baseline, paired on the same bootstrap resamples of
   the test rows (taxonomy_comparison). It replaces a likelihood-ratio test, whose chi-squared reference (Wilks)
   does not hold for penalized, class-weighted fits scored on held-out rows; that LRT is kept under upstream_protocol.
 - `add_predictor(result, name, train_groups, test_groups, names)`: one more grouped predictor (the best partition of
-  semmem.taxonomy.search), metrics and weights recomputed on the same resamples.
+  semmem.taxonomy.search), metrics and weights recomputed on the same resamples. Every predictor is compared with
+  the baseline in taxonomy_comparison; trees have no coefficients, so no taxonomy_weights rows.
 - `fit_groups`, `predict_groups`, `design`: one LR per group and its probabilities; the partition search reuses them.
 
 Default protocol vs `upstream_protocol=True` (for comparison with the published numbers, spec §4.1, §4.2, §7.3):
@@ -40,19 +45,23 @@ rows are otherwise dropped (never imputed), counted in `split.selection` and log
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from semmem.config import Taxonomy
 from semmem.errors import ConfigError, InputError
 from semmem.taxonomy.vocabulary import (
-    BINARY_FEATURES, CATEGORIES, DISPLAY_NAMES, LABEL, MODEL_FEATURES, RowSelection, one_model, select_rows)
+    BINARY_FEATURES, CATEGORIES, DISPLAY_NAMES, GUESS_RECALL, GUESSABLE, LABEL, MODEL_FEATURES, RowSelection,
+    one_model, select_rows)
 from semmem.taxonomy.frames import table_frame
 from semmem.taxonomy.metrics import (
     PROBABILITY_EPS, METRICS, bootstrap_p_value, bootstrap_weights, kfold_weights, summarize, weighted_metrics)
@@ -268,8 +277,8 @@ def _balanced_weights(y: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Predictor:
-    name: str  # baseline | taxonomic | best_partition
-    fits: dict[str, GroupFit]
+    name: str  # one of vocabulary.PREDICTORS
+    fits: dict[str, GroupFit]  # empty for trees (no coefficients)
     train_groups: np.ndarray
     test_groups: np.ndarray
     test_p: np.ndarray  # P(memorized) of every test row
@@ -298,17 +307,67 @@ def _grouped(split: Split, name: str, train_groups: np.ndarray, test_groups: np.
 def taxonomy_model(combined: pd.DataFrame, *, upstream_protocol: bool = False, test_fraction: float = 0.2,
                    validation_fraction: float = 0.25, seed: int = 1024, max_rows: int | None = None,
                    bootstrap_rounds: int = 200, ci_level: float = 0.95, ece_bins: int = 10,
-                   features: tuple[str, ...] = MODEL_FEATURES) -> TaxonomyResult:
-    """Baseline and taxonomic LRs of one model@revision, their test metrics (with CIs), their paired comparison and
-    Wald-tested weights."""
+                   features: tuple[str, ...] = MODEL_FEATURES, taxonomies: Iterable[str] = ("paper",),
+                   trees: bool = False) -> TaxonomyResult:
+    """The baseline LR of one model@revision and the predictors asked for (`taxonomies`: "paper" -> taxonomic,
+    "guess_recall" -> guess_recall, which reads `combined`'s GUESSABLE column; `trees`), their test metrics (with
+    CIs), their paired comparison with the baseline and the LRs' Wald-tested weights."""
+    taxonomies, known = tuple(taxonomies), typing.get_args(Taxonomy)
+    if unknown := sorted(set(taxonomies) - set(known)):
+        raise ConfigError(f"taxonomies {unknown}; expected some of {', '.join(known)}")
     split = prepare_split(combined, upstream_protocol=upstream_protocol, test_fraction=test_fraction,
                           validation_fraction=validation_fraction, seed=seed, max_rows=max_rows, features=features)
     n_train, n_test = len(split.train.y), len(split.test.y)
     everyone = (np.full(n_train, AGGREGATE, dtype=object), np.full(n_test, AGGREGATE, dtype=object))
     baseline = _grouped(split, "baseline", *everyone, (AGGREGATE,), np.full(n_test, np.nan))
-    taxonomic = _grouped(split, "taxonomic", split.train.category_names(), split.test.category_names(), CATEGORIES,
-                         baseline.test_p)
-    return _result(split, {"baseline": baseline, "taxonomic": taxonomic}, bootstrap_rounds, ci_level, ece_bins)
+    predictors = {"baseline": baseline}
+    if "paper" in taxonomies:
+        predictors["taxonomic"] = _grouped(split, "taxonomic", split.train.category_names(),
+                                           split.test.category_names(), CATEGORIES, baseline.test_p)
+    if "guess_recall" in taxonomies:
+        predictors["guess_recall"] = _grouped(split, "guess_recall", *guess_recall_groups(combined, split),
+                                              GUESS_RECALL[1:], baseline.test_p)
+    if trees:
+        predictors["trees"] = fit_trees(split, baseline)
+    return _result(split, predictors, bootstrap_rounds, ci_level, ece_bins)
+
+
+def guess_recall_groups(combined: pd.DataFrame, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """The guess_recall group of each training and test row: GUESS_RECALL[1] (guess) where `combined`'s GUESSABLE
+    column (vocabulary.guessable_column, by sequence_id) is true, GUESS_RECALL[2] (recall) where false, None where
+    NULL (no group: the baseline scores the row, and no group's model is fitted on it)."""
+    if GUESSABLE not in combined.columns:
+        raise InputError(f"taxonomy guess_recall needs column {GUESSABLE} (vocabulary.guessable_column) in the rows")
+    by_id = combined.set_index("sequence_id")[GUESSABLE].astype("boolean")
+    out = []
+    for part in (split.train, split.test):
+        guessable = by_id.reindex(part.sequence_id)
+        groups = np.where(guessable.fillna(False).to_numpy(dtype=bool), *GUESS_RECALL[1:]).astype(object)
+        groups[guessable.isna().to_numpy(dtype=bool)] = None
+        out.append(groups)
+    if unknown := sum(int(pd.isna(g).sum()) for g in out):
+        log.warning("taxonomy: %s@%s: guess_recall: %d of %d rows have no group (a value the guessable rule needs "
+                    "is NULL): the baseline scores them and no group's model is fitted on them", split.model,
+                    split.revision, unknown, sum(len(g) for g in out))
+    return out[0], out[1]
+
+
+def fit_trees(split: Split, baseline: Predictor) -> Predictor:
+    """Predictor trees: one HistGradientBoostingClassifier (random_state = the split's seed, balanced class weights
+    as the LRs so that log-loss and ECE compare like with like, sklearn's defaults otherwise) on the unscaled
+    features of the baseline's training rows. Its early stopping (on above 10,000 rows) holds out a seeded share of
+    those rows: the test rows never choose. With one class in those rows, the baseline's probabilities."""
+    rows = baseline.fits[AGGREGATE].rows
+    y = split.train.y[rows]
+    reason = _unfit_reason(y, len(split.features))
+    if reason is not None:
+        log.warning("taxonomy: %s@%s: no trees (%s): their test rows are scored by the baseline", split.model,
+                    split.revision, reason)
+        return Predictor("trees", {}, baseline.train_groups, baseline.test_groups, baseline.test_p.copy())
+    model = HistGradientBoostingClassifier(class_weight="balanced", random_state=split.seed)
+    model.fit(split.train.raw[rows], y)
+    return Predictor("trees", {}, baseline.train_groups, baseline.test_groups,
+                     model.predict_proba(split.test.raw)[:, 1])
 
 
 def add_predictor(result: TaxonomyResult, name: str, train_groups: np.ndarray, test_groups: np.ndarray,

@@ -19,18 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semmem.taxonomy.vocabulary import DISPLAY_NAMES, GUESS_RECALL, MODEL_FEATURES
+from semmem.taxonomy.vocabulary import CATEGORIES, DISPLAY_NAMES, GUESS_RECALL, MODEL_FEATURES, PREDICTORS
 from semmem.taxonomy.metrics import wilson
 from semmem.taxonomy.search import VALIDATION_TOO_SMALL
 from semmem.taxonomy.words import verdict
 
-CATEGORY_ORDER = ("recitation", "reconstruction", "recollection")
-SUBSET_ORDER = (*CATEGORY_ORDER, "aggregate")
-PREDICTOR_ORDER = ("baseline", "taxonomic", "best_partition")
+SUBSET_ORDER = (*CATEGORIES, "aggregate")
 METRIC_LABELS = {"pr_auc": "PR-AUC", "roc_auc": "ROC-AUC", "precision": "Precision", "recall": "Recall", "f1": "F1",
                  "ece": "ECE (lower is better)"}
 COLORS = {"recitation": "#4e79a7", "reconstruction": "#f28e2b", "recollection": "#59a14f", "aggregate": "#76716f",
-          "baseline": "#9c9c9c", "taxonomic": "#4e79a7", "best_partition": "#e15759"}
+          "baseline": "#9c9c9c", "taxonomic": "#4e79a7", "guess_recall": "#b07aa1", "trees": "#edc948",
+          "best_partition": "#e15759", "guess": "#b07aa1", "recall": "#9d7660"}
 # Published Pythia-12B-deduped numbers (spec §6.2, §6.4), shown for context: another model and corpus than ours.
 UPSTREAM_SHARES = {"recitation": 83.71, "reconstruction": 2.95, "recollection": 13.35}
 UPSTREAM_F1 = {"taxonomic": 0.668, "baseline": 0.627, "best_partition": 0.636}
@@ -93,20 +92,20 @@ def _plt():
 def category_figure(cats: pd.DataFrame, model: str, revision: str):
     """Sequences per category and the share of them memorized (95% Wilson intervals)."""
     plt = _plt()
-    c = cats.set_index("category").reindex(list(CATEGORY_ORDER)).fillna(0)
+    c = cats.set_index("category").reindex(list(CATEGORIES)).fillna(0)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    x = np.arange(len(CATEGORY_ORDER))
-    colors = [COLORS[k] for k in CATEGORY_ORDER]
+    x = np.arange(len(CATEGORIES))
+    colors = [COLORS[k] for k in CATEGORIES]
     a.bar(x, c["sequences"], color=colors, alpha=0.45, label="all sequences")
     a.bar(x, c["memorized"], color=colors, label="memorized")
     for i, (n, m) in enumerate(zip(c["sequences"], c["memorized"])):
         a.annotate(f"{int(m):,} / {int(n):,}", (i, n), ha="center", va="bottom", fontsize=8)
-    a.set(xticks=x, xticklabels=CATEGORY_ORDER, ylabel="sequences (count)", title="Sequences per category")
+    a.set(xticks=x, xticklabels=CATEGORIES, ylabel="sequences (count)", title="Sequences per category")
     a.legend(frameon=False, fontsize=8)
     rate = np.where(c["sequences"] > 0, c["memorized"] / c["sequences"].replace(0, np.nan), np.nan) * 100
     lo, hi = wilson(c["memorized"], c["sequences"])
     b.bar(x, rate, color=colors, yerr=np.clip([rate - lo * 100, hi * 100 - rate], 0, None), capsize=4)
-    b.set(xticks=x, xticklabels=CATEGORY_ORDER, ylabel="memorized (% of the category)",
+    b.set(xticks=x, xticklabels=CATEGORIES, ylabel="memorized (% of the category)",
           title="Memorized rate per category (95% CI)", ylim=(0, 100))
     fig.suptitle(f"{model}@{revision}: the taxonomy", fontsize=10)
     fig.tight_layout()
@@ -114,10 +113,11 @@ def category_figure(cats: pd.DataFrame, model: str, revision: str):
 
 
 def metrics_figure(metrics: pd.DataFrame, model: str, revision: str):
-    """Test metrics of the baseline, taxonomic and best-partition models per subset, with their intervals."""
+    """Test metrics of every predictor (baseline, taxonomic, guess_recall, trees, best_partition) per subset, with
+    their intervals."""
     plt = _plt()
     m = metrics[metrics["metric"].isin(list(METRIC_LABELS))]
-    predictors = [p for p in PREDICTOR_ORDER if p in set(m["predictor"])]
+    predictors = _predictors(m)
     fig, axes = plt.subplots(2, 3, figsize=(11, 5.6), sharex=True)
     x = np.arange(len(SUBSET_ORDER))
     width = 0.8 / max(1, len(predictors))
@@ -138,11 +138,16 @@ def metrics_figure(metrics: pd.DataFrame, model: str, revision: str):
     return fig
 
 
+WALD_Z = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+
+
 def weights_figure(weights: pd.DataFrame, model: str, revision: str):
-    """Coefficients (standardized features) of the baseline and of each category's model, symlog axis."""
+    """Coefficients (standardized features) of the baseline and of each group's model (the paper's categories, guess
+    and recall), symlog axis."""
     plt = _plt()
     w = weights[weights["status"] == "fitted"]
-    groups = [("baseline", "aggregate")] + [("taxonomic", c) for c in CATEGORY_ORDER]
+    groups = [("baseline", "aggregate"), *[("taxonomic", c) for c in CATEGORIES],
+              *[("guess_recall", g) for g in GUESS_RECALL[1:]]]
     groups = [g for g in groups if ((w["predictor"] == g[0]) & (w["subset"] == g[1])).any()]
     features = _in_model_order(weights)
     fig, ax = plt.subplots(figsize=(8, 0.12 * len(features) * max(1, len(groups)) + 1.4))
@@ -152,15 +157,16 @@ def weights_figure(weights: pd.DataFrame, model: str, revision: str):
         rows = w[(w["predictor"] == pred) & (w["subset"] == subset)].set_index("feature").reindex(features)
         color = COLORS["baseline"] if pred == "baseline" else COLORS[subset]
         ax.barh(y + (k - (len(groups) - 1) / 2) * h, rows["coefficient"].to_numpy(float), h, color=color,
-                label="baseline (all)" if pred == "baseline" else f"{subset} model")
+                xerr=WALD_Z * rows["std_error"].to_numpy(float), error_kw={"lw": 0.6, "capsize": 1},
+                label="baseline (all)" if pred == "baseline" else f"{subset} model ({pred})")
     ax.axvline(0, color="black", lw=0.6)
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set(yticks=y, yticklabels=[DISPLAY_NAMES[f] for f in features],
-           xlabel="coefficient (log-odds per standard deviation; symlog scale)",
-           title=f"{model}@{revision}: what goes with memorization in each category (associations, not causes)")
+           xlabel="coefficient (log-odds per standard deviation; symlog scale; bars: 95% Wald interval)",
+           title=f"{model}@{revision}: what goes with memorization in each group (associations, not causes)")
     ax.invert_yaxis()
     if groups:
-        ax.legend(frameon=False, fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="lower right", framealpha=0.9, edgecolor="none")
     fig.tight_layout()
     return fig
 
@@ -185,7 +191,7 @@ def correlations_figure(corr: pd.DataFrame, model: str, revision: str):
     return fig
 
 
-EVIDENCE_ORDER = ("all", *CATEGORY_ORDER)
+EVIDENCE_ORDER = ("all", *CATEGORIES)
 MEASURE_LABELS = {"exposures_before": "exposures before the checkpoint (count, power-of-two bins)",
                   "steps_since_last_exposure": "training steps since the last exposure (power-of-two bins)"}
 
@@ -549,6 +555,25 @@ def _metric(metrics: pd.DataFrame, predictor: str, metric: str, subset: str = "a
     return f"{v:.3f} <span class=note>[{lo:.3f}, {hi:.3f}]</span>" if pd.notna(lo) else f"{v:.3f}"
 
 
+# what each predictor is, as the report's metrics table says it; all share the training and the test rows
+PREDICTOR_NOTES = {
+    "baseline": "one logistic regression for all sequences",
+    "taxonomic": "one logistic regression per paper category (recitation, reconstruction, recollection)",
+    "guess_recall": "one logistic regression for the guessable sequences (repeating, incrementing, or prompt and "
+                    "continuation overlapping: ROUGE-L or ROUGE-3 F1 at least taxonomy.guess_rouge_threshold), one "
+                    "for the others, memorized or not (a sequence with a missing value is scored by the baseline)",
+    "trees": "gradient-boosted trees on the same features and training rows as the baseline, without its linear "
+             "form",
+    "best_partition": "one logistic regression per group of the partition search's winner (below)",
+}
+
+
+def _predictors(metrics: pd.DataFrame) -> list[str]:
+    """The predictors of PREDICTORS that `metrics` has rows of, in that order."""
+    present = set(metrics["predictor"]) if len(metrics) else set()
+    return [p for p in PREDICTORS if p in present]
+
+
 def _of_model(df: pd.DataFrame, model: str, revision: str) -> pd.DataFrame:
     """The rows of one model@revision (an empty frame as it is: it may have no columns)."""
     return df[(df["model"] == model) & (df["revision"] == revision)] if len(df) else df
@@ -568,14 +593,14 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
     out = [f'<h2 id="{s}">{html.escape(model)}@{html.escape(revision)}</h2>', '<div class="card">',
            f'<span class="kpi"><b>{n:,}</b>sequences scored</span>',
            f'<span class="kpi"><b>{m:,}</b>memorized ({100 * m / max(1, n):.2f}%)</span>',
-           f'<span class="kpi"><b>{_metric(metrics, "taxonomic", "f1")}</b>taxonomic F1</span>',
-           f'<span class="kpi"><b>{_metric(metrics, "baseline", "f1")}</b>baseline F1</span>',
+           *[f'<span class="kpi"><b>{_metric(metrics, p, "f1")}</b>{p} F1</span>'
+             for p in _predictors(metrics)],
            f"<p>Memorized sequences by category: {shares or 'none memorized'}. Published for Pythia-12B-deduped "
            f"(another model and corpus, for context): recitation {UPSTREAM_SHARES['recitation']}%, reconstruction "
            f"{UPSTREAM_SHARES['reconstruction']}%, recollection {UPSTREAM_SHARES['recollection']}%.</p></div>"]
     out.append("<h3>The taxonomy</h3>" + _img(category_figure(cats, model, revision), folder, f"categories_{s}.png",
                                               "sequences and memorized rate per category"))
-    table = cats.set_index("category").reindex(list(CATEGORY_ORDER)).fillna(0).reset_index()
+    table = cats.set_index("category").reindex(list(CATEGORIES)).fillna(0).reset_index()
     table = table.assign(rate=lambda d: d["memorized"] / d["sequences"].replace(0, np.nan))
     lo, hi = wilson(table["memorized"], table["sequences"])
     table = table.assign(ci_low=lo, ci_high=hi)[["category", "sequences", "memorized", "rate", "ci_low", "ci_high"]]
@@ -586,8 +611,12 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
         out.append(_img(metrics_figure(metrics, model, revision), folder, f"metrics_{s}.png", "model metrics"))
         key = metrics[metrics["metric"].isin(["pr_auc", "f1", "precision", "recall", "ece"]) &
                       (metrics["subset"] == "aggregate")]
-        pivot = key.pivot_table(index="predictor", columns="metric", values="value").reset_index()
-        out.append(_table(pivot, left=["predictor"]))
+        pivot = key.assign(value=_intervals(key, "value")).pivot(index="predictor", columns="metric", values="value")
+        shown = _predictors(key)
+        out.append(_table(pivot.reindex([*shown, *sorted(set(pivot.index) - set(shown))]).reset_index(),
+                          left=["predictor"]))
+        out.append("<p class=note>Aggregate test metrics, in brackets the resampled interval; " + "; ".join(
+            f"{p}: {PREDICTOR_NOTES[p]}" for p in shown) + ".</p>")
         out.append(_comparison_html(versus))
         lrt = metrics[metrics["metric"].str.startswith("lrt_")]
         r = {row.metric: row.value for row in lrt.itertuples() if row.predictor == "taxonomic"}
@@ -606,7 +635,7 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
                 f"{r.subset} ({int(r.n_positive) if pd.notna(r.n_positive) else 0})" for r in small.itertuples()) +
                 "; their intervals are wide and their point estimates unreliable.</p>")
     if len(weights):
-        out.append("<h3>What goes with memorization in each category</h3>")
+        out.append("<h3>What goes with memorization in each category and group</h3>")
         out.append(_img(weights_figure(weights, model, revision), folder, f"weights_{s}.png", "coefficients"))
         out.append(_weight_notes(weights))
     if len(corr):
@@ -638,7 +667,7 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
     out.append(_evidence_html(data, model, revision, folder))
     if len(ex):
         out.append("<h3>Examples</h3>")
-        for cat in CATEGORY_ORDER:
+        for cat in CATEGORIES:
             rows = ex[ex["category"] == cat]
             if rows.empty:
                 continue
@@ -751,12 +780,13 @@ def _guess_recall_html(contingency: pd.DataFrame) -> str:
              .pivot_table(index="category", columns="category_guess_recall", values="sequences", aggfunc="sum",
                           fill_value=0))
     order = [c for c in (*GUESS_RECALL, "(none)") if c in pivot.columns]
-    rows = [c for c in (*CATEGORY_ORDER, "(none)") if c in pivot.index]
+    rows = [c for c in (*CATEGORIES, "(none)") if c in pivot.index]
     table = pivot.reindex(index=rows, columns=order).reset_index()
     return ("<h3>A second taxonomy: Guess / Recall</h3><p class=note>Dentan et al. (2025): a memorized sequence is "
             "a guess when it repeats or increments, or when its continuation overlaps its prompt (ROUGE-L or ROUGE-3 "
             "F1 of the token ids at least taxonomy.guess_rouge_threshold), a recall otherwise. Sequences per pair of "
-            "categories ((none): a value a rule needs is missing):</p>" + _table(table, left=["category"]))
+            "categories ((none): a value a rule needs is missing); predictor guess_recall, where fitted, splits every "
+            "sequence, memorized or not, by the same rule:</p>" + _table(table, left=["category"]))
 
 
 def _comparison_html(versus: pd.DataFrame) -> str:
@@ -764,7 +794,7 @@ def _comparison_html(versus: pd.DataFrame) -> str:
     if versus.empty:
         return ""
     sentences = []
-    for predictor in PREDICTOR_ORDER[1:]:
+    for predictor in PREDICTORS[1:]:
         rows = versus[versus["predictor"] == predictor]
         if len(rows):
             sentences.append(html.escape(verdict(predictor, {r["metric"]: r for r in rows.to_dict("records")})))
@@ -808,7 +838,9 @@ def write_report(data: ReportData, folder: Path) -> Path:
              f"into <b>recitation</b> (its continuation occurs more than {data.duplicate_threshold} times in the "
              "training stream), <b>reconstruction</b> (templated: incrementing or repeating text) or "
              "<b>recollection</b> (the rest), and a logistic model per category predicting memorization from corpus "
-             "statistics, near matches, perplexities and intrinsic properties.</p>",
+             "statistics, near matches, perplexities and intrinsic properties; beside it, on the same held-out "
+             "sequences, one model for all sequences (the baseline), one per Guess / Recall group and gradient-boosted "
+             "trees (as taxonomy.taxonomies and taxonomy.trees ask).</p>",
              f"<nav>{nav}{' <a href=#forecast>forecasting</a>' if len(data.forecast) else ''}</nav>"]
     if unfitted:
         parts.append("<p class=note>No taxonomic model for " + ", ".join(html.escape(u) for u in unfitted) +

@@ -4,7 +4,9 @@
   `baseline_model.feature_names_in_`), under our column names; `UPSTREAM_NAMES` and `DISPLAY_NAMES` map them back.
 - `category_column(duplicate_threshold)` (a Spark Column) and `categorize(df, duplicate_threshold)` (pandas) are the
   same rule: recitation if sequence_duplicates > threshold, else reconstruction if is_templating, else recollection.
-  `guess_recall_column(rouge_threshold)` is the second taxonomy's (beyond.md §4): not_memorized / guess / recall.
+  `guess_recall_column(rouge_threshold)` is the second taxonomy's (beyond.md §4): not_memorized / guess / recall;
+  `guessable_column(rouge_threshold)` its predicate on every sequence, memorized or not (the guess_recall predictor's
+  groups, GUESS_RECALL[1:]).
   A NULL in an input that decides the category gives NULL, so a stage that was not run never silently turns rows into
   reconstruction or recollection.
 - `select_rows(df, features)`: leaves out features that are entirely NULL, drops rows with a NULL (or NaN, or
@@ -26,6 +28,9 @@ from semmem.scoring.models import checkpoint_step
 
 CATEGORIES = ("recitation", "reconstruction", "recollection")
 GUESS_RECALL = ("not_memorized", "guess", "recall")  # the second taxonomy (beyond.md §4), column category_guess_recall
+GUESSABLE = "guessable"  # the column of guessable_column the taxonomy stage adds to the rows it fits
+# the predictors of taxonomy_metrics / _comparison, in the order the summary and the report show them
+PREDICTORS = ("baseline", "taxonomic", "guess_recall", "trees", "best_partition")
 LABEL = "is_memorized"
 
 # the taxonomic model's features (spec §2, §4.1), as semmem.features.declarations declares them: our column ->
@@ -51,14 +56,19 @@ def category_column(duplicate_threshold: int = 5) -> Column:
             .when(tmpl.isNull(), none).when(tmpl, F.lit(CATEGORIES[1])).otherwise(F.lit(CATEGORIES[2])))
 
 
+def guessable_column(rouge_threshold: float = 0.5) -> Column:
+    """Whether a sequence could be guessed rather than recalled (beyond.md §4), memorized or not, as a Spark Column:
+    repeating, incrementing, or the prompt/continuation ROUGE-L or ROUGE-3 F1 at least `rouge_threshold`. A NULL
+    that could decide it gives NULL (SQL's OR: TRUE OR NULL is TRUE, FALSE OR NULL is NULL)."""
+    return (F.col("is_repeating") | F.col("is_incrementing") | (F.col("prefix_suffix_rouge_l") >= rouge_threshold)
+            | (F.col("prefix_suffix_rouge_3") >= rouge_threshold))
+
+
 def guess_recall_column(rouge_threshold: float = 0.5) -> Column:
     """The Guess / Recall category of beyond.md §4 (Dentan et al. 2025) as a Spark Column: not_memorized unless
-    is_memorized; guess if memorized and repeating, incrementing, or the prompt/continuation ROUGE-L or ROUGE-3 F1 is
-    at least `rouge_threshold`; recall for every other memorized sequence. A NULL that could decide it gives NULL
-    (SQL's OR: TRUE OR NULL is TRUE, FALSE OR NULL is NULL)."""
-    memorized = F.col(LABEL)
-    guessable = (F.col("is_repeating") | F.col("is_incrementing") | (F.col("prefix_suffix_rouge_l") >= rouge_threshold)
-                 | (F.col("prefix_suffix_rouge_3") >= rouge_threshold))
+    is_memorized; guess if memorized and `guessable_column`; recall for every other memorized sequence. A NULL that
+    could decide it gives NULL."""
+    memorized, guessable = F.col(LABEL), guessable_column(rouge_threshold)
     none = F.lit(None).cast("string")
     return (F.when(memorized.isNull(), none).when(~memorized, F.lit(GUESS_RECALL[0]))
             .when(guessable.isNull(), none).when(guessable, F.lit(GUESS_RECALL[1])).otherwise(F.lit(GUESS_RECALL[2])))

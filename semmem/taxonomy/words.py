@@ -46,9 +46,9 @@ def verdict(predictor: str, rows: Mapping[str, Mapping[str, object]]) -> str:
     if not any(_finite(rows.get(m, {}).get("ci_low"), rows.get(m, {}).get("ci_high")) for m in DECISIVE):
         return f"{predictor} vs baseline: not measurable without bootstrap intervals: {numbers}{on}"
     if better and not worse:
-        head = f"{predictor} predicts memorization better than one model for all rows"
+        head = f"{predictor} predicts memorization better than the baseline"
     elif worse and not better:
-        head = f"{predictor} predicts memorization worse than one model for all rows"
+        head = f"{predictor} predicts memorization worse than the baseline"
     elif better and worse:
         head = f"{predictor} vs baseline: mixed ({', '.join(LABELS[m] for m in better)} better, " \
                f"{', '.join(LABELS[m] for m in worse)} worse)"
