@@ -103,24 +103,52 @@ def _descendants(root: int) -> list[tuple[int, str]]:
     return out
 
 
+def _rchar(pid: int) -> int:
+    """Bytes the process has read through read(2) and its kin (page-cache hits included; memory maps not)."""
+    try:
+        return int(Path(f"/proc/{pid}/io").read_text().split("rchar:", 1)[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 class PeakSampler(threading.Thread):
-    """Peak RSS (MiB) of a process tree by role: driver (the root), jvm, python worker (the largest one)."""
+    """Peak RSS (MiB) of a process tree by role: driver (the root), jvm, python worker (the largest one); and the
+    bytes the tree read (`read_bytes`: each process's last seen rchar, summed; a process living less than a sampling
+    period is missed)."""
 
     def __init__(self, root: int) -> None:
         super().__init__(daemon=True)
         self.root, self.peak = root, {"driver": 0.0, "jvm": 0.0, "worker": 0.0}
+        self.reads: dict[int, int] = {}
         self.done = threading.Event()
+
+    @property
+    def read_bytes(self) -> int:
+        return sum(self.reads.values())
 
     def run(self) -> None:
         while not self.done.is_set():
             now = {"driver": _rss_kib(self.root) / 1024, "jvm": 0.0, "worker": 0.0}
+            self.reads[self.root] = max(self.reads.get(self.root, 0), _rchar(self.root))
             for pid, cmd in _descendants(self.root):
+                self.reads[pid] = max(self.reads.get(pid, 0), _rchar(pid))
                 role = "jvm" if "java" in cmd.split(" ", 1)[0] else "worker" if "pyspark" in cmd else None
                 if role:
                     now[role] = max(now[role], _rss_kib(pid) / 1024)
             for k, v in now.items():
                 self.peak[k] = max(self.peak[k], v)
             self.done.wait(0.2)
+
+
+def run_sampled(cmd: list[str], stderr: int = subprocess.PIPE) -> tuple[subprocess.CompletedProcess, PeakSampler]:
+    """Run `cmd` (from the checkout) to its end under a PeakSampler; its output as text."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT)
+    sampler = PeakSampler(proc.pid)
+    sampler.start()
+    out, err = proc.communicate()
+    sampler.done.set()
+    sampler.join()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), sampler
 
 
 # --------------------------------------------------------------------------------------------- 1. stream growth
@@ -134,12 +162,8 @@ def run_pipeline(work: Path, prefix: Path, tokenizer: Path, sample: int, name: s
            "--set", "ingest.megatron_rows_per_task=8192", "--set", "duplicates.rows_per_task=8192",  # >= 2 tasks/core
            *more]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    sampler = PeakSampler(proc.pid)
-    sampler.start()
-    out, _ = proc.communicate()
-    sampler.done.set()
-    sampler.join()
+    proc, sampler = run_sampled(cmd, stderr=subprocess.STDOUT)
+    out = proc.stdout
     if proc.returncode:
         sys.exit(f"semmem run failed ({proc.returncode}):\n{out[-4000:]}")
     stages = {m.group(1): float(m.group(2)) for m in re.finditer(r"stage (\w+): done in ([\d.]+) s", out)}

@@ -100,6 +100,12 @@ def test_megatron_rows_in_place(spark, base_cfg, tmp_path, tokenizer):
 
     stream = {r["row_id"]: r["tokens"] for r in read_stream(wh, base_cfg).collect()}
     assert stream == {i: rows[i].tolist() for i in range(37)}
+    # The first rows only (train_model's max_tokens): the .bin is cut before it is split into tasks, so the tasks
+    # cover rows [0, 15) and nothing past them is read (a filter above the reader kept 4 tasks over all 37 rows).
+    first = read_stream(wh, with_overrides(base_cfg, ["ingest.megatron_rows_per_task=10"]), first_rows=15)
+    assert first.rdd.getNumPartitions() == 2
+    assert {r["row_id"]: r["tokens"] for r in first.collect()} == {i: stream[i] for i in range(15)}
+    assert read_stream(wh, base_cfg, first_rows=100).count() == 37
     # Later stages trust what ingest validated: the .idx is not read again ...
     (tmp_path / "document.idx").unlink()
     assert {r["row_id"]: r["tokens"] for r in read_stream(wh, base_cfg).collect()} == stream

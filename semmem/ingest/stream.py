@@ -11,11 +11,12 @@ requests for a megatron .bin, on a filesystem or S3). The two give exactly the s
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from semmem import storage
@@ -29,11 +30,18 @@ SHARD_SCHEMA = "kind STRING, path STRING, start BIGINT, end BIGINT, seq_length I
 BATCH_ROWS = 1024  # stream rows per Arrow batch from iter_stream_batches (2,049-token rows: 8 MiB of int32)
 
 
-def read_stream(warehouse: Warehouse, cfg: Config) -> DataFrame:
-    """token_rows, or the megatron .bin recorded in stream_sources, read in place."""
+def read_stream(warehouse: Warehouse, cfg: Config, first_rows: int | None = None) -> DataFrame:
+    """token_rows, or the megatron .bin recorded in stream_sources, read in place; only rows with row_id <
+    `first_rows` when given: a .bin is then cut to them before it is split into tasks (a filter above the reader
+    would read the whole file, ~600 GB for the Pile, to keep the first 20M tokens), token_rows filtered by row_id,
+    which Parquet statistics turn into skipped row groups."""
     if warehouse.exists("stream_sources"):
-        return megatron_stream(warehouse.spark, recorded_index(warehouse), cfg.ingest.megatron_rows_per_task)
-    return warehouse.read("token_rows")
+        index = recorded_index(warehouse)
+        if first_rows is not None:
+            index = replace(index, num_rows=min(index.num_rows, first_rows))
+        return megatron_stream(warehouse.spark, index, cfg.ingest.megatron_rows_per_task)
+    rows = warehouse.read("token_rows")
+    return rows if first_rows is None else rows.where(F.col("row_id") < first_rows)
 
 
 @dataclass(frozen=True)

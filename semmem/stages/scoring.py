@@ -18,7 +18,7 @@ from semmem.ingest.tokenizer import from_json, saved_tokenizer_json, saved_token
 from semmem.scoring.models import (ModelSpec, check_model_available, check_same_tokenizer, model_digest,
                                    parse_model_spec)
 from semmem.spark import gpu_task_profile, model_tasks, one_task_each
-from semmem.stages.chunks import write_in_chunks
+from semmem.stages.chunks import chunks_of, write_in_chunks
 from semmem.stages.registry import StageContext, stage
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _trained_rows(ctx: StageContext) -> tuple[DataFrame, int]:
     from semmem.ingest.stream import read_stream
 
     max_rows = max(1, ctx.cfg.train_model.max_tokens // ctx.cfg.stream.seq_length)
-    return read_stream(ctx.warehouse, ctx.cfg).where(F.col("row_id") < max_rows).select("row_id", "tokens"), max_rows
+    return read_stream(ctx.warehouse, ctx.cfg, first_rows=max_rows).select("row_id", "tokens"), max_rows
 
 
 def _family_exposures(ctx: StageContext, members: list) -> None:  # of family.Member
@@ -198,18 +198,18 @@ def score_stage(ctx: StageContext) -> None:
     tok_json = saved_tokenizer_json(wh.root, recorded)  # the one that made them
     vocab = from_json(tok_json).get_vocab_size() if tok_json is not None else None
     kept = wh.unchanged_artifacts()
-    for spec in specs:
-        if model_label(spec) in kept:
-            log.info("score: %s@%s is current (same weights, config and sequences as its scores)", spec.model,
-                     spec.revision)
-            continue
-        check_model_available(spec, vocab)  # on the driver: a clear error before any executor loads weights
-        if tok_json is not None:
-            check_same_tokenizer(spec, from_json(tok_json), saved_tokenizer_path(wh.root, recorded))
-        score = partial(_score_chunk, spec=spec, cfg=cfg, tokenizer_vocab=vocab)
-        write_in_chunks(ctx, sequences, "memorization", score, rows_per_commit=cfg.score.rows_per_commit,
-                        label=f"{spec.model}@{spec.revision}",
-                        partition={"model": spec.model, "revision": spec.revision})
+    with chunks_of(ctx, sequences, rows_per_commit=cfg.score.rows_per_commit) as chunks:  # split once for all models
+        for spec in specs:
+            if model_label(spec) in kept:
+                log.info("score: %s@%s is current (same weights, config and sequences as its scores)", spec.model,
+                         spec.revision)
+                continue
+            check_model_available(spec, vocab)  # on the driver: a clear error before any executor loads weights
+            if tok_json is not None:
+                check_same_tokenizer(spec, from_json(tok_json), saved_tokenizer_path(wh.root, recorded))
+            score = partial(_score_chunk, spec=spec, cfg=cfg, tokenizer_vocab=vocab)
+            write_in_chunks(ctx, chunks, "memorization", score, label=f"{spec.model}@{spec.revision}",
+                            partition={"model": spec.model, "revision": spec.revision})
 
 
 def _score_chunk(sequences: DataFrame, spec: ModelSpec, cfg: Config, tokenizer_vocab: int | None) -> DataFrame:
