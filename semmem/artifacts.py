@@ -47,7 +47,7 @@ def file_digests(paths: list[str]) -> dict[str, str]:
     cache, out, changed = _load_cache(), {}, False
     for path in paths:
         if storage.is_remote(path):
-            out[path] = _sha(json.dumps(storage.fingerprint([path])).encode())
+            out[path] = short_sha256(json.dumps(storage.fingerprint([path])).encode())
             continue
         st = os.stat(path)
         key = f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
@@ -90,8 +90,14 @@ def _files_digest(root: str, suffixes: tuple[str, ...]) -> str | None:
     if not files:
         return None
     digests = file_digests(files)
-    return _sha(json.dumps([[loc[len(root):], digests[loc]] for loc in files]).encode())
+    return short_sha256(json.dumps([[loc[len(root):], digests[loc]] for loc in files]).encode())
 
 
-def _sha(data: bytes) -> str:
+def short_sha256(data: bytes) -> str:
+    """The first 16 hex digits of the sha256 of `data`: the form of every digest here."""
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+def digest(value: object) -> str:
+    """A short stable hash of a JSON-serializable value (config sections, input versions, tokenizer specs)."""
+    return short_sha256(json.dumps(value, sort_keys=True, default=str).encode())

@@ -176,7 +176,8 @@ def cmd_train_code_classifier(args: argparse.Namespace) -> int:
 
 def _print_code_metrics(cfg: Config) -> None:
     """The saved classifier's held-out and human-label figures, next to upstream's."""
-    from semmem.features.code import METRICS_FILE, UPSTREAM_F1, UPSTREAM_MODEL, read_metrics, trained_classifier_dir
+    from semmem.code_classifier import METRICS_FILE, read_metrics, trained_classifier_dir
+    from semmem.features.code import UPSTREAM_F1, UPSTREAM_MODEL
 
     folder = trained_classifier_dir(cfg.warehouse)
     if cfg.code.model not in ("auto", "trained") or not storage.is_file(storage.join(folder, METRICS_FILE)):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from semmem import storage
@@ -155,11 +156,15 @@ def gpu_slots(spark: SparkSession) -> int:
     return max(1, int(executors * executor_gpus(spark)))
 
 
-def distinct_texts(sequences: DataFrame) -> DataFrame:
-    """sequences(sequence_id, text) -> (text, ids): each distinct text once with the ids that have it (a NULL text is
-    ""), so a model scores it once and identical texts get identical values (`F.explode("ids")` gives them back)."""
-    return (sequences.select("sequence_id", F.coalesce(F.col("text"), F.lit("")).alias("text"))
-            .groupBy("text").agg(F.collect_list("sequence_id").alias("ids")))
+def per_distinct_text(sequences: DataFrame, udf: Callable[[Column], Column], name: str,
+                      partitions: int | None = None) -> DataFrame:
+    """sequences(sequence_id, text) -> (sequence_id, <name>): `udf` (a model's predict_batch_udf) run once per distinct
+    text (a NULL text is ""), laid out by model_tasks, and its value given to every sequence with that text: identical
+    texts get identical values, and a text repeated 10^5 times costs one model call."""
+    texts = (sequences.select("sequence_id", F.coalesce(F.col("text"), F.lit("")).alias("text"))
+             .groupBy("text").agg(F.collect_list("sequence_id").alias("ids")))
+    scored = model_tasks(texts, "text", partitions).select("ids", udf(F.col("text")).alias(name))
+    return scored.select(F.explode("ids").alias("sequence_id"), name)
 
 
 def model_tasks(df: DataFrame, order: str, partitions: int | None = None) -> DataFrame:

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 from tokenizers import Tokenizer
 
+from semmem import code_classifier as cc
 from semmem.cli import main
 from semmem.config import with_overrides
 from semmem.errors import ConfigError, InputError, ModelError, StageError
@@ -131,7 +132,7 @@ def softmax_reference(folder: Path, texts: list[str]) -> np.ndarray:
 
 
 def test_transformers_scores_equal_a_direct_softmax(tiny_bert, tmp_path):
-    model = cf.resolve_code_model(str(tiny_bert), tmp_path)
+    model = cc.resolve_code_model(str(tiny_bert), tmp_path)
     assert model.kind == "transformers" and model.hub_id is None and len(model.version) == 16
     texts = labelled_texts(7, seed=4)[0] + ["word " * 700, ""]  # one past 512 tokens, one empty
     got = cf.make_code_predict_fn(model, batch_size=3, device="cpu")()(np.array(texts, dtype=object))
@@ -168,8 +169,8 @@ def test_stages_train_from_pile_set_name_and_write_code_scores(spark, base_cfg, 
     cfg = with_overrides(base_cfg, ["code.model=trained", f"code_classifier.eval_labels={human}"])
     ctx = StageContext(spark, cfg, wh)
     train_code_classifier(ctx)
-    folder = Path(cf.trained_classifier_dir(wh.root))
-    metrics = cf.read_metrics(folder)
+    folder = Path(cc.trained_classifier_dir(wh.root))
+    metrics = cc.read_metrics(folder)
     labelled = [r for r in rows if r[2] is not None]
     assert metrics["rows"]["code"] == sum(r[2] == "Github" for r in labelled)
     assert metrics["rows"]["code"] + metrics["rows"]["natural_language"] == len(labelled)
@@ -178,7 +179,7 @@ def test_stages_train_from_pile_set_name_and_write_code_scores(spark, base_cfg, 
     h = [json.loads(line) for line in human.read_text().splitlines()][:-1]
     windows = [tok.decode(tok.encode(x["text"], add_special_tokens=False).ids[:64], skip_special_tokens=False)
                for x in h]
-    pipeline = cf.load_classifier(folder)
+    pipeline = cc.load_classifier(folder)
     want = cf.binary_metrics([x["label_is_code"] for x in h], cf.nl_scores_of(pipeline, windows), **THRESHOLDS)
     assert metrics["human_labels"] == pytest.approx(want) and metrics["eval_window"].startswith("first 64 tokens")
 
@@ -190,11 +191,11 @@ def test_stages_train_from_pile_set_name_and_write_code_scores(spark, base_cfg, 
                          rtol=0, atol=1e-12)
     meta = wh.commit_metadata("code_scores")
     assert (meta["model"], meta["kind"], meta["model_version"]) == ("trained", "sklearn", metrics["fingerprint"])
-    assert meta["metrics"] == str(folder / cf.METRICS_FILE)
+    assert meta["metrics"] == str(folder / cc.METRICS_FILE)
 
-    mtime = (folder / cf.CLASSIFIER_FILE).stat().st_mtime_ns
+    mtime = (folder / cc.CLASSIFIER_FILE).stat().st_mtime_ns
     train_code_classifier(ctx)  # same config, same sequences version: nothing to do
-    assert (folder / cf.CLASSIFIER_FILE).stat().st_mtime_ns == mtime
+    assert (folder / cc.CLASSIFIER_FILE).stat().st_mtime_ns == mtime
 
 
 def test_code_stage_with_a_transformer_folder(spark, base_cfg, tiny_bert):
@@ -202,7 +203,7 @@ def test_code_stage_with_a_transformer_folder(spark, base_cfg, tiny_bert):
     rows = sequences_table(spark, wh, 40, seed=22)
     ctx = StageContext(spark, with_overrides(base_cfg, [f"code.model={tiny_bert}"]), wh)
     train_code_classifier(ctx)  # a transformer named: nothing to train
-    assert not Path(cf.trained_classifier_dir(wh.root)).exists()
+    assert not Path(cc.trained_classifier_dir(wh.root)).exists()
     code(ctx)  # through predict_batch_udf
     ref = softmax_reference(tiny_bert, [r[1] for r in rows])
     got = {r.sequence_id: (r.nl_score, r.is_code) for r in wh.read("code_scores").collect()}
@@ -222,7 +223,7 @@ def test_train_from_a_labels_file_with_a_cap(spark, base_cfg, tmp_path, capsys):
                f"code_classifier.labels={labels_file}", "--set", "code_classifier.max_train_rows=100",
                "--set", "code_classifier.eval_labels=null"])
     assert rc == 0
-    metrics = cf.read_metrics(cf.trained_classifier_dir(wh.root))
+    metrics = cc.read_metrics(cc.trained_classifier_dir(wh.root))
     assert metrics["labels"] == str(labels_file) and metrics["labels_source"].startswith("file sha256:")
     assert metrics["rows"]["code"] + metrics["rows"]["natural_language"] == 100  # capped
     assert metrics["held_out"]["f1_code"] == 1.0 and "human_labels" not in metrics
@@ -250,8 +251,8 @@ def test_an_edited_labels_file_makes_code_scores_stale(spark, base_cfg, tmp_path
     assert run_stages(ctx, both, force=()) == both
     after = {r.sequence_id: r.nl_score for r in wh.read("code_scores").collect()}
     assert after.keys() == before.keys() and all((after[k] > 0.5) != (before[k] > 0.5) for k in after)
-    assert wh.commit_metadata("code_scores")["model_version"] == cf.read_metrics(
-        cf.trained_classifier_dir(wh.root))["fingerprint"]
+    assert wh.commit_metadata("code_scores")["model_version"] == cc.read_metrics(
+        cc.trained_classifier_dir(wh.root))["fingerprint"]
     assert {r.table: r.state for r in status_rows(wh.root, cfg)}["code_scores"] == "current"
 
 
@@ -268,7 +269,7 @@ def test_bad_labels_files(tmp_path, lines, match):
     if lines is not None:
         write_jsonl(path, lines)
     with pytest.raises(InputError, match=match):
-        cf.read_labels_file(path)
+        cc.read_labels_file(path)
 
 
 def test_one_class_of_labels(tmp_path):
@@ -277,21 +278,21 @@ def test_one_class_of_labels(tmp_path):
 
 
 def test_no_classifier_and_missing_folders(tmp_path, monkeypatch):
-    monkeypatch.setattr(cf, "_hub_folder", lambda *a, **k: None)  # upstream's model neither cached nor reachable
+    monkeypatch.setattr(cc, "_hub_folder", lambda *a, **k: None)  # upstream's model neither cached nor reachable
     with pytest.raises(ModelError, match="usvsnsp/code-vs-nl is not in the local .* Run `semmem train-code-classifier"):
-        cf.resolve_code_model("auto", tmp_path)
+        cc.resolve_code_model("auto", tmp_path)
     with pytest.raises(ModelError, match="no trained code classifier exists at .*code-classifier"):
-        cf.resolve_code_model("trained", tmp_path)
+        cc.resolve_code_model("trained", tmp_path)
     with pytest.raises(ModelError, match="no such folder"):
-        cf.resolve_code_model(str(tmp_path / "nope"), tmp_path)
+        cc.resolve_code_model(str(tmp_path / "nope"), tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="holds neither classifier.joblib"):
-        cf.resolve_code_model(str(tmp_path / "empty"), tmp_path)
+        cc.resolve_code_model(str(tmp_path / "empty"), tmp_path)
 
 
 def test_auto_prefers_upstream_when_available(tmp_path, tiny_bert, monkeypatch):
-    monkeypatch.setattr(cf, "_hub_folder", lambda *a, **k: str(tiny_bert))
-    model = cf.resolve_code_model("auto", tmp_path)
+    monkeypatch.setattr(cc, "_hub_folder", lambda *a, **k: str(tiny_bert))
+    model = cc.resolve_code_model("auto", tmp_path)
     assert (model.name, model.kind, model.hub_id, model.version) == (cf.UPSTREAM_MODEL, "transformers",
                                                                      cf.UPSTREAM_MODEL, tiny_bert.name)
 

@@ -15,9 +15,10 @@ from semmem.config import with_overrides
 from semmem.errors import ConfigError, InputError
 from semmem.features import semantic as sem
 from semmem.features import textual as txt
-from semmem.features.embeddings import DEFAULT_MODEL, normalize_rows, resolve_embedding_model
+from semmem.features.embeddings import normalize_rows
 from semmem.features.allpairs import BANDS, NO_NEIGHBORS, Block, NumpyGemm, TorchGemm, exact_cosines, grid_frame, \
     plan_blocks, top_per_group
+from semmem.model_sources import DEFAULT_EMBEDDING_MODEL as DEFAULT_MODEL, resolve_embedding_model
 from semmem.sample import LICENCE, natural_language
 from semmem.stages.registry import StageContext, run_stages
 from semmem.tables import DataFile, Warehouse
@@ -71,7 +72,8 @@ def near_wh(spark, tmp_path_factory):
     from semmem.config import load_config
 
     cfg = load_config(None, [*TEST_OVERRIDES, f"warehouse={root}"])
-    run_stages(StageContext(spark, cfg, wh), ["embed"])
+    # in 3 commit chunks (by text): the licence's copies still share one encode
+    run_stages(StageContext(spark, with_overrides(cfg, ["embed.rows_per_commit=1000"]), wh), ["embed"])
     emb = wh.read("embeddings").toPandas().sort_values("sequence_id")
     seqs = wh.read("sequences").toPandas().set_index("sequence_id").loc[emb.sequence_id]
     return {"wh": wh, "cfg": cfg, "ids": emb.sequence_id.tolist(), "vectors": np.stack(emb.embedding.to_numpy()),

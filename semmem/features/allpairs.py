@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -33,11 +33,9 @@ from pyspark import Accumulator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from semmem import storage
 from semmem.catalog import threshold_column
 from semmem.errors import InputError
 from semmem.spark import one_task_each
-from semmem.tables import DataFile
 
 GRID_SCHEMA = "q_block INT, r_block INT, q_files ARRAY<STRING>, r_files ARRAY<STRING>"
 # Largest GEMM error |S - x.y| for unit vectors of dimension <= 1024, with a safety factor of 3 or more:
@@ -59,6 +57,34 @@ class Block:
     weight: np.ndarray  # float64 [n]: sequences per item (exact integers)
     prompts: np.ndarray | None  # object [n] of str, when the items carry prompt texts
     prompt_codes: np.ndarray | None  # int64 [n]: equal codes <=> equal prompts, within this block
+
+
+def make_block(item_id: np.ndarray, vectors: np.ndarray, weight: np.ndarray, prompts: np.ndarray | None) -> Block:
+    """A Block in the kernels' dtypes, with its prompt codes when it has prompts: the one way a grid block (Arrow)
+    and an IVF list (pandas) become kernel input."""
+    codes = None if prompts is None else np.unique(prompts, return_inverse=True)[1].astype(np.int64)
+    return Block(item_id.astype(np.int64, copy=False), vectors.astype(np.float32, copy=False),
+                 weight.astype(np.float64), prompts, codes)
+
+
+EMPTY_BLOCK = make_block(np.empty(0, np.int64), np.empty((0, 0), np.float32), np.empty(0), None)
+
+
+def block_of_table(t: pa.Table, with_prompts: bool) -> Block:
+    """The items of one block read as Arrow (item_id, embedding, weight[, prompt_text])."""
+    if t.num_rows == 0:
+        return EMPTY_BLOCK
+    emb = t.column("embedding").combine_chunks()
+    vectors = emb.flatten().to_numpy().reshape(len(emb), len(emb[0]))
+    prompts = np.asarray(t.column("prompt_text").to_pylist(), dtype=object) if with_prompts else None
+    return make_block(t.column("item_id").to_numpy(), vectors, t.column("weight").to_numpy(), prompts)
+
+
+class RowFile(Protocol):
+    """A Parquet file of the items and its row count (semmem.tables.DataFile)."""
+
+    path: str
+    num_rows: int | None
 
 
 def items_of(embeddings: DataFrame, *, prompts: DataFrame | None = None) -> DataFrame:
@@ -91,7 +117,7 @@ def check_embeddings(items: DataFrame) -> int:
     return int(row["lo"])
 
 
-def plan_blocks(files: Sequence[DataFile], block_rows: int) -> list[list[str]]:
+def plan_blocks(files: Sequence[RowFile], block_rows: int) -> list[list[str]]:
     """Consecutive files grouped into blocks of at most `block_rows` rows (a larger file is a block of its own)."""
     blocks: list[list[str]] = []
     rows = 0
@@ -114,24 +140,6 @@ def grid_frame(spark: SparkSession, blocks: list[list[str]]) -> DataFrame:
     return one_task_each(spark, rows, GRID_SCHEMA)
 
 
-@functools.lru_cache(maxsize=2)
-def read_block(files: tuple[str, ...], with_prompts: bool) -> Block:
-    """The items of one block (cached per Python worker: consecutive tasks of a worker often share a block)."""
-    columns = ["item_id", "embedding", "weight"] + (["prompt_text"] if with_prompts else [])
-    t = pa.concat_tables([storage.read_parquet(f, columns=columns) for f in files]) if files else None
-    if t is None or t.num_rows == 0:
-        return Block(np.empty(0, np.int64), np.empty((0, 0), np.float32), np.empty(0), None, None)
-    emb = t.column("embedding").combine_chunks()
-    dim = len(emb[0]) if len(emb) else 0
-    vectors = emb.flatten().to_numpy().astype(np.float32, copy=False).reshape(len(emb), dim)
-    prompts = codes = None
-    if with_prompts:
-        prompts = np.asarray(t.column("prompt_text").to_pylist(), dtype=object)
-        _, codes = np.unique(prompts, return_inverse=True)
-    return Block(t.column("item_id").to_numpy(), vectors, t.column("weight").to_numpy().astype(np.float64),
-                 prompts, None if codes is None else codes.astype(np.int64))
-
-
 # Neighbour candidates of one side of a block pair: (row of the item, row of the neighbour in the other block,
 # float64 cosine) arrays, empty when the caller keeps none.
 Neighbors = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -146,6 +154,9 @@ Cell = Literal["rectangle", "mirrored", "triangle"]
 # (results of q's items, results of r's items or None for a rectangle)
 CellResult = tuple[PairResult, PairResult | None]
 PairFn = Callable[[Block, Block, Cell], CellResult]
+# Reads one grid block inside a task: (its files, with prompt texts?) -> Block (semmem.scratch_reads.read_block: the
+# file access stays outside the features).
+BlockReader = Callable[[tuple[str, ...], bool], Block]
 
 
 def result_schema(n_thresholds: int) -> str:
@@ -155,10 +166,11 @@ def result_schema(n_thresholds: int) -> str:
 
 
 def grid_task(grid_batches: Iterator[pa.RecordBatch], *, pair_fn: PairFn, n_thresholds: int, with_prompts: bool,
-              pairs: Accumulator | None = None) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: for each grid row (GRID_SCHEMA, I <= J) read both blocks, run `pair_fn` on the cell
-    ("triangle" on the diagonal, else "mirrored") and emit result_schema rows for the items of both blocks (count
-    rows only for items with a nonzero count). `pairs` counts the item pairs compared: n(n+1)/2 over the grid."""
+              read_block: BlockReader, pairs: Accumulator | None = None) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: for each grid row (GRID_SCHEMA, I <= J) read both blocks (`read_block`), run `pair_fn` on
+    the cell ("triangle" on the diagonal, else "mirrored") and emit result_schema rows for the items of both blocks
+    (count rows only for items with a nonzero count). `pairs` counts the item pairs compared: n(n+1)/2 over the
+    grid."""
     from threadpoolctl import threadpool_limits
 
     from semmem.spark import task_cpus
@@ -193,11 +205,11 @@ def result_batch(q: Block, r: Block, counts: np.ndarray, neighbors: Neighbors, n
     return pa.RecordBatch.from_pydict(cols)
 
 
-def run_grid(grid: DataFrame, pair_fn: PairFn, n_thresholds: int, *, with_prompts: bool,
+def run_grid(grid: DataFrame, pair_fn: PairFn, n_thresholds: int, *, with_prompts: bool, read_block: BlockReader,
              pairs: Accumulator | None = None) -> DataFrame:
-    """The grid's task results (result_schema), lazily; `pair_fn` runs on executors."""
+    """The grid's task results (result_schema), lazily; `pair_fn` and `read_block` run on executors."""
     fn = functools.partial(grid_task, pair_fn=pair_fn, n_thresholds=n_thresholds, with_prompts=with_prompts,
-                           pairs=pairs)
+                           read_block=read_block, pairs=pairs)
     return grid.mapInArrow(fn, result_schema(n_thresholds))
 
 

@@ -5,18 +5,16 @@ Two kinds of classifier give nl_score:
   or a `save_pretrained` folder. The text is re-tokenized, truncated at 512 tokens, run in fp16 on a GPU (fp32 on
   CPU), nl_score = softmax(logits)[:, 0] as upstream;
 - offline, the classifier `semmem train-code-classifier` fits: tf-idf of hashed character n-grams + logistic
-  regression (scikit-learn), saved with joblib under <warehouse>/_semmem/models/code-classifier with its metrics.
+  regression (scikit-learn), chosen among VARIANTS on a validation split.
 Both run on executors through predict_batch_udf, loaded once per Python worker. is_code is TRUE when
-nl_score <= code_threshold, FALSE when nl_score >= nl_threshold, NULL (uncertain) in between.
+nl_score <= code_threshold, FALSE when nl_score >= nl_threshold, NULL (uncertain) in between. Labels files, the saved
+classifier and which classifier code.model names: semmem.code_classifier.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -24,23 +22,19 @@ from pyspark import Accumulator
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from semmem import storage
-from semmem.artifacts import weights_digest
-from semmem.errors import ConfigError, InputError, ModelError
-from semmem.scoring.models import models_dir
-from semmem.spark import distinct_texts, model_tasks
+from semmem.errors import ConfigError, InputError
+from semmem.spark import per_distinct_text
 
 if TYPE_CHECKING:  # scikit-learn is imported lazily: the driver of the code stage needs only the DataFrame plan
     from sklearn.pipeline import Pipeline
+
+    from semmem.code_classifier import CodeModel
 
 CODE, NL = 1, 0  # label_is_code values; upstream's classifier has NL as label 0, so nl_score = P(label 0)
 UPSTREAM_MODEL = "usvsnsp/code-vs-nl"
 # F1 for the NL class of UPSTREAM_MODEL on the 490 human labels at the best of ~200 thresholds tried on those same
 # labels (upstream_tables.md §9): an optimistic figure, reported next to ours.
 UPSTREAM_F1 = 0.923588
-TRAINED_NAME = "code-classifier"  # <warehouse>/_semmem/models/code-classifier
-CLASSIFIER_FILE = "classifier.joblib"
-METRICS_FILE = "metrics.json"
 MAX_LENGTH = 512  # transformer truncation, as upstream
 MIN_PER_CLASS = 10  # fewer labelled texts of a class cannot fill a training, validation and held-out split
 TRAINER_VERSION = 1  # part of the fingerprint: bump when the training code changes what a config produces
@@ -53,36 +47,6 @@ def normalize_text(text: str) -> str:
     """Newlines and tabs as spaces, one for one: human-labelled texts come newline-flattened (upstream TSVs), and the
     classifier must not learn a signal those texts cannot have. Indentation runs survive."""
     return text.translate(_FLATTEN)
-
-
-# ------------------------------------------------------------------------------------------------------- labels
-def read_labels_file(path: str | Path, *, allow_unlabelled: bool = False) -> tuple[list[str], list[int | None]]:
-    """(texts, labels) of a jsonl of {"text": str, "label_is_code": 0 | 1}; null labels only if allow_unlabelled."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"labels file {p.absolute()} does not exist; expected a jsonl file of "
-                         '{"text": ..., "label_is_code": 0 or 1} lines')
-    texts: list[str] = []
-    labels: list[int | None] = []
-    with p.open("rb") as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise InputError(f"labels file {p}: line {n} is not JSON ({e}); expected one "
-                                 '{"text": ..., "label_is_code": 0 or 1} object per line') from None
-            text = obj.get("text") if isinstance(obj, dict) else None
-            label = obj.get("label_is_code") if isinstance(obj, dict) else None
-            if not isinstance(text, str):
-                raise InputError(f"labels file {p}: line {n} has no string 'text' (found {str(obj)[:80]!r})")
-            if not (label is None and allow_unlabelled) and (isinstance(label, bool) or label not in (CODE, NL)):
-                raise InputError(f"labels file {p}: line {n} has label_is_code = {label!r}; expected 0 (natural "
-                                 "language) or 1 (code)")
-            texts.append(text)
-            labels.append(label)
-    return texts, labels
 
 
 def check_classes(labels: Sequence[int], source: str) -> None:
@@ -246,129 +210,6 @@ def train_classifier(texts: Sequence[str], labels: Sequence[int], *, holdout_fra
     return TrainedClassifier(final, metrics)
 
 
-# ------------------------------------------------------------------------------------------------ saved classifier
-def trained_classifier_dir(warehouse_root: str | Path) -> str:
-    return storage.join(models_dir(warehouse_root), TRAINED_NAME)
-
-
-def fingerprint(parts: dict[str, Any]) -> str:
-    """What decides the trained classifier: its config, the labels' identity (table version or file hash), the
-    trainer version."""
-    blob = json.dumps({**parts, "trainer_version": TRAINER_VERSION}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def is_up_to_date(folder: str, fp: str) -> bool:
-    try:
-        return storage.is_file(storage.join(folder, CLASSIFIER_FILE)) and read_metrics(folder).get("fingerprint") == fp
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def save_classifier(trained: TrainedClassifier, folder: str, *, fp: str, extra: dict[str, Any]) -> str:
-    """joblib the pipeline and write metrics.json (with the fingerprint) into `folder`, replacing it whole."""
-    import joblib
-
-    with storage.replacing_folder(folder, marker=CLASSIFIER_FILE) as tmp:
-        joblib.dump(trained.pipeline, tmp / CLASSIFIER_FILE, compress=3)
-        (tmp / METRICS_FILE).write_text(json.dumps({**trained.metrics, **extra, "fingerprint": fp}, indent=2,
-                                                   sort_keys=True))
-    return storage.normalize(folder)
-
-
-def read_metrics(folder: str) -> dict[str, Any]:
-    return json.loads(storage.read_text(storage.join(folder, METRICS_FILE)))
-
-
-def load_classifier(folder: str) -> Pipeline:
-    """The saved pipeline (a pickle semmem wrote itself under the warehouse: load only folders you trust)."""
-    import joblib
-
-    return joblib.load(storage.local_folder(folder) / CLASSIFIER_FILE)
-
-
-# ------------------------------------------------------------------------------------------------ model resolution
-@dataclass(frozen=True)
-class CodeModel:
-    """A resolved classifier: what to load, and what the code_scores commit metadata records about it."""
-
-    name: str  # as configured (code.model), or the name "auto" picked
-    kind: Literal["sklearn", "transformers"]
-    path: str  # the local folder, on the driver
-    version: str  # hub commit, trained classifier's fingerprint, or a digest of the weights
-    hub_id: str | None = None  # executors re-resolve a hub model from their own cache, at commit `version`
-    metrics_path: str | None = None  # the trained classifier's metrics.json
-
-
-def resolve_code_model(name: str, warehouse_root: str | Path) -> CodeModel:
-    """code.model -> CodeModel. "auto": UPSTREAM_MODEL when cached or the hub is reachable, else the trained
-    classifier; "trained": the trained classifier; else a local folder or a hub id. ModelError says how to fix."""
-    trained = trained_classifier_dir(warehouse_root)
-    if name in ("auto", "trained"):
-        if name == "auto":
-            folder = _hub_folder(UPSTREAM_MODEL, None, must=False)
-            if folder is not None:
-                return _transformers_model(UPSTREAM_MODEL, folder, hub_id=UPSTREAM_MODEL)
-        if storage.is_file(storage.join(trained, CLASSIFIER_FILE)):
-            return _sklearn_model("trained", trained)
-        why = (f"{UPSTREAM_MODEL} is not in the local Hugging Face cache and the hub cannot be reached, and "
-               if name == "auto" else "")
-        raise ModelError(f"code.model = {name!r}: {why}no trained code classifier exists at {trained}. Run "
-                         "`semmem train-code-classifier --config ...` (stage train_code_classifier) first, or set "
-                         f"code.model to a local folder of a sequence classifier")
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        if (folder / CLASSIFIER_FILE).is_file():
-            return _sklearn_model(name, str(folder.absolute()))
-        if (folder / "config.json").is_file():
-            return _transformers_model(name, str(folder.absolute()))
-        raise ModelError(f"code.model = {name!r}: the folder holds neither {CLASSIFIER_FILE} (a trained code "
-                         "classifier) nor config.json (a Hugging Face model written by save_pretrained)")
-    if name.startswith(("/", ".", "~")) or name.count("/") != 1 or folder.exists():
-        raise ModelError(f"code.model = {name!r}: no such folder. Give an existing folder, a hub id such as "
-                         f"{UPSTREAM_MODEL}, 'trained' (run `semmem train-code-classifier` first) or 'auto'")
-    return _transformers_model(name, _hub_folder(name, None, must=True), hub_id=name)
-
-
-def _sklearn_model(name: str, folder: str) -> CodeModel:
-    metrics = storage.join(folder, METRICS_FILE)
-    has_metrics = storage.is_file(metrics)
-    version = read_metrics(folder).get("fingerprint", "unknown") if has_metrics else weights_digest(folder)
-    return CodeModel(name, "sklearn", folder, str(version), metrics_path=metrics if has_metrics else None)
-
-
-def _transformers_model(name: str, folder: str, *, hub_id: str | None = None) -> CodeModel:
-    version = Path(folder).name if hub_id is not None else weights_digest(folder)  # hub: the commit
-    return CodeModel(name, "transformers", folder, version, hub_id=hub_id)
-
-
-def _hub_folder(hub_id: str, revision: str | None, *, must: bool) -> str | None:
-    """The local snapshot of a hub model: the cache first, then a download when the hub is reachable. None (or,
-    when `must`, ModelError) if neither works."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    from semmem.ingest.tokenizer import hub_reachable
-
-    try:
-        return snapshot_download(hub_id, revision=revision, local_files_only=True)
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        pass
-    if hub_reachable():
-        try:
-            return snapshot_download(hub_id, revision=revision)
-        except (HfHubHTTPError, OSError, ValueError) as e:
-            if must:
-                raise ModelError(f"cannot download code classifier {hub_id!r}: {e}") from None
-            return None
-    if must:
-        raise ModelError(f"code.model = {hub_id!r} is neither a local folder nor in the local Hugging Face cache, and "
-                         f"the hub cannot be reached. Download it on a connected machine (`huggingface-cli download "
-                         f"{hub_id}`) and copy the cache (HF_HOME), or set code.model=trained after "
-                         "`semmem train-code-classifier`")
-    return None
-
-
 # ------------------------------------------------------------------------------------------------------- scoring
 def make_code_predict_fn(model: CodeModel, *, batch_size: int = 64, device: str = "auto",
                          counter: Accumulator | None = None) -> Callable[[], Callable[[np.ndarray], np.ndarray]]:
@@ -390,7 +231,7 @@ def make_code_predict_fn(model: CodeModel, *, batch_size: int = 64, device: str 
 
 
 def _sklearn_scorer(model: CodeModel) -> Callable[[list[str]], np.ndarray]:
-    pipeline = load_classifier(model.path)
+    pipeline = model.load_pipeline()
     return lambda texts: nl_scores_of(pipeline, texts)
 
 
@@ -402,7 +243,7 @@ def _transformers_scorer(model: CodeModel, batch_size: int, device: str) -> Call
 
     from semmem.scoring.models import pick_device
 
-    folder = _hub_folder(model.hub_id, model.version, must=True) if model.hub_id else model.path
+    folder = model.local_folder()
     dev = pick_device(device)
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
     tok = AutoTokenizer.from_pretrained(folder)
@@ -447,8 +288,6 @@ def code_scores(sequences: DataFrame, model: CodeModel, *, nl_threshold: float =
     check_thresholds(nl_threshold, code_threshold)
     udf = predict_batch_udf(make_code_predict_fn(model, batch_size=batch_size, device=device, counter=counter),
                             return_type=DoubleType(), batch_size=udf_batch_size)
-    texts = model_tasks(distinct_texts(sequences), "text", partitions)  # one task per GPU, if any
-    scored = texts.select("ids", udf(F.col("text")).alias("nl_score"))
-    return scored.select(F.explode("ids").alias("sequence_id"), "nl_score",
-                         is_code_of(F.col("nl_score"), nl_threshold=nl_threshold,
-                                    code_threshold=code_threshold).alias("is_code"))
+    scored = per_distinct_text(sequences, udf, "nl_score", partitions)  # one task per GPU, if any
+    return scored.select("sequence_id", "nl_score", is_code_of(F.col("nl_score"), nl_threshold=nl_threshold,
+                                                               code_threshold=code_threshold).alias("is_code"))

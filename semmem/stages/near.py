@@ -10,13 +10,15 @@ from pyspark.sql import functions as F
 from semmem.catalog import threshold_column
 from semmem.features import semantic as sem
 from semmem.features import textual as txt
-from semmem.features.embeddings import embed_sequences, resolve_embedding_model
+from semmem.features.embeddings import embed_sequences
 from semmem.features.ivf import default_nlist, run_ivf, train_centroids
 from semmem.features.allpairs import PairFn, check_embeddings, grid_frame, items_of, match_counts, plan_blocks, \
     run_grid
+from semmem.model_sources import resolve_embedding_model
 from semmem.progress import progress
+from semmem.scratch_reads import read_block
 from semmem.spark import spread_partitions
-from semmem.stages.chunks import write_in_chunks
+from semmem.stages.chunks import chunks_of, write_in_chunks
 from semmem.stages.registry import StageContext, stage
 from semmem.tables import Scratch
 
@@ -45,8 +47,9 @@ def embed(ctx: StageContext) -> None:
                                device=e.device, counter=texts, partitions=partitions)
 
     with progress(ctx.spark, "embed", rows=texts, unit="distinct texts"):
-        write_in_chunks(ctx, ctx.warehouse.read("sequences"), "embeddings", embed_chunk,
-                        rows_per_commit=e.rows_per_commit, label="embed", metadata=meta)
+        with chunks_of(ctx, ctx.warehouse.read("sequences").select("sequence_id", "text"),
+                       rows_per_commit=e.rows_per_commit, by="text") as chunks:  # a text in one chunk: embedded once
+            write_in_chunks(ctx, chunks, "embeddings", embed_chunk, label="embed", metadata=meta)
 
 
 def _thresholds(ctx: StageContext) -> list[float]:
@@ -77,7 +80,7 @@ def _results(ctx: StageContext, scratch: Scratch, pair_fn: PairFn, n_thresholds:
         log.info("%s: %d distinct items in %d block(s): %d grid task(s) (the upper triangle)", label, n_items,
                  len(blocks), len(blocks) * (len(blocks) + 1) // 2)
         results = run_grid(grid_frame(ctx.spark, blocks), pair_fn, n_thresholds, with_prompts=with_prompts,
-                           pairs=pairs)
+                           read_block=read_block, pairs=pairs)
     else:
         centroids = train_centroids(scratch, s.nlist or default_nlist(n_items), s.seed, s.kmeans_max_sample)
         log.info("%s: approximate: %d distinct items in %d IVF lists, %d probed per item", label, n_items,

@@ -11,7 +11,6 @@ Deterministic: one seed drives the initialisation and the window order; one proc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from semmem.artifacts import digest
 from semmem.errors import ModelError
 from semmem.storage import replacing_folder
 
@@ -164,8 +164,7 @@ def train_model(windows: np.ndarray, vocab_size: int, params: TrainParams, *, eo
 
 def fingerprint(params: TrainParams, vocab_size: int, stream_id: str) -> str:
     """What decides the trained weights: the params, the vocabulary and the stream's identity (table version)."""
-    blob = json.dumps({"params": asdict(params), "vocab": vocab_size, "stream": stream_id}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest({"params": asdict(params), "vocab": vocab_size, "stream": stream_id})
 
 
 def save_trained(model: Any, out_dir: str | Path, *, summary: dict[str, Any], fp: str,

@@ -11,7 +11,6 @@ on top of a version it did not expect means another writer: a clear error.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -26,6 +25,7 @@ import pyarrow as pa
 from deltalake import write_deltalake
 
 from semmem import storage
+from semmem.artifacts import digest
 from semmem.catalog import table
 from semmem.errors import TableError
 from semmem.warehouse.delta_log import delta_table, is_delta_table, latest_version, table_path, user_metadata
@@ -100,11 +100,6 @@ def append_publications(warehouse: str, rows: list[dict]) -> None:
     path = table_path(warehouse, RUNS)
     write_deltalake(path, pa.Table.from_pylist(rows, schema=table(RUNS).schema), mode="append",
                     storage_options=storage.delta_options(path))
-
-
-def digest(value: object) -> str:
-    """A short stable hash of a JSON-serializable value (config sections, input versions)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def semmem_version() -> str:
