@@ -2,6 +2,7 @@
 
     python bench/bench_near.py            # what `make bench` runs
     python bench/bench_near.py --quick    # a smoke run
+    python bench/bench_near.py --only embed,semantic --device cuda --cores 8   # the GPU figures (make gpu-check)
 
 - embed: texts/s of the Spark stage (`local[cores]`, distinct texts through predict_batch_udf, Delta write included)
   vs plain `SentenceTransformer.encode` on the same texts in one process with `cores` torch threads (model load
@@ -15,11 +16,14 @@
   computing the Levenshtein distance of every candidate pair's prompts (rapidfuzz's `Levenshtein.distance`, one call
   per pair), on synthetic vectors and prompts: clusters of near-duplicate prompts (real distance work) and a
   2,000-copy boilerplate cluster; and how many distances each computes.
+With --device, plain encode and the embed stage run there (fp16 on CUDA, as the stage), the semantic stage uses the
+torch kernel there, and the torch kernel alone is timed beside numpy's. Figures also go to bench-out/bench_near.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import sys
@@ -33,11 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semmem.config import load_config  # noqa: E402
 from semmem.features.embeddings import normalize_rows  # noqa: E402
-from semmem.features.allpairs import NumpyGemm, read_block  # noqa: E402
+from semmem.features.allpairs import NumpyGemm  # noqa: E402
 from semmem.features.semantic import block_pair  # noqa: E402
 from semmem.sample import LICENCE, code, natural_language  # noqa: E402
 from semmem.spark import build_session  # noqa: E402
 from semmem.stages import StageContext, run_stages  # noqa: E402
+from semmem.scratch_reads import read_block  # noqa: E402
 from semmem.tables import Warehouse  # noqa: E402
 
 FIVE_M = 5_000_000
@@ -79,10 +84,12 @@ import json, sys, time
 t0 = time.perf_counter()
 import torch
 from sentence_transformers import SentenceTransformer
-from semmem.features.embeddings import DEFAULT_MODEL, resolve_embedding_model
+from semmem.model_sources import DEFAULT_EMBEDDING_MODEL as DEFAULT_MODEL, resolve_embedding_model
 torch.set_num_threads(int(sys.argv[1]))
 texts = json.load(open(sys.argv[2]))
-model = SentenceTransformer(resolve_embedding_model(DEFAULT_MODEL).path, device="cpu")
+model = SentenceTransformer(resolve_embedding_model(DEFAULT_MODEL).path, device=sys.argv[3])
+if sys.argv[3] == "cuda":
+    model.half()
 t1 = time.perf_counter()
 model.encode(texts, batch_size=128, convert_to_numpy=True)
 t2 = time.perf_counter()
@@ -90,16 +97,16 @@ print(json.dumps({"total": t2 - t0, "encode": t2 - t1}))
 """
 
 
-def bench_embed(spark, cfg, wh: Warehouse, texts: list[str], distinct: list[str], cores: int, tmp: Path) -> None:
+def bench_embed(spark, cfg, wh: Warehouse, texts: list[str], distinct: list[str], cores: int, tmp: Path,
+                device: str) -> dict:
     """Plain encode runs in a fresh process (its imports and model load counted), as the stage's workers do."""
-    import json
     import subprocess
 
     rows = [(i, [0] * 64, t, t[:len(t) // 2], None) for i, t in enumerate(texts)]
     wh.write(spark.createDataFrame(rows, "sequence_id long, tokens array<int>, text string, prompt_text string, "
                                          "pile_set_name string"), "sequences", mode="overwrite")
     (tmp / "texts.json").write_text(json.dumps(distinct))
-    out = subprocess.run([sys.executable, "-c", PLAIN_ENCODE, str(cores), str(tmp / "texts.json")], check=True,
+    out = subprocess.run([sys.executable, "-c", PLAIN_ENCODE, str(cores), str(tmp / "texts.json"), device], check=True,
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     plain = json.loads(out.stdout.strip().splitlines()[-1])
     _, t_stage = timed(lambda: run_stages(StageContext(spark, cfg, wh), ["embed"]))
@@ -109,9 +116,12 @@ def bench_embed(spark, cfg, wh: Warehouse, texts: list[str], distinct: list[str]
           f"load = {n / plain['total']:6.1f} texts/s (encode alone {n / plain['encode']:6.1f} texts/s)")
     print(f"  semmem embed stage, local[{cores}] (Delta write included): {t_stage:6.1f} s = {n / t_stage:6.1f} texts/s"
           f"  -> {plain['total'] / t_stage:.2f}x plain, {plain['encode'] / t_stage:.2f}x encode alone (goal >= 0.8x)")
+    return {"plain_device": device, "distinct_texts": n, "stage_texts_per_s": n / t_stage,
+            "plain_texts_per_s": n / plain["total"], "encode_alone_texts_per_s": n / plain["encode"],
+            "stage_vs_plain": plain["total"] / t_stage, "stage_vs_encode_alone": plain["encode"] / t_stage}
 
 
-def bench_semantic(spark, root: Path, n: int, cores: int) -> None:
+def bench_semantic(spark, root: Path, n: int, cores: int, device: str | None) -> dict:
     import faiss
     import torch
 
@@ -121,9 +131,11 @@ def bench_semantic(spark, root: Path, n: int, cores: int) -> None:
     wh.write(df.repartition(cores), "embeddings", mode="overwrite")
     block = max(1, n // 2)  # a 2 x 2 grid: both cores busy
 
+    on_device = ["semantic.kernel=torch", f"semantic.device={device}"] if device else []
+
     def stage(*overrides: str) -> float:
         cfg = load_config(None, [f"warehouse={root / 'sem'}", f"spark.master=local[{cores}]",
-                                 f"semantic.block_rows={block}", *overrides])
+                                 f"semantic.block_rows={block}", *on_device, *overrides])
         return timed(lambda: run_stages(StageContext(spark, cfg, wh), ["semantic"]))[1]
 
     t_counts = stage("semantic.max_neighbors=0")
@@ -153,6 +165,12 @@ def bench_semantic(spark, root: Path, n: int, cores: int) -> None:
     torch.set_num_threads(cores)
     tv = torch.from_numpy(v)
     _, t_torch = timed(lambda: [((tv[s:s + 1024] @ tv.T) >= 0.8).sum(1) for s in range(0, n, 1024)])
+    if device:
+        from semmem.features.allpairs import TorchGemm
+
+        gemm = TorchGemm(torch.device(device), "float16" if device == "cuda" else "float32")
+        block_pair(items, items, np.array([0.8, 0.9]), 0, gemm)  # warm-up: CUDA context, kernels
+        _, t_torch_kernel = timed(lambda: block_pair(items, items, np.array([0.8, 0.9]), 0, gemm))
     t_approx = stage("semantic.mode=approximate", "semantic.max_neighbors=0")
     approx = wh.read("semantic_matches").toPandas().sort_values("sequence_id")
     found = (approx.semantic_matches_0_8.to_numpy() - 1).sum() / max(1, (ref[:, 0] - 1).sum())
@@ -163,6 +181,9 @@ def bench_semantic(spark, root: Path, n: int, cores: int) -> None:
                     ("baseline: numpy all-pairs, one process", t_numpy),
                     ("faiss range_search (0.8 only)", t_faiss), ("torch CPU GEMM + count (0.8 only)", t_torch)):
         print(f"  {name:<46} {t:7.2f} s = {pairs / t / cores:.3e} pairs/s/core")
+    if device:
+        print(f"  {'torch kernel alone, ' + device + ' ' + gemm.dtype:<46} {t_torch_kernel:7.2f} s = "
+              f"{pairs / t_torch_kernel:.3e} pairs/s ({t_kernel / t_torch_kernel:.2f}x numpy's kernel)")
     print(f"  stage (counts) vs numpy baseline: {t_numpy / t_counts:.2f}x; kernel vs baseline: "
           f"{t_numpy / t_kernel:.2f}x; 5M x 5M at the stage rate: "
           f"{FIVE_M ** 2 / (pairs / t_counts / cores) / 3600:,.0f} core-hours "
@@ -171,6 +192,13 @@ def bench_semantic(spark, root: Path, n: int, cores: int) -> None:
           f"{t_kernel / t_triangle:.2f}x, with 101 neighbours kept {t_kernel_nb / t_triangle_nb:.2f}x (ideal ~2x)")
     print(f"  approximate mode (nlist 4*sqrt(n), nprobe 32): {t_approx:.2f} s, recall of the pairs at 0.8 "
           f"(self excluded): {found:.4f}")
+    res = {"vectors": n, "cores": cores, "stage_kernel": f"torch {device}" if device else "auto",
+           "stage_counts_pairs_per_s": pairs / t_counts, "stage_neighbors_pairs_per_s": pairs / t_stage,
+           "numpy_kernel_pairs_per_s": pairs / t_kernel, "numpy_baseline_pairs_per_s": pairs / t_numpy,
+           "approximate_s": t_approx, "approximate_recall": float(found)}
+    if device:
+        res.update(torch_kernel=f"{device} {gemm.dtype}", torch_kernel_pairs_per_s=pairs / t_torch_kernel)
+    return res
 
 
 def _as_block(v: np.ndarray):
@@ -204,7 +232,7 @@ def synthetic_prompts(n_clusters: int, size: int, n_random: int, copies: int, se
     return normalize_rows(np.asarray(vectors)), prompts
 
 
-def bench_textual(spark, root: Path, n_clusters: int, cores: int) -> None:
+def bench_textual(spark, root: Path, n_clusters: int, cores: int) -> dict:
     from rapidfuzz.distance import Levenshtein
 
     from semmem.features.textual import block_pair as textual_pair
@@ -244,6 +272,8 @@ def bench_textual(spark, root: Path, n_clusters: int, cores: int) -> None:
           f"({sum(calls):,} distance computations) -> {t_loop / t_kernel:.1f}x")
     print(f"  semmem textual stage (whole stage)          {t_stage:7.2f} s = {len(qi) / t_stage:12,.0f} pairs/s "
           f"-> {t_loop / t_stage:.1f}x")
+    return {"candidate_pairs": int(len(qi)), "stage_pairs_per_s": len(qi) / t_stage,
+            "kernel_pairs_per_s": len(qi) / t_kernel, "loop_pairs_per_s": len(qi) / t_loop}
 
 
 def read_items(v: np.ndarray, prompts: list[str]):
@@ -264,22 +294,37 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--only", default="embed,textual,semantic", help="the benches to run, comma-separated")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="plain encode, the embed stage and the semantic torch kernel there (default: plain encode "
+                        "on CPU, the stages on their configured device)")
     args = p.parse_args()
+    only = set(args.only.split(","))
+    if only - {"embed", "textual", "semantic"}:
+        p.error(f"--only: unknown bench(es) {sorted(only - {'embed', 'textual', 'semantic'})}")
     n_texts, n_vectors, n_clusters = (300, 6000, 5) if args.quick else (3000, 40000, 60)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cfg = load_config(None, [f"warehouse={root / 'wh'}", f"spark.master=local[{args.cores}]",
                                  "spark.conf.spark.ui.enabled=false", f"spark.conf.spark.sql.shuffle.partitions="
-                                 f"{args.cores * 2}", "spark.conf.spark.driver.memory=6g"])
+                                 f"{args.cores * 2}", "spark.conf.spark.driver.memory=6g",
+                                 *([f"embed.device={args.device}"] if args.device else [])])
         spark = build_session(cfg)
         wh = Warehouse(spark, root / "wh")
-        texts, distinct = texts_for_bench(n_texts)
-        bench_embed(spark, cfg, wh, texts, distinct, args.cores, root)
-        bench_textual(spark, root, n_clusters, args.cores)
-        bench_semantic(spark, root, n_vectors, args.cores)
+        res: dict[str, dict] = {}
+        if "embed" in only:
+            texts, distinct = texts_for_bench(n_texts)
+            res["embed"] = bench_embed(spark, cfg, wh, texts, distinct, args.cores, root, args.device or "cpu")
+        if "textual" in only:
+            res["textual"] = bench_textual(spark, root, n_clusters, args.cores)
+        if "semantic" in only:
+            res["semantic"] = bench_semantic(spark, root, n_vectors, args.cores, args.device)
         read_block.cache_clear()
         spark.stop()
+    out = Path("bench-out")
+    out.mkdir(exist_ok=True)
+    (out / "bench_near.json").write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":
