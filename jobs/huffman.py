@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semmem.cli import job_main  # noqa: E402
+from semmem.cli import exit_now, job_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(job_main("huffman"))
+    exit_now(job_main("huffman"))

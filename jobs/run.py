@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semmem.cli import main  # noqa: E402
+from semmem.cli import exit_now, main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    exit_now(main(["run", *sys.argv[1:]]))

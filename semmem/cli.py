@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Collection
+from typing import NoReturn
 
 from semmem import storage
 from semmem.config import Config, load_config
@@ -346,15 +347,20 @@ def job_main(stage_name: str, argv: list[str] | None = None) -> int:
         restore()
 
 
-def console() -> None:
-    """The `semmem` command: `main`, then exit at once with its status. Everything is committed and flushed by then;
-    skipping the interpreter's teardown keeps the native libraries' background threads (Arrow, torch) from
-    aborting a finished run at exit (seen as a SIGABRT after success)."""
-    code = main()
+def exit_now(code: int) -> NoReturn:
+    """Exit at once with `code`, for the `semmem` command and the jobs/ entry points once their work is committed and
+    flushed: skipping the interpreter's teardown keeps the native libraries' background threads (Arrow's and delta-rs'
+    pools, torch) from aborting a finished run at exit (a SIGABRT after success, 'terminate called without an active
+    exception', seen in a spark-submit driver); Spark's JVM stops its context in its own shutdown hook."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def console() -> NoReturn:
+    """The `semmem` command: `main`, then `exit_now` with its status."""
+    exit_now(main())
 
 
 if __name__ == "__main__":

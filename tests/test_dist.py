@@ -37,6 +37,13 @@ def test_jobs_run_on_a_cluster_from_the_packed_venv(tmp_path):
     archive = DIST / "semmem-venv.tar.gz"
     if not archive.is_file():
         pytest.skip("no dist/semmem-venv.tar.gz: `make dist` builds it")
+    # The driver and the executor each copy the archive and unpack it (a level-0 archive unpacks to about its own
+    # size): 4x the archive, all under tmp_path. Without the room an executor fails to unpack, is relaunched and
+    # fails again until the time-out (a CI run lost 25 minutes so), so say so at once instead.
+    need, free = 4.2 * archive.stat().st_size, shutil.disk_usage(tmp_path).free
+    if free < need:
+        pytest.skip(f"the cluster run needs {need / 2**30:.0f} GiB free under {tmp_path.parent}, only "
+                    f"{free / 2**30:.0f} GiB are: nothing was run")
     sample = ROOT / "semmem" / "data" / "sample"
     common = ["--config", str(DIST / "conf" / "local.yaml"), "--stages", STAGES, "--set", f"input.path=[{sample}]"]
     local_wh, cluster_wh = tmp_path / "wh_local", tmp_path / "wh_cluster"
@@ -45,7 +52,8 @@ def test_jobs_run_on_a_cluster_from_the_packed_venv(tmp_path):
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
 
     work = tmp_path / "cluster"
-    work.mkdir()
+    (work / "tmp").mkdir(parents=True)
+    tmpdir = f"-Djava.io.tmpdir={work / 'tmp'}"  # the JVMs' copies of the archive: removed below even on a time-out
     with running(work, cores=1, workers=1) as c:
         env = {k: v for k, v in c.env.items() if k != "PYTHONPATH"}  # executors see only the archive's packages
         cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", c.url,
@@ -53,12 +61,19 @@ def test_jobs_run_on_a_cluster_from_the_packed_venv(tmp_path):
                "--conf", "spark.pyspark.python=./environment/bin/python",  # in each executor's folder
                "--conf", f"spark.pyspark.driver.python={PYTHON}", "--conf", "spark.ui.enabled=false",
                "--conf", "spark.executor.memory=2g", "--conf", "spark.driver.memory=2g",
+               "--conf", "spark.files.useFetchCache=false",  # no third copy of the archive in the fetch cache
+               "--conf", f"spark.driver.extraJavaOptions={tmpdir}",
+               "--conf", f"spark.executor.extraJavaOptions={tmpdir}",
                str(DIST / "jobs" / "run.py"), *common, "--set", f"warehouse={cluster_wh}"]
         try:
-            proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+            proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            executors = "".join(p.read_text(errors="replace")[-2000:] for p in work.glob("worker*/app-*/*/stderr"))
+            pytest.fail(f"spark-submit still running after 900 s; worker log:\n{c.log('worker1')[-3000:]}\n"
+                        f"executor logs:\n{executors}")
+        finally:  # the copies and unpacked venvs (~6 GB each with PyPI's CUDA torch) never stay in pytest's temp
             unpacked = sorted((work / "worker1").glob("app-*/*/environment/bin/python"))
-        finally:  # the executor's copy and unpacked venv (~11 GB with PyPI's CUDA torch) never stay in pytest's temp
-            for folder in [*work.glob("worker*/app-*"), work / "local"]:
+            for folder in [*work.glob("worker*/app-*"), work / "local", work / "tmp"]:
                 shutil.rmtree(folder, ignore_errors=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert unpacked, "the executor did not unpack the venv archive"
