@@ -7,7 +7,7 @@ CONFIG ?= conf/local.yaml
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: help venv jars run test test-delta cluster-test s3-test integration-test dist dist-test bench capacity sample tables clean
+.PHONY: help venv jars run test test-delta cluster-test s3-test integration-test dist dist-test bench gpu-check capacity sample tables clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,12 +44,15 @@ dist: venv  ## dist/: semmem's wheel, a venv-pack'ed venv for spark-submit --arc
 	tools/make-dist.sh dist
 
 dist-test: dist  ## spark-submit of dist/jobs on a standalone cluster, executors on the packed venv (--archives)
-	$(BIN)/pytest -q -m dist tests/test_dist.py
+	$(BIN)/pytest -q -rs -m dist tests/test_dist.py
 
 bench: venv  ## benchmarks: ratios against baselines measured in the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-capacity: venv  ## bits per parameter on random data (stage capacity, Morris et al.; 6-12 min on 2 cores, estimated)
+gpu-check: venv  ## GPU tests + GPU benches (scoring, embed, semantic, family) in <= 8 min: one table (no CUDA: says so)
+	$(BIN)/python tools/gpu_check.py
+
+capacity: venv  ## bits per parameter on random data (stage capacity, Morris et al.; 5 min on 2 cores)
 	$(BIN)/semmem run --config $(CONFIG) --stages capacity
 
 sample: venv  ## regenerate the bundled sample corpus (byte-identical)
