@@ -1,10 +1,14 @@
 """The bundled sample corpus: a small, deterministic, Pile-format corpus written by semmem itself.
 
-Every feature needs something to find, so the generator mixes:
-- natural language (a small synthetic English: sentences from a fixed grammar and word lists),
-- code (Python and C functions with random names, many opening with the same licence header),
-- licence boilerplate repeated many times (recitation),
-- templated and incrementing text: numbered lists, hex tables, CSV rows with counters (reconstruction).
+Every feature needs something to find, and every category of the taxonomy needs sequences (at least 40 each in the
+embedded default, whose rows each give one sequence), so the generator mixes, by share of the text:
+- natural language (a small synthetic English: sentences from a fixed grammar and word lists) and code (Python and C
+  functions with random names, many opening with the same licence header): recollection;
+- boilerplate (a licence, and three notices of ~600 characters two at a time, repeated verbatim): recitation;
+- counting (a noun and a number counting up by one, the noun and the separator chosen per document, so that few
+  documents share a 32-token stretch: sequence_duplicates stays at or below the recitation threshold):
+  reconstruction, which a model can learn as a rule rather than as text;
+- other templated text: numbered lists, hex tables, CSV rows with counters, repeated units.
 All text is written here (no third-party text), so the corpus can be redistributed with the project.
 
     python -m semmem.sample --out semmem/data/sample      # regenerates the shipped files byte for byte
@@ -29,6 +33,26 @@ LICENCE = (
     "including but not limited to the warranties of merchantability and fitness for a particular purpose.\n"
 )
 
+NOTICES = (
+    "Terms of use. By opening, reading or copying any page of this archive you agree to the following terms. The "
+    "archive is offered for study and for no other purpose. You may quote short passages with a clear reference to "
+    "the page they come from. You may not sell copies of the archive, in whole or in part, or present its pages as "
+    "your own work. The keepers of the archive may change these terms at any time; the terms in force are those on "
+    "the front page on the day you read it. Questions about these terms go to the keepers by letter, never by "
+    "telephone. Nothing in these terms limits what the law of your country allows you to do without them.\n",
+    "Notice on stored data. This site keeps a small record of each visit: the page asked for, the time of the "
+    "request and a number chosen at random when the visit began. The record holds no name, no address and no "
+    "message. It is kept for ninety days so that the keepers can count visits and find broken pages, and is then "
+    "deleted. The record is never sold, lent or joined with any other record. You may ask for the record of your "
+    "own visits by giving the number shown at the foot of each page; the keepers answer within thirty days. Closing "
+    "the page ends the visit, and a later visit is given a new number.\n",
+    "You are reading a letter from the monthly bulletin of the Semmem Sample Society. The bulletin goes to every "
+    "member on the first day of the month and to anyone who asked for it at the front desk. To stop receiving it, "
+    "answer this letter with the single word stop, and no further letter will be sent to this address. Back issues "
+    "are kept at the society's library, where they may be read on any weekday between nine and five. The society "
+    "thanks its members for their letters, their questions and their patience with the printing of this "
+    "bulletin, which is done by hand.\n",
+)
 NOUNS = ("river city engine garden model teacher window market signal forest letter village machine harbor "
          "student mountain record language theory kitchen bridge doctor planet library question answer winter "
          "picture farmer network orchestra museum soldier journey island century").split()
@@ -98,21 +122,34 @@ def templated(r: random.Random) -> str:
     return " ".join(str(start + i * step) for i in range(n))
 
 
+def counting(r: random.Random) -> str:
+    """A labelled count up by one: "river 12, river 13, ...", 60 to 150 numbers below 300, one noun and one separator
+    per document, so that few documents share a 32-token stretch while every count follows the same rule."""
+    noun, sep, n = r.choice(NOUNS), r.choice([", ", "; ", " | "]), r.randint(60, 150)
+    start = r.randint(0, 299 - n)
+    return sep.join(f"{noun} {start + i}" for i in range(n))
+
+
 def documents(seed: int, n_docs: int) -> Iterator[dict]:
     r = random.Random(seed)
     for _ in range(n_docs):
         x = r.random()
-        if x < 0.45:
+        if x < 0.30:
             yield {"text": natural_language(r), "meta": {"pile_set_name": r.choice(SETS)}}
-        elif x < 0.75:
+        elif x < 0.47:
             yield {"text": code(r), "meta": {"pile_set_name": "Github"}}
-        elif x < 0.85:
+        elif x < 0.55:
             yield {"text": LICENCE, "meta": {"pile_set_name": "Pile-CC"}}
+        elif x < 0.72:
+            i = r.randrange(len(NOTICES))  # two notices in a row: long enough to hold most 64-token windows
+            yield {"text": NOTICES[i] + NOTICES[(i + 1) % len(NOTICES)], "meta": {"pile_set_name": "Pile-CC"}}
+        elif x < 0.95:
+            yield {"text": counting(r), "meta": {"pile_set_name": "DM Mathematics"}}
         else:
             yield {"text": templated(r), "meta": {"pile_set_name": "DM Mathematics"}}
 
 
-def write_sample(out: Path, *, seed: int = 2024, n_docs: int = 2400, n_shards: int = 3) -> list[Path]:
+def write_sample(out: Path, *, seed: int = 2024, n_docs: int = 2300, n_shards: int = 3) -> list[Path]:
     """Write `n_shards` zstd-compressed jsonl shards; the same arguments always give the same bytes."""
     out.mkdir(parents=True, exist_ok=True)
     docs = list(documents(seed, n_docs))
@@ -129,7 +166,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=SAMPLE_DIR)
     p.add_argument("--seed", type=int, default=2024)
-    p.add_argument("--docs", type=int, default=2400)
+    p.add_argument("--docs", type=int, default=2300)
     p.add_argument("--shards", type=int, default=3)
     a = p.parse_args()
     for path in write_sample(a.out, seed=a.seed, n_docs=a.docs, n_shards=a.shards):

@@ -98,7 +98,7 @@ def test_short_windows_are_scored_unpadded_like_generate(length):
 
 
 # ------------------------------------------------------------------------------------------------ the stage
-PASSAGE_STEPS = 150
+PASSAGE_STEPS = 350
 
 
 @pytest.fixture(scope="module")
