@@ -25,6 +25,7 @@ from pathlib import Path
 import zstandard
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
+SEED, N_DOCS, N_SHARDS = 2024, 2300, 3  # the shipped sample's arguments
 
 LICENCE = (
     "Copyright (c) The Semmem Sample Authors. All rights reserved.\n"
@@ -149,7 +150,7 @@ def documents(seed: int, n_docs: int) -> Iterator[dict]:
             yield {"text": templated(r), "meta": {"pile_set_name": "DM Mathematics"}}
 
 
-def write_sample(out: Path, *, seed: int = 2024, n_docs: int = 2300, n_shards: int = 3) -> list[Path]:
+def write_sample(out: Path, *, seed: int = SEED, n_docs: int = N_DOCS, n_shards: int = N_SHARDS) -> list[Path]:
     """Write `n_shards` zstd-compressed jsonl shards; the same arguments always give the same bytes."""
     out.mkdir(parents=True, exist_ok=True)
     docs = list(documents(seed, n_docs))
@@ -165,9 +166,9 @@ def write_sample(out: Path, *, seed: int = 2024, n_docs: int = 2300, n_shards: i
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=SAMPLE_DIR)
-    p.add_argument("--seed", type=int, default=2024)
-    p.add_argument("--docs", type=int, default=2300)
-    p.add_argument("--shards", type=int, default=3)
+    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--docs", type=int, default=N_DOCS)
+    p.add_argument("--shards", type=int, default=N_SHARDS)
     a = p.parse_args()
     for path in write_sample(a.out, seed=a.seed, n_docs=a.docs, n_shards=a.shards):
         print(path, path.stat().st_size)

@@ -7,7 +7,7 @@ import random
 import re
 
 from semmem.features.templating import classify
-from semmem.sample import LICENCE, NOTICES, SAMPLE_DIR, counting, documents, write_sample
+from semmem.sample import LICENCE, N_DOCS, NOTICES, SAMPLE_DIR, SEED, counting, documents, write_sample
 
 
 def test_the_generator_rewrites_the_shipped_sample_byte_for_byte(tmp_path):
@@ -25,6 +25,6 @@ def test_counting_documents_increment_and_boilerplate_repeats():
         numbers = [int(x) for x in re.findall(r"[0-9]+", text)]
         assert numbers == list(range(numbers[0], numbers[0] + len(numbers))) and 60 <= len(numbers) <= 150
         assert numbers[-1] < 300
-    texts = [d["text"] for d in documents(2024, 2300)]
+    texts = [d["text"] for d in documents(SEED, N_DOCS)]
     assert texts.count(LICENCE) > 100
     assert sum(t.startswith(NOTICES) for t in texts) > 200
