@@ -83,11 +83,13 @@ def test_semmem_run_all_default_stages(spark, tmp_path, capsys, monkeypatch):
     assert {(r["model"], r["revision"]) for r in separation} == set(final)
     assert {"loss", "zlib_ratio", "min_k_prob", "min_k_plus_plus", "memorized_bits"} == {r["score"] for r in separation}
     alls = [r for r in separation if r["category"] == "all" and r["score"] == "loss"]
-    memorized = {r["model"]: r["m"] for r in run_sql(wh, "SELECT model, sum(CAST(is_memorized AS INT)) AS m FROM "
-                                                         f"combined WHERE revision = '{last}' GROUP BY model").to_pylist()}
-    assert len(alls) == 2 and all(r["n_rows"] == n for r in alls) and memorized[final[0][0]] > 0
+    memorized = {(r["model"], r["revision"]): r["m"] for r in run_sql(
+        wh, "SELECT model, revision, sum(CAST(is_memorized AS INT)) AS m FROM combined GROUP BY model, revision"
+    ).to_pylist()}
+    assert len(alls) == 2 and all(r["n_rows"] == n for r in alls) and memorized[final[0]] > 0
     for r in alls:  # loss separates where the model memorized some; no AUC without both classes
-        assert 0.5 < r["roc_auc"] <= 1 if 0 < memorized[r["model"]] < n else r["roc_auc"] is None
+        m = memorized[(r["model"], r["revision"])]
+        assert 0.5 < r["roc_auc"] <= 1 if 0 < m < n else r["roc_auc"] is None
     assert all(r["ci_low"] <= r["ci_high"] for r in separation if r["ci_low"] is not None)
     medians = run_sql(wh, "SELECT model, revision, memorized, measure, sequences, median FROM exposure_medians "
                           "WHERE category = 'all'").to_pylist()
