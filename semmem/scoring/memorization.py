@@ -361,8 +361,8 @@ def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bo
     """
 
     def make() -> Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]:
-        model, dev, vocab, micro, name = _load_for_scoring(model_spec, dtype=dtype, device=device,
-                                                           tokenizer_vocab=tokenizer_vocab, batch_size=batch_size)
+        model, dev, vocab, micro, name = load_for_scoring(model_spec, dtype=dtype, device=device,
+                                                          tokenizer_vocab=tokenizer_vocab, batch_size=batch_size)
 
         def predict(ids: np.ndarray, lengths: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
             check_batch(ids, lengths, tokens, vocab, name)
@@ -379,8 +379,8 @@ def make_score_predict_fn(model_spec: Any, *, mode: str, upstream_perplexity: bo
     return make
 
 
-def _load_for_scoring(model_spec: Any, *, dtype: str, device: str, tokenizer_vocab: int | None,
-                      batch_size: int | None) -> tuple[Any, Any, int, int, str]:
+def load_for_scoring(model_spec: Any, *, dtype: str, device: str, tokenizer_vocab: int | None,
+                     batch_size: int | None) -> tuple[Any, Any, int, int, str]:
     """In a task: (model, device, embedding rows, rows per forward pass, "model@revision"), after the checks that
     fail clearly (folder missing on this node, tokenizer larger than the model's embedding)."""
     from semmem.scoring.models import check_local_files, check_vocabulary, embedding_rows, load_model, pick_device
@@ -433,7 +433,7 @@ def _evict_previous_models() -> None:
     with ModelCache._lock:  # noqa: SLF001
         for key in [k for k, fn in ModelCache._models.items() if getattr(fn, "semmem_scoring", False)]:  # noqa: SLF001
             del ModelCache._models[key]  # noqa: SLF001
-    _WINDOW_MODEL.clear()
+    _WORKER_MODEL.clear()
     gc.collect()
     import torch
 
@@ -507,7 +507,16 @@ def score_sequences(df: DataFrame, model_spec: Any, *, mode: str = "full", upstr
 WINDOW_SCORES = ("key BIGINT, continuation_length INT, memorization_score DOUBLE, matched_prefix INT, "
                  "prompt_perplexity DOUBLE, generation_perplexity DOUBLE, sequence_perplexity DOUBLE, "
                  "continuation_nll_bits DOUBLE")
-_WINDOW_MODEL: dict[tuple, tuple] = {}  # the model a Python worker scores windows with (one at a time)
+_WORKER_MODEL: dict[tuple, Any] = {}  # the model a Python worker holds between tasks (one at a time)
+
+
+def worker_model(key: tuple, load: Callable[[], Any]) -> Any:
+    """What `load` returns, kept for this Python worker's next task with the same `key`; a new key drops the
+    previous model (and pyspark's cached scoring models) first, so two never share a GPU."""
+    if key not in _WORKER_MODEL:
+        _evict_previous_models()
+        _WORKER_MODEL[key] = load()
+    return _WORKER_MODEL[key]
 
 
 def score_ragged(model: Any, windows: list[np.ndarray], *, batch_size: int, device: Any, mode: str = "full"
@@ -540,12 +549,10 @@ def score_windows(df: DataFrame, model_spec: Any, *, mode: str = "full", batch_s
     from semmem.errors import InputError
 
     def body(batches):  # noqa: ANN001, ANN202 - mapInArrow iterators
-        key = (model_spec, dtype, device, tokenizer_vocab, batch_size)
-        if key not in _WINDOW_MODEL:
-            _WINDOW_MODEL.clear()
-            _WINDOW_MODEL[key] = _load_for_scoring(model_spec, dtype=dtype, device=device,
-                                                   tokenizer_vocab=tokenizer_vocab, batch_size=batch_size)
-        model, dev, vocab, micro, name = _WINDOW_MODEL[key]
+        model, dev, vocab, micro, name = worker_model(
+            ("windows", model_spec, dtype, device, tokenizer_vocab, batch_size),
+            lambda: load_for_scoring(model_spec, dtype=dtype, device=device, tokenizer_vocab=tokenizer_vocab,
+                                     batch_size=batch_size))
         for batch in batches:
             keys = batch.column("key").to_numpy(zero_copy_only=False)
             windows = [np.asarray(t, dtype=np.int64) for t in batch.column("tokens").to_pylist()]

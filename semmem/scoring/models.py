@@ -160,13 +160,18 @@ def _from_pretrained(loader: Any, spec: ModelSpec, **kwargs: Any) -> Any:
         raise _offline_help(spec, e) from None
 
 
+def model_config(spec: ModelSpec) -> Any:
+    """The model's configuration (config.json only: no weights), or ModelError when it cannot be had."""
+    from transformers import AutoConfig
+
+    return _from_pretrained(AutoConfig, spec)
+
+
 def check_model_available(spec: ModelSpec, tokenizer_vocab: int | None = None) -> None:
     """Fail fast on the driver (config.json only) before executors try to load the weights; with `tokenizer_vocab`,
     also check that the tokenizer's ids fit the model's vocabulary (config.vocab_size). The executors check again
     (score_sequences): a path can exist on the driver and not on a node."""
-    from transformers import AutoConfig
-
-    config = _from_pretrained(AutoConfig, spec)
+    config = model_config(spec)
     vocab = getattr(config, "vocab_size", None)
     if tokenizer_vocab is not None and isinstance(vocab, int):
         check_vocabulary(f"{spec.model}@{spec.revision}", tokenizer_vocab, vocab)
@@ -276,7 +281,9 @@ def pick_dtype(dtype: str, device: Any) -> Any:
 def load_model(spec: ModelSpec, *, device: Any = None, dtype: str = "auto") -> Any:
     """A causal LM in eval mode on `device`, with SDPA attention where the architecture has it."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar per load ("Loading weights") is noise in a run's log
     device = pick_device("auto") if device is None else device
     torch_dtype = pick_dtype(dtype, device)
     try:
