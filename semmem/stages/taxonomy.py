@@ -1,5 +1,5 @@
-"""Stages `combine` and `taxonomy`: join every feature table with the labels, sort sequences into recitation /
-reconstruction / recollection, and fit and test the taxonomic model (spec §3, §4)."""
+"""Stages `combine`, `taxonomy` and `evidence`: join every feature table with the labels, sort sequences into
+recitation / reconstruction / recollection, fit and test the taxonomic model (spec §3, §4), gather the evidence."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from semmem import storage
 from semmem.catalog import table
 from semmem.errors import StageError
 from semmem.features.exposure import STREAM_ORDER
@@ -24,7 +23,6 @@ from semmem.taxonomy import (
 from semmem.taxonomy.combine import (
     FEATURE_TABLES, category_counts, combine, deduplicate, labels, taxonomy_contingency)
 from semmem.taxonomy.evidence import SCORES, context_shares, exposure_medians, exposure_shares, score_separation
-from semmem.taxonomy.report import ReportData, write_report
 from semmem.taxonomy.stats import memorization_forecast
 from semmem.taxonomy.vocabulary import EXPOSURE_FEATURES, FEATURE_SETS, GUESSABLE, guessable_column
 
@@ -323,10 +321,10 @@ def _cards(ctx: StageContext, combined: DataFrame, keys: list[tuple[str, str]]) 
     if not keys:
         return pd.DataFrame(columns=table("memorization_examples").columns)
     fitted = ctx.spark.createDataFrame(keys, "model STRING, revision STRING")
-    examples = _examples(combined.join(F.broadcast(fitted), ["model", "revision"]), sequences,
-                         ctx.cfg.report.examples_per_category,
-                         extra=("exposures_before", "first_seen_step", "last_seen_step"))
-    cards = examples[examples["is_memorized"].fillna(False).astype(bool)].copy()
+    shown = examples(combined.join(F.broadcast(fitted), ["model", "revision"]), sequences,
+                     ctx.cfg.report.examples_per_category,
+                     extra=("exposures_before", "first_seen_step", "last_seen_step"))
+    cards = shown[shown["is_memorized"].fillna(False).astype(bool)].copy()
     cards["documents"] = None
     if len(cards) and occurrences:
         ids = sorted({int(i) for i in cards["sequence_id"]})  # at most models x 3 x examples_per_category
@@ -347,49 +345,7 @@ def _write_frames(ctx: StageContext, frames: dict[str, pd.DataFrame], meta: dict
         ctx.warehouse.write(df, name, mode="overwrite", metadata=meta)
 
 
-@stage("report", inputs=("combined", "category_counts", "sequences", *TAXONOMY_TABLES), outputs=(),
-       reads_also=("taxonomy_contingency", "model_family", "capacity", "embeddings", "code_scores",
-                   *EVIDENCE_TABLES),
-       config=("report", *(f"taxonomy.{k}" for k in ("duplicate_threshold", "revisions", "upstream_protocol",
-                                                     "test_fraction", "bootstrap_rounds", "seed"))))
-def report_stage(ctx: StageContext) -> None:
-    """The answer as a page: <warehouse>/report/index.html (self-contained) with its figures as PNGs beside it."""
-    wh, t = ctx.warehouse, ctx.cfg.taxonomy
-    combined = wh.read("combined")
-    cats = wh.read("category_counts").where(F.col("category").isNotNull()).toPandas()  # models x 3 rows
-    data = ReportData(
-        title="semmem: what the model memorized, and why",
-        categories=cats,  # models x 4 x 4 rows at most, below
-        contingency=wh.read("taxonomy_contingency").toPandas() if wh.exists("taxonomy_contingency") else pd.DataFrame(),
-        metrics=wh.read("taxonomy_metrics").toPandas(), weights=wh.read("taxonomy_weights").toPandas(),
-        comparison=wh.read("taxonomy_comparison").toPandas(),
-        correlations=wh.read("feature_correlations").toPandas(),
-        search=wh.read("taxonomy_search").toPandas(),  # 810 candidates per model
-        kl=wh.read("duplicate_threshold_kl").toPandas(), forecast=wh.read("memorization_forecast").toPandas(),
-        examples=_examples(combined, wh.read("sequences"), ctx.cfg.report.examples_per_category),
-        duplicate_threshold=t.duplicate_threshold, notes=_provenance(ctx),
-        models=fitted_revisions(sorted(set(zip(cats["model"], cats["revision"]))), t.revisions),
-        family=wh.read("model_family").toPandas() if wh.exists("model_family") else pd.DataFrame(),
-        capacity=wh.read("capacity").toPandas() if wh.exists("capacity") else pd.DataFrame(),
-        **_evidence(wh))
-    folder = wh.side_path("report")
-    with storage.replacing_folder(folder, marker="index.html") as staging:
-        write_report(data, staging)
-    log.info("report: %s", storage.join(folder, "index.html"))
-
-
-def _evidence(wh: Warehouse) -> dict:
-    """The evidence tables as ReportData fields (bounded rows; empty where stage evidence has not run), and why a
-    model@revision has no fit with exposure features (the taxonomy's commit metadata)."""
-    fields = {"memorization_by_context": "by_context", "memorization_exposure": "exposure",
-              "exposure_medians": "medians", "score_separation": "separation", "memorization_examples": "cards"}
-    out: dict = {field: wh.read(name).toPandas() if wh.exists(name) else pd.DataFrame()
-                 for name, field in fields.items()}
-    out["exposure_skipped"] = wh.commit_metadata("taxonomy_metrics").get("exposure_skipped", {})
-    return out
-
-
-def _examples(combined: DataFrame, sequences: DataFrame, per_category: int, extra: tuple[str, ...] = ()
+def examples(combined: DataFrame, sequences: DataFrame, per_category: int, extra: tuple[str, ...] = ()
               ) -> pd.DataFrame:
     """A few sequences per model and category, memorized ones first (then by sequence_id), with their text (and the
     `extra` columns of combined): the report's examples, and the evidence's cards among them."""
@@ -400,18 +356,3 @@ def _examples(combined: DataFrame, sequences: DataFrame, per_category: int, extr
     picked = (combined.select(*[c for c in cols if c in combined.columns]).withColumn("_rank", rank)
               .where(F.col("_rank") <= per_category).drop("_rank"))
     return picked.join(sequences.select("sequence_id", "text"), "sequence_id", "left").toPandas()
-
-
-def _provenance(ctx: StageContext) -> list[str]:
-    wh = ctx.warehouse
-    lines = [f"warehouse {wh.root}"]
-    for name in ("sequences", "combined", "taxonomy_metrics", "embeddings", "code_scores"):
-        if wh.exists(name):
-            meta = wh.commit_metadata(name)
-            extra = ", ".join(f"{k}={v}" for k, v in meta.items() if k in ("model", "model_version", "classifier",
-                                                                             "duplicate_threshold", "seed"))
-            lines.append(f"table {name} version {wh.version(name)}" + (f" ({extra})" if extra else ""))
-    t = ctx.cfg.taxonomy
-    lines.append(f"taxonomy: duplicate_threshold={t.duplicate_threshold}, upstream_protocol={t.upstream_protocol}, "
-                 f"test_fraction={t.test_fraction}, bootstrap_rounds={t.bootstrap_rounds}, seed={t.seed}")
-    return lines
