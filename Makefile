@@ -49,7 +49,7 @@ dist-test: dist  ## spark-submit of dist/jobs on a standalone cluster, executors
 bench: venv  ## benchmarks: ratios against baselines measured in the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-gpu-check: venv  ## GPU tests + GPU benches (scoring, embed, semantic, family) in <= 8 min: one table (no CUDA: says so)
+gpu-check: venv  ## GPU tests + GPU benches (scoring, embed, semantic, family, localize) in <= 8 min: one table (no CUDA: says so)
 	$(BIN)/python tools/gpu_check.py
 
 capacity: venv  ## bits per parameter on random data (stage capacity, Morris et al.; 5 min on 2 cores)

@@ -34,6 +34,7 @@ H100_BF16_PEAK = 989e12
 SHAPES = {  # hidden, layers, heads, vocab
     "small": (128, 2, 4, 4096),  # the embedded default (train_model defaults, BPE vocab 4096)
     "70m": (512, 6, 8, 50304),
+    "160m": (768, 12, 12, 50304),
     "1b": (2048, 16, 8, 50304),
 }
 

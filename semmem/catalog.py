@@ -292,6 +292,27 @@ TABLES: dict[str, TableDef] = {
             "report.examples_per_category examples per category): its text, duplicates, exposure by the checkpoint "
             "(first and last step seen) and up to 10 distinct documents where it occurs, earliest first "
             "(sequence_occurrences; NULL without that table)."),
+        # where in the model (stage localize, beyond.md §5)
+        _table("localization", [
+            ("model", pa.string()), ("revision", pa.string()), ("rewound_to", pa.string()), ("layer", pa.int32()),
+            ("block", pa.string()), ("taxonomy", pa.string()), ("category", pa.string()), ("memorized", pa.int64()),
+            ("still_memorized", pa.int64())], ("model", "revision", "rewound_to", "layer", "block", "taxonomy",
+                                               "category"),
+            "Layer rewinding: of the sequences the final checkpoint (revision) memorizes, per category of each "
+            "taxonomy (paper: recitation / reconstruction / recollection; guess_recall: guess / recall), how many stay "
+            "memorized when one block (layer: the whole layer; attention; mlp) of one layer takes its weights from "
+            "checkpoint rewound_to and every other weight stays. A seeded sample of at most localize.max_sequences "
+            "per category when there are more."),
+        _table("gradient_shares", [
+            ("model", pa.string()), ("revision", pa.string()), ("layer", pa.int32()), ("block", pa.string()),
+            ("category", pa.string()), ("memorized", pa.bool_()), ("share", pa.float64()), ("ci_low", pa.float64()),
+            ("ci_high", pa.float64()), ("mean_norm", pa.float64()), ("n", pa.int64())],
+            ("model", "revision", "layer", "block", "category", "memorized"),
+            "Gradient accounting at the final checkpoint: per block of each layer and category ('all' too), the share "
+            "of the sum of per-sequence gradient norms (of the continuation loss, mean NLL of the 32 continuation "
+            "tokens) that the memorized (memorized = true) or the other sequences of that category contribute; "
+            "mean_norm = that sum / n. The two shares of a block and category add to 1; the interval "
+            "(taxonomy.ci_level) is the delta method's over independent sequences. Sampled as localization."),
         # a user's texts (`semmem texts`), beside the corpus tables
         _table("texts", [("text_id", pa.int64()), ("id", pa.int64()), ("path", pa.string()), ("line", pa.int64()),
                          ("text", pa.string()), ("n_tokens", pa.int32()), ("tokenizer", pa.string())], ("text_id",),

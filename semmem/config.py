@@ -278,6 +278,20 @@ class CombineConfig:
 
 
 @dataclass(frozen=True)
+class LocalizeConfig:
+    """Stage localize (beyond.md §5): layer rewinding and gradient accounting per category."""
+
+    # models scored at two or more step<N> checkpoints (names as in the memorization table, without @revision);
+    # empty: every member of the trained family when model.names uses it
+    models: list[str] = field(default_factory=list)
+    rewind_to: str = "first"  # the checkpoint whose weights a rewound block takes: first = each model's earliest
+    max_sequences: int = 2000  # per model, category and memorized or not: a seeded sample when there are more
+    layers_per_task: int = 4  # layers one rewinding task handles (each task loads the final and earlier weights)
+    rows_per_task: int = 20_000  # sequences per task
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     examples_per_category: int = 3  # example sequences shown per model and category (memorized ones first)
 
@@ -369,6 +383,7 @@ class Config:
     code_classifier: CodeClassifierConfig = field(default_factory=CodeClassifierConfig)
     combine: CombineConfig = field(default_factory=CombineConfig)
     taxonomy: TaxonomyConfig = field(default_factory=TaxonomyConfig)
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -408,6 +423,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("taxonomy.js_bins", lambda v: v >= 1, "1 or more bins"),
     ("taxonomy.guess_rouge_threshold", lambda v: 0 < v <= 1, "a ROUGE F1 in (0, 1]"),
     ("taxonomy.ci_level", lambda v: 0 < v < 1, "a level strictly between 0 and 1, e.g. 0.95"),
+    ("localize.rewind_to", lambda v: v == "first" or (v.startswith("step") and v[4:].isdigit()),
+     "first (each model's earliest checkpoint) or a revision step<N>"),
+    ("localize.max_sequences", lambda v: v >= 1, "a positive number of sequences"),
+    ("localize.layers_per_task", lambda v: v >= 1, "a positive number of layers"),
+    ("localize.rows_per_task", lambda v: v >= 1, "a positive number of sequences"),
     ("capacity.sizes", lambda v: bool(v), "one or more model shapes"),
     ("capacity.vocab_size", lambda v: v >= 2, "at least 2 tokens"),
     ("capacity.sequence_length", lambda v: v >= 2, "at least 2 tokens per sequence"),

@@ -48,6 +48,7 @@ def summary_text(warehouse: str | Path) -> str:
             compared = run_sql(root, "SELECT model, revision, predictor, metric, difference, ci_low, ci_high, "
                                      "p_value, n_test FROM taxonomy_comparison").to_pylist()
     evidence = _evidence(root, pubs)
+    localization = _localization(root, pubs)
     fitted = {(r["model"], r["revision"]) for r in metrics}
     models = sorted(dict.fromkeys((r["model"], r["revision"]) for r in cats), key=_revision_order)
     shown = fitted | set(fitted_revisions(models, "final"))  # in detail; other checkpoints get one line
@@ -87,7 +88,8 @@ def summary_text(warehouse: str | Path) -> str:
         if taxonomy_ran and not mine:
             lines.append("    no taxonomic model: too few memorized (or other) sequences (taxonomy.min_memorized)")
         lines += _evidence_lines(evidence, model, revision)
-    lines += [f"  not shown: {why}" for why in evidence.get("stale", [])]
+        lines += _localization_lines(localization, model, revision)
+    lines += [f"  not shown: {why}" for why in evidence.get("stale", []) + localization.get("stale", [])]
     lines += [f"  not shown: {why}" for why in late]
     if published_version(root, "memorization_forecast", pubs) is not None and not late and len(shown) > 1:
         forecast = run_sql(root, "SELECT model_a, revision_a, model_b, revision_b, precision, precision_ci_low, "
@@ -159,6 +161,44 @@ def _evidence_lines(evidence: dict, model: str, revision: str) -> list[str]:
         if mem or other:
             lines.append(f"    median {label}: memorized {_median(mem)}, other {_median(other)}")
     return lines
+
+
+def _localization(root: str, pubs) -> dict:  # noqa: ANN001 - the publication log
+    """The whole-layer rows of table localization (paper taxonomy) when stage localize published it and it is current;
+    {"stale": [why...]} when not current; {} when never made."""
+    if published_version(root, "localization", pubs) is None:
+        return {}
+    stale = stale_inputs(root, "localization", pubs)
+    if stale:
+        return {"stale": stale}
+    return {"rows": run_sql(root, "SELECT model, revision, rewound_to, layer, block, category, memorized, "
+                                  "still_memorized FROM localization WHERE taxonomy = 'paper'").to_pylist()}
+
+
+def _localization_lines(localization: dict, model: str, revision: str) -> list[str]:
+    """One line: for recitation and recollection, the layer whose rewinding loses the most of the final checkpoint's
+    memorized sequences, with the Wilson interval of the lost share and what its attention and MLP alone lose."""
+    from semmem.taxonomy.metrics import wilson
+
+    rows = [r for r in localization.get("rows", []) if (r["model"], r["revision"]) == (model, revision)]
+    if not rows:
+        return []
+    parts = []
+    for category in ("recitation", "recollection"):
+        mine = {(r["layer"], r["block"]): r for r in rows if r["category"] == category}
+        layers = [r for (_, block), r in mine.items() if block == "layer" and r["memorized"]]
+        if not layers:
+            parts.append(f"{category}: none memorized")
+            continue
+        worst = max(layers, key=lambda r: (r["memorized"] - r["still_memorized"], -r["layer"]))
+        lost, n = worst["memorized"] - worst["still_memorized"], worst["memorized"]
+        lo, hi = (float(v) for v in wilson(lost, n))
+        blocks = [(label, mine.get((worst["layer"], block))) for block, label in (("attention", "attention"),
+                                                                                  ("mlp", "MLP"))]
+        alone = ", ".join(f"its {label} alone {r['memorized'] - r['still_memorized']}" for label, r in blocks if r)
+        parts.append(f"{category}: layer {worst['layer']}, {lost} of {n} lost ({100 * lost / n:.1f}% "
+                     f"[{100 * lo:.1f}, {100 * hi:.1f}]; {alone})")
+    return [f"    rewinding one layer to {rows[0]['rewound_to']} loses the most {'; '.join(parts)}"]
 
 
 def _percent(row: dict | None) -> str:

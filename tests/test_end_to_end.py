@@ -110,6 +110,27 @@ def test_semmem_run_all_default_stages(spark, tmp_path, capsys, monkeypatch):
                        "('recitation', 'reconstruction', 'recollection')").to_pylist()[0]["n"]
     assert cats == 4 * n  # every sequence of every checkpoint
     assert (wh / "report" / "family.png").is_file()
+    # Where in the model (stage localize): each final checkpoint rewound to its first, block by block; the counts
+    # are those of combined (no sampling at this size), the gradient shares of a block and category add to 1.
+    early = {m: min((r["revision"] for r in models if r["model"] == m), key=lambda r: int(r[4:])) for m, _ in final}
+    loc = run_sql(wh, "SELECT model, revision, rewound_to, layer, block, taxonomy, category, memorized, "
+                      "still_memorized FROM localization").to_pylist()
+    by_category = {(r["model"], r["revision"], r["c"]): r["m"] for r in run_sql(
+        wh, "SELECT model, revision, category AS c, sum(CAST(is_memorized AS INT)) AS m FROM combined "
+            "GROUP BY model, revision, category").to_pylist()}
+    assert {(r["model"], r["revision"], r["rewound_to"]) for r in loc} == \
+        {(m, rev, early[m]) for m, rev in final if memorized[(m, rev)] > 0}
+    assert {(r["layer"], r["block"]) for r in loc} == {(0, "layer"), (0, "attention"), (0, "mlp")}
+    for r in loc:
+        assert 0 <= r["still_memorized"] <= r["memorized"]
+        if r["taxonomy"] == "paper":
+            assert r["memorized"] == by_category[(r["model"], r["revision"], r["category"])]
+    shares = run_sql(wh, "SELECT model, revision, layer, block, category, sum(share) AS s, sum(n) AS n FROM "
+                         "gradient_shares GROUP BY model, revision, layer, block, category").to_pylist()
+    assert {(r["model"], r["revision"]) for r in shares} == set(final)
+    assert all(abs(r["s"] - 1) < 1e-9 for r in shares)
+    assert all(r["n"] == n for r in shares if r["category"] == "all")
+    assert "rewinding one layer to " in out and "Where in the model" in page
 
     # "Did my model memorize this text?": the text of a sequence the final model memorizes, alone and inside a long
     # document, through `semmem texts` (no --config: the warehouse's own family resolves trained-l@<last>).

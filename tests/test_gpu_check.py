@@ -23,6 +23,8 @@ NEAR = {"embed": {"distinct_texts": 2497, "stage_texts_per_s": 9876.54, "plain_t
                      "numpy_kernel_pairs_per_s": 1.5e8, "stage_kernel": "torch cuda",
                      "stage_counts_pairs_per_s": 3.21e9}}
 FAMILY = {"device": "cuda", "masters": {"local[3]": {"wall_s": 41.234, "checkpoints": 12}}}
+LOCALIZE = {"shape": "160m", "dtype": "float16", "sequences": 512, "blocks": 36, "flag_seq_per_s": 20000.04,
+            "rewind_all_blocks_s": 1.234, "rewind_vs_blocks_x_flag": 1.0412, "gradient_seq_per_s": 150.55}
 
 EXPECTED = """gpu-check on NVIDIA H100 80GB HBM3 (torch 2.13.0, CUDA 12.8)
 
@@ -45,6 +47,10 @@ EXPECTED = """gpu-check on NVIDIA H100 80GB HBM3 (torch 2.13.0, CUDA 12.8)
 | semantic, 40,000 x 40,000 | numpy kernel (CPU) pairs/s | 1.500e+08 |
 | semantic, 40,000 x 40,000 | stage, torch cuda kernel, counts pairs/s | 3.210e+09 |
 | family trainer (cuda) | train_model wall s, local[3], 12 checkpoints | 41.2 |
+| localize 160m float16, 512 sequences, 36 blocks | flag seq/s | 20,000.0 |
+| localize 160m float16, 512 sequences, 36 blocks | rewinding every block s | 1.23 |
+| localize 160m float16, 512 sequences, 36 blocks | rewinding / (blocks x flag) | 1.04x |
+| localize 160m float16, 512 sequences, 36 blocks | gradient norms seq/s | 150.6 |
 | scoring 70m | failed | exit 1: a \\| b |"""
 
 
@@ -58,7 +64,7 @@ def test_no_cuda_says_so_and_exits_0(monkeypatch, capsys):
 def test_table_from_canned_json():
     rows = [*gpu_check.pytest_figures("..\n2 passed, 900 deselected in 12.34s\n"),
             *gpu_check.scoring_figures(SCORING), *gpu_check.near_figures(NEAR), *gpu_check.family_figures(FAMILY),
-            ("scoring 70m", "failed", "exit 1: a | b")]
+            *gpu_check.localize_figures(LOCALIZE), ("scoring 70m", "failed", "exit 1: a | b")]
     assert gpu_check.table("gpu-check on NVIDIA H100 80GB HBM3 (torch 2.13.0, CUDA 12.8)", rows) == EXPECTED
 
 

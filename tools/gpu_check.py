@@ -78,9 +78,17 @@ def family_figures(r: dict) -> list[Row]:
             for master, m in r["masters"].items()]
 
 
+def localize_figures(r: dict) -> list[Row]:
+    check = f"localize {r['shape']} {r['dtype']}, {r['sequences']:,} sequences, {r['blocks']} blocks"
+    return [(check, "flag seq/s", f"{r['flag_seq_per_s']:,.1f}"),
+            (check, "rewinding every block s", f"{r['rewind_all_blocks_s']:.2f}"),
+            (check, "rewinding / (blocks x flag)", f"{r['rewind_vs_blocks_x_flag']:.2f}x"),
+            (check, "gradient norms seq/s", f"{r['gradient_seq_per_s']:,.1f}")]
+
+
 def steps(device: str, quick: bool) -> list[Step]:
-    """The checks in order, each with its share of TOTAL_S. On CPU the 1b shape becomes `small` (1b in fp32 on
-    two cores takes many minutes a batch)."""
+    """The checks in order, each with its share of TOTAL_S. On CPU the 1b and 160m shapes become `small` (1b in fp32
+    on two cores takes many minutes a batch)."""
     py = sys.executable
     q = ["--quick"] if quick else []
     dtype = ["--dtype", "float16"] if device == "cuda" else []
@@ -91,7 +99,9 @@ def steps(device: str, quick: bool) -> list[Step]:
         *(Step(f"scoring {shape}", [py, "bench/bench_scoring.py", "--shape", shape, "--device", device, *dtype, *q],
                budget, "bench_scoring.json", scoring_figures) for shape, budget in (("70m", 60), (big, 90))),
         Step("near (embed, semantic)", [py, "bench/bench_near.py", "--only", "embed,semantic", "--device", device,
-                                        "--cores", cores, *q], 160, "bench_near.json", near_figures),
+                                        "--cores", cores, *q], 120, "bench_near.json", near_figures),
+        Step("localize", [py, "bench/bench_localize.py", "--shape", "160m" if device == "cuda" else "small",
+                          "--device", device, *dtype, *q], 40, "bench_localize.json", localize_figures),
         Step("family trainer", [py, "bench/bench_family.py", "--masters", "3", "--device", device, *q], 80,
              "bench_family.json", family_figures),
     ]

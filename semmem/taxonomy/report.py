@@ -65,6 +65,9 @@ class ReportData:
     cards: pd.DataFrame = field(default_factory=pd.DataFrame)
     # taxonomy.features=upstream+exposure: why a model@revision has no exposure fit ("model@revision" -> reason)
     exposure_skipped: dict[str, str] = field(default_factory=dict)
+    # where in the model (stage localize; empty: not run): localization and gradient_shares rows
+    localization: pd.DataFrame = field(default_factory=pd.DataFrame)
+    gradients: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def slug(model: str, revision: str) -> str:
@@ -665,6 +668,7 @@ def _model_section(data: ReportData, model: str, revision: str, folder: Path) ->
                         "divergence of memorized and other sequences per duplicate count"))
         out.append(_kl_note(kl, data.duplicate_threshold))
     out.append(_evidence_html(data, model, revision, folder))
+    out.append(_localization_html(data, model, revision, folder))
     if len(ex):
         out.append("<h3>Examples</h3>")
         for cat in CATEGORIES:
@@ -769,6 +773,83 @@ def _evidence_html(data: ReportData, model: str, revision: str, folder: Path) ->
                        f"{_fmt(r.exposures_before)} exposures before the checkpoint, first at step "
                        f"{_fmt(r.first_seen_step)}, last at step {_fmt(r.last_seen_step)}</p>"
                        f"<p class=note>documents where it occurs (up to 10, earliest first):</p>{where}</div>")
+    return "\n".join(out)
+
+
+LOCALIZED = (*CATEGORIES, *GUESS_RECALL[1:])  # the columns of the rewinding heat map: both taxonomies' memorized
+
+
+def rewinding_losses(loc: pd.DataFrame) -> pd.DataFrame:
+    """localization rows with lost = memorized - still_memorized, its share and the share's Wilson interval."""
+    lost = loc["memorized"] - loc["still_memorized"]
+    lo, hi = wilson(lost, loc["memorized"])
+    return loc.assign(lost=lost, lost_share=lost / loc["memorized"].replace(0, np.nan), ci_low=lo, ci_high=hi)
+
+
+def localization_figure(loc: pd.DataFrame, model: str, revision: str):
+    """Heat map: the share of each category's memorized sequences lost by rewinding each layer's attention, MLP or
+    whole layer, with lost / memorized written in each cell."""
+    plt = _plt()
+    rows = rewinding_losses(loc)
+    order = [(layer, block) for layer in sorted(rows["layer"].unique()) for block in ("attention", "mlp", "layer")]
+    cols = [c for c in LOCALIZED if c in set(rows["category"])]
+    grid = rows.set_index(["layer", "block", "category"])
+    values = np.full((len(order), len(cols)), np.nan)
+    fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 2.8, 0.42 * len(order) + 1.6))
+    for i, key in enumerate(order):
+        for j, c in enumerate(cols):
+            if (*key, c) in grid.index:
+                r = grid.loc[(*key, c)]
+                values[i, j] = 100 * r["lost_share"] if r["memorized"] else np.nan
+                ax.text(j, i, f"{int(r['lost'])}/{int(r['memorized'])}", ha="center", va="center", fontsize=8,
+                        color="white" if values[i, j] > 60 else "black")
+    im = ax.imshow(values, cmap="Reds", vmin=0, vmax=100, aspect="auto")
+    ax.set(xticks=range(len(cols)), xticklabels=cols, yticks=range(len(order)),
+           yticklabels=[f"layer {layer} {block}" for layer, block in order],
+           xlabel="category of the memorized sequences")
+    fig.colorbar(im, ax=ax, label="memorized sequences lost (%)")
+    rewound = loc["rewound_to"].iloc[0] if len(loc) else "?"
+    ax.set_title(f"{model}@{revision}: memorized sequences lost by rewinding one block to {rewound}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _localization_html(data: ReportData, model: str, revision: str, folder: Path) -> str:
+    """Where in the model: the rewinding heat map and its table with intervals, and the gradient shares."""
+    loc, grads = _of_model(data.localization, model, revision), _of_model(data.gradients, model, revision)
+    if not len(loc) and not len(grads):
+        return ""
+    out = ["<h3>Where in the model</h3>"]
+    if len(loc):
+        s = slug(model, revision)
+        out.append(_img(localization_figure(loc, model, revision), folder, f"localization_{s}.png",
+                        "memorized sequences lost by rewinding each block"))
+        rows = rewinding_losses(loc[loc["block"] != "layer"])
+        rows = rows.assign(lost=[f"{int(a)} of {int(b)}: " + _interval(v, lo, hi) for a, b, v, lo, hi in
+                                 zip(rows["lost"], rows["memorized"], rows["lost_share"], rows["ci_low"],
+                                     rows["ci_high"])])
+        pivot = rows.pivot(index=["layer", "block"], columns="category", values="lost")
+        out.append(_table(pivot.reindex(columns=[c for c in LOCALIZED if c in pivot.columns]).reset_index(),
+                          left=["block"]))
+        out.append(f"<p class=note>Each block of one layer takes its weights from checkpoint "
+                   f"{html.escape(str(loc['rewound_to'].iloc[0]))}, every other weight stays; a memorized sequence "
+                   "is lost when greedy decoding no longer reproduces its continuation. In brackets the Wilson "
+                   "interval of the lost share. A block whose rewinding loses many holds them (Maini et al. 2023); a "
+                   "small model with few memorized sequences per category tells little.</p>")
+    if len(grads):
+        mem = grads[grads["memorized"].astype(bool)].sort_values(["layer", "block"])
+        counts = grads.groupby(["layer", "block", "category"])["n"].sum()
+        mem = mem.assign(share=[_interval(v, lo, hi) + f" (rows {n / counts[(layer, block, c)]:.2f})"
+                                for v, lo, hi, n, layer, block, c in zip(
+                                    mem["share"], mem["ci_low"], mem["ci_high"], mem["n"], mem["layer"],
+                                    mem["block"], mem["category"])])
+        pivot = mem.pivot(index=["layer", "block"], columns="category", values="share")
+        out.append(_table(pivot.reindex(columns=[c for c in (*CATEGORIES, "all") if c in pivot.columns])
+                          .reset_index(), left=["block"]))
+        out.append("<p class=note>Gradient accounting: each block's share of the summed per-sequence gradient norms "
+                   "of the continuation loss that the memorized sequences of a category contribute, with its "
+                   "delta-method interval; in parentheses their share of the category's rows. A share below the "
+                   "rows' share: memorized sequences pull less on that block than the others.</p>")
     return "\n".join(out)
 
 
