@@ -1,25 +1,36 @@
 # semmem — run `make help` for the targets.
 SHELL := /bin/bash
 PYTHON ?= python3
+# SPARK=3.5: the Spark 3.5 LTS build (constraints-spark3.5.txt) in its own venv and jars folder, beside the default 4.x
+SPARK ?= 4
+ifeq ($(SPARK),3.5)
+VENV := .venv-spark3.5
+JARS := .jars-spark3.5
+else ifeq ($(SPARK),4)
 VENV := .venv
+JARS := .jars
+else
+$(error SPARK=$(SPARK): expected 4 (the default) or 3.5)
+endif
+export SPARK
 BIN := $(VENV)/bin
 CONFIG ?= conf/local.yaml
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: help venv jars run test test-delta cluster-test s3-test integration-test dist dist-test bench gpu-check capacity sample tables clean
+.PHONY: help venv jars run test test-delta cluster-test s3-test integration-test spark3.5-test dist dist-test bench gpu-check capacity sample tables clean
 
 help:  ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml constraints-cpu.txt tools/install-venv.sh tools/fetch-jars.sh
-	PYTHON=$(PYTHON) tools/install-venv.sh $(VENV) dev
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt constraints-spark3.5.txt tools/install-venv.sh tools/fetch-jars.sh
+	PYTHON=$(PYTHON) JARS=$(JARS) tools/install-venv.sh $(VENV) dev
 	touch $@
 
-venv: $(VENV)/.installed  ## create .venv, install semmem pinned (torch: local CPU wheel, else PyPI torch==2.13.0), jars
+venv: $(VENV)/.installed  ## create .venv: semmem pinned (torch: local CPU wheel, else PyPI's), jars; SPARK=3.5: its own
 
 jars:  ## fetch the Delta jars (.jars/) and hadoop-aws (.jars/s3) from Maven Central (delta-rs / no S3 without)
-	tools/fetch-jars.sh .jars $(BIN)/python
+	tools/fetch-jars.sh $(JARS) $(BIN)/python
 
 run: venv  ## run the whole pipeline on the bundled sample (CONFIG=conf/local.yaml)
 	$(BIN)/semmem run --config $(CONFIG)
@@ -28,8 +39,8 @@ test: venv  ## run the test suite (CPU; the GPU tests too where CUDA is present)
 	$(BIN)/pytest -q --durations=15
 
 test-delta: venv  ## the delta-spark backend tests, in a session with the Delta jars of .jars/ (skipped without them)
-	@if ls .jars/delta-spark_*.jar >/dev/null 2>&1; then SEMMEM_TEST_DELTA_JARS=$(abspath .jars) $(BIN)/pytest -q -m delta_spark tests/test_delta_spark.py; \
-	else echo "test-delta: skipped: no Delta jar in .jars/ (Maven Central unreachable at install?); run make jars"; fi
+	@if ls $(JARS)/delta-spark_*.jar >/dev/null 2>&1; then SEMMEM_TEST_DELTA_JARS=$(abspath $(JARS)) $(BIN)/pytest -q -m delta_spark tests/test_delta_spark.py; \
+	else echo "test-delta: skipped: no Delta jar in $(JARS)/ (Maven Central unreachable at install?); run make jars"; fi
 
 cluster-test: venv  ## the pipeline (small corpus) by spark-submit on a standalone cluster on 127.0.0.1, one worker killed
 	$(BIN)/pytest -q -m cluster tests/test_cluster.py
@@ -39,6 +50,12 @@ s3-test: venv  ## warehouse and corpora on an S3 server on 127.0.0.1 (moto), bot
 
 integration-test: venv  ## s3-test and cluster-test in one pytest process: their local run of the small pipeline once
 	$(BIN)/pytest -q -m "s3 or cluster" tests/test_s3.py tests/test_cluster.py
+
+spark3.5-test:  ## Spark 3.5 (.venv-spark3.5): end-to-end and delta-spark tests; the default on a 3.5 cluster = 4.x's
+	$(MAKE) SPARK=3.5 venv
+	.venv-spark3.5/bin/pytest -q tests/test_end_to_end.py
+	$(MAKE) SPARK=3.5 test-delta
+	.venv-spark3.5/bin/pytest -q -rs -m spark35 tests/test_spark_versions.py
 
 dist: venv  ## dist/: semmem's wheel, a venv-pack'ed venv for spark-submit --archives, jobs/ and conf/ (~2 min)
 	tools/make-dist.sh dist

@@ -92,7 +92,7 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: Collection
     spark = build_session(cfg)
     warehouse = Warehouse(spark, cfg.warehouse, backend=cfg.warehouse_backend)
     _record_run(cfg, names)
-    log.info("warehouse %s (%s backend)", warehouse.root, warehouse.backend.name)
+    log.info("warehouse %s (%s backend), Spark %s", warehouse.root, warehouse.backend.name, spark.version)
     return run_stages(StageContext(spark, cfg, warehouse), names, force=force)
 
 

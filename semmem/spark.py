@@ -12,6 +12,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from semmem import storage
+from semmem.compat import SCALA, map_batches, pyspark_version
 from semmem.config import Config
 from semmem.errors import ConfigError
 
@@ -104,6 +105,12 @@ def delta_conf(folder: str) -> dict[str, str]:
     if not any(j.name.startswith("delta-spark_") for j in jars):
         raise ConfigError(f"spark.delta_jars={folder}: no delta-spark jar there; run `make jars` (needs Maven "
                           "Central), or leave spark.delta_jars empty to write the tables with delta-rs")
+    other = [j.name for j in jars
+             if j.name.startswith("delta-spark_") and not j.name.startswith(f"delta-spark_{SCALA}-")]
+    if other:
+        raise ConfigError(f"spark.delta_jars={folder}: {other[0]} is built for another Scala than this pyspark "
+                          f"{pyspark_version()} (Scala {SCALA}): `make venv SPARK=3.5` puts Spark 3.5's Delta jars in "
+                          ".jars-spark3.5, the default venv's in .jars")
     return {"spark.jars": ",".join(str(j) for j in jars),
             "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
             "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
@@ -183,8 +190,8 @@ def model_tasks(df: DataFrame, order: str, partitions: int | None = None) -> Dat
     profile = gpu_task_profile(df.sparkSession)
     if profile is None:
         return (df.repartition(partitions, order) if partitions else df).sortWithinPartitions(order)
-    return (df.repartition(gpu_slots(df.sparkSession), order).sortWithinPartitions(order)
-            .mapInArrow(_unchanged, df.schema, profile=profile))
+    laid_out = df.repartition(gpu_slots(df.sparkSession), order).sortWithinPartitions(order)
+    return map_batches(laid_out, _unchanged, df.schema, arrow=True, profile=profile)
 
 
 def spread_partitions(spark: SparkSession) -> int:

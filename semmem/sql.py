@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from deltalake import QueryBuilder
 
+from semmem.compat import to_arrow
 from semmem.errors import SemmemError
 from semmem.tables import delta_table, list_tables
 
@@ -87,7 +88,7 @@ def _spark(warehouse: str | Path, infos: list, query: str, megatron: bool) -> pa
     if megatron:
         read_stream(wh, cfg).createOrReplaceTempView("token_rows")
     try:
-        return spark.sql(query).toArrow()
+        return to_arrow(spark.sql(query))
     except PySparkException as e:
         raise SemmemError(f"SQL failed (Spark): {str(e).splitlines()[0]}") from None
 

@@ -131,15 +131,22 @@ def test_delta_spark_backend_without_the_jar_is_a_clear_error(spark, tmp_path):
 
 
 def test_delta_jars_folder_without_the_jar_is_a_config_error(tmp_path):
+    from semmem.compat import SCALA
     from semmem.errors import ConfigError
     from semmem.spark import delta_conf
 
     (tmp_path / "delta-storage-4.4.0.jar").write_bytes(b"")
     with pytest.raises(ConfigError, match="no delta-spark jar there; run `make jars`"):
         delta_conf(str(tmp_path))
-    (tmp_path / "delta-spark_2.13-4.4.0.jar").write_bytes(b"")
+    other = "2.12" if SCALA == "2.13" else "2.13"
+    (tmp_path / f"delta-spark_{other}-4.4.0.jar").write_bytes(b"")  # the other Spark line's build
+    with pytest.raises(ConfigError, match=f"delta-spark_{other}-4.4.0.jar is built for another Scala than this "
+                                          f"pyspark .* \\(Scala {SCALA}\\)"):
+        delta_conf(str(tmp_path))
+    (tmp_path / f"delta-spark_{other}-4.4.0.jar").unlink()
+    (tmp_path / f"delta-spark_{SCALA}-4.4.0.jar").write_bytes(b"")
     conf = delta_conf(str(tmp_path))
-    assert conf["spark.jars"].split(",") == [str(tmp_path / "delta-spark_2.13-4.4.0.jar"),
+    assert conf["spark.jars"].split(",") == [str(tmp_path / f"delta-spark_{SCALA}-4.4.0.jar"),
                                              str(tmp_path / "delta-storage-4.4.0.jar")]
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
 

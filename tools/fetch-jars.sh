@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch jars from Maven Central into a project-local cache (`make jars`; `make venv` calls it):
-# - DIR: io.delta:delta-spark_2.13 and io.delta:delta-storage at the version pyproject.toml pins for delta-spark
-#   (the rest of delta-spark's dependency tree is already in pyspark);
+# - DIR: io.delta:delta-spark_<Scala> and io.delta:delta-storage at the version pyproject.toml pins for delta-spark
+#   (constraints-spark3.5.txt's, Scala 2.12, for a Spark 3.5 venv; the rest of its dependency tree is in pyspark);
 # - DIR/s3: org.apache.hadoop:hadoop-aws at pyspark's Hadoop version, with its runtime dependencies (the AWS SDK
 #   bundle, ~690 MB): Spark's S3A filesystem, for warehouses and corpora on S3.
 # Never fails the install: where Maven Central cannot be reached, semmem writes its tables with delta-rs and says so,
@@ -10,12 +10,18 @@
 set -uo pipefail
 dir=${1:-.jars}
 python=${2:-.venv/bin/python}
-version=$(sed -n 's/.*"delta-spark==\([0-9.]*\)".*/\1/p' pyproject.toml | head -1)
-if [ -z "$version" ]; then echo "fetch-jars: no delta-spark pin in pyproject.toml" >&2; exit 1; fi
+# the Delta release and Scala build of the venv's pyspark: pyproject.toml's pin for 4.x, constraints-spark3.5.txt's
+# for 3.5
+scala=$("$python" -c 'from semmem.compat import SCALA; print(SCALA)' 2>/dev/null)
+if [ "$scala" = 2.12 ]; then pins=constraints-spark3.5.txt; else scala=2.13; pins=pyproject.toml; fi
+version=$(sed -n 's/.*delta-spark==\([0-9.]*\).*/\1/p' "$pins" | head -1)
+if [ -z "$version" ]; then echo "fetch-jars: no delta-spark pin in $pins" >&2; exit 1; fi
 hadoop=$("$python" -c 'from semmem.spark import hadoop_version; print(hadoop_version())' 2>/dev/null)
 
-have_delta() { [ -f "$dir/delta-spark_2.13-$version.jar" ] && [ -f "$dir/delta-storage-$version.jar" ]; }
-have_s3() { [ -n "$hadoop" ] && [ -f "$dir/s3/hadoop-aws-$hadoop.jar" ] && ls "$dir"/s3/bundle-*.jar >/dev/null 2>&1; }
+have_delta() { [ -f "$dir/delta-spark_$scala-$version.jar" ] && [ -f "$dir/delta-storage-$version.jar" ]; }
+# the AWS SDK: v2's bundle-*.jar (Hadoop 3.4+), v1's aws-java-sdk-bundle-*.jar (Hadoop 3.3, Spark 3.5)
+have_s3() { [ -n "$hadoop" ] && [ -f "$dir/s3/hadoop-aws-$hadoop.jar" ] && \
+  { compgen -G "$dir/s3/bundle-*.jar" || compgen -G "$dir/s3/aws-java-sdk-bundle-*.jar"; } >/dev/null; }
 
 if ! command -v mvn >/dev/null 2>&1; then
   have_delta || echo "install: no Maven here, so no Delta jar: tables are written by delta-rs (delta-spark tests will be skipped)"
@@ -29,7 +35,7 @@ if have_delta; then
   echo "install: Delta jars $version in $dir: the delta-spark backend is available (--set spark.delta_jars=$dir)"
 else
   ok=1
-  for a in "io.delta:delta-spark_2.13:$version" "io.delta:delta-storage:$version"; do
+  for a in "io.delta:delta-spark_$scala:$version" "io.delta:delta-storage:$version"; do
     if ! mvn -q -B -U dependency:copy -Dartifact="$a" -DoutputDirectory="$dir" >"$dir/fetch.log" 2>&1; then
       echo "install: could not fetch $a from Maven Central (log: $dir/fetch.log): tables are written by delta-rs" \
            "(delta-spark tests will be skipped)"

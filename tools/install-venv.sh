@@ -6,6 +6,8 @@
 # binary to use (make dist passes .venv's, so the packed venv does not carry uv).
 # torch: the CPU wheel torch==2.13.0+cpu when pip finds it on local disk (its find-links: PIP_FIND_LINKS or pip.conf),
 # else PyPI's torch==2.13.0 (the CUDA build: about 3 GB of wheels).
+# SPARK=3.5 installs the Spark 3.5 LTS build instead of pyproject.toml's pyspark 4.x (constraints-spark3.5.txt, as uv
+# overrides); JARS names the folder the jars go to (default .jars).
 # Usage: tools/install-venv.sh VENV [EXTRAS [WHEEL]]: semmem from WHEEL (a built wheel, for `make dist`), else this
 # checkout in editable mode, followed by the jars of tools/fetch-jars.sh.
 set -euo pipefail
@@ -21,6 +23,11 @@ if [ -n "$wheel" ]; then target=("$wheel[$extras]"); else target=(-e ".[$extras]
 # --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, no .pyc is ever written at import, so without it every
 # Python process (each test's `semmem`, each Spark worker) would compile torch and the rest from source again.
 install=("$uv" pip install -q --compile-bytecode --python "$venv/bin/python")
+case "${SPARK:-4}" in
+  4) ;;
+  3.5) echo "install: Spark 3.5 LTS (constraints-spark3.5.txt)"; install+=(--override constraints-spark3.5.txt) ;;
+  *) echo "install: SPARK=$SPARK: expected 4 (the default) or 3.5" >&2; exit 2 ;;
+esac
 if "$venv/bin/pip" install -q --dry-run --no-index --no-deps -c constraints-cpu.txt torch >/dev/null 2>&1; then
   echo "install: torch from the local CPU wheel (constraints-cpu.txt)"
   links=${PIP_FIND_LINKS:-$("$venv/bin/pip" config get global.find-links 2>/dev/null || true)}
@@ -31,4 +38,4 @@ else
 fi
 "${install[@]}" "${target[@]}"
 "$venv/bin/python" -c 'import torch; print(f"install: torch {torch.__version__}")'
-[ -n "$wheel" ] || tools/fetch-jars.sh .jars "$venv/bin/python"
+[ -n "$wheel" ] || tools/fetch-jars.sh "${JARS:-.jars}" "$venv/bin/python"

@@ -26,6 +26,8 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from semmem.compat import to_arrow
+
 DENSE_LIMIT = 1 << 24  # ids below this are counted with a dense bincount accumulator
 _FREQ_SCHEMA = "token_id INT, frequency BIGINT"
 _STATS_SCHEMA = ("sequence_id BIGINT, max_frequency BIGINT, min_frequency BIGINT, avg_frequency DOUBLE, "
@@ -126,7 +128,7 @@ def stats_batches(batches: Iterator[pa.RecordBatch], ids: np.ndarray, counts: np
 
 def token_frequency_stats(sequences: DataFrame, frequencies: DataFrame) -> DataFrame:
     """token_frequency_stats for every sequence; collects `frequencies` (one row per distinct token id)."""
-    table = frequencies.select("token_id", "frequency").orderBy("token_id").toArrow()
+    table = to_arrow(frequencies.select("token_id", "frequency").orderBy("token_id"))
     ids = table.column("token_id").to_numpy().astype(np.int64)
     counts = table.column("frequency").to_numpy().astype(np.int64)
     bc = sequences.sparkSession.sparkContext.broadcast((ids, counts))

@@ -25,6 +25,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from semmem.compat import to_arrow
 from semmem.features.allpairs import EMPTY_BLOCK, Block, PairFn, make_block, result_schema, result_batch
 
 SAMPLE_PER_LIST = 64  # k-means training points per centroid (faiss warns below 39)
@@ -55,7 +56,7 @@ def kmeans_sample(items: Items, nlist: int, seed: int, max_sample: int) -> np.nd
     below_cap = max(max_sample / 2, max_sample - 4 * math.sqrt(max_sample))
     target = min(1.2 * SAMPLE_PER_LIST * max(1, min(nlist, n)), below_cap)
     fraction = min(1.0, target / max(1, n))
-    emb = items.df.sample(fraction=fraction, seed=seed).select("embedding").toArrow().column("embedding")
+    emb = to_arrow(items.df.sample(fraction=fraction, seed=seed).select("embedding")).column("embedding")
     emb = emb.combine_chunks()
     sample = emb.flatten().to_numpy().astype(np.float32).reshape(len(emb), -1)
     if len(sample) > max_sample:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from semmem.compat import map_batches
 from semmem.errors import ModelError
 from semmem.scoring.memorization import CONT_LEN, load_for_scoring, score_numpy, worker_model
 from semmem.scoring.models import load_model, pick_device
@@ -177,7 +178,7 @@ def rewinding_counts(df: DataFrame, plans: dict[str, Rewinding], *, layers_per_t
             yield pd.DataFrame(out, columns=["model", "layer", "block", "taxonomy", "category", "memorized",
                                              "still_memorized"])
 
-    return df.mapInPandas(body, REWIND_COUNTS, profile=profile)
+    return map_batches(df, body, REWIND_COUNTS, profile=profile)
 
 
 def gradient_sums(df: DataFrame, plans: dict[str, Rewinding], *, dtype: str, device: str, profile: Any = None
@@ -211,7 +212,7 @@ def gradient_sums(df: DataFrame, plans: dict[str, Rewinding], *, dtype: str, dev
             yield pd.DataFrame(out, columns=["model", "layer", "block", "category", "memorized", "norm_sum",
                                              "norm_sq_sum", "n"])
 
-    return df.mapInPandas(body, GRADIENT_SUMS, profile=profile)
+    return map_batches(df, body, GRADIENT_SUMS, profile=profile)
 
 
 def _rewinding_pair(plan: Rewinding, layers: range, *, dtype: str, device: str, batch_size: int | None

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from semmem import storage
 from semmem.catalog import table
+from semmem.compat import map_batches
 from semmem.config import Config
 from semmem.errors import ConfigError, ModelError
 from semmem.ingest.tokenizer import from_json, saved_tokenizer_json, saved_tokenizer_path
@@ -79,8 +80,8 @@ def train_model_stage(ctx: StageContext) -> None:
                            eod_id=ctx.cfg.stream.eod_id, pad_id=1, tokenizer_json=tok_json,
                            checkpoints=t.checkpoints, stream_id=stream_id, device=t.device)
             with progress(ctx.spark, "train_model"):
-                jobs.mapInPandas(body, table("model_family").spark_schema,
-                                 profile=gpu_task_profile(ctx.spark)).collect()  # a few rows per size
+                map_batches(jobs, body, table("model_family").spark_schema,
+                        profile=gpu_task_profile(ctx.spark)).collect()  # a few rows per size
     rows = [r for m in members for r in (fam.saved_rows(m) or [])]
     if wh.run is not None:
         for m in members:
@@ -245,7 +246,7 @@ def capacity_stage(ctx: StageContext) -> None:
     run_schema = StructType([f for f in schema.fields if f.name in cap.RUN_COLUMNS])
     with progress(ctx.spark, "capacity"):
         profile = gpu_task_profile(ctx.spark)
-        runs = jobs.mapInPandas(body, run_schema, profile=profile).toPandas()  # a row per run
+        runs = map_batches(jobs, body, run_schema, profile=profile).toPandas()  # a row per run
     rows = cap.mark_plateau(runs, c.plateau_tolerance)
     wh = ctx.warehouse
     wh.write(ctx.spark.createDataFrame(rows, schema), "capacity", mode="overwrite",
