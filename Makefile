@@ -51,9 +51,8 @@ s3-test: venv  ## warehouse and corpora on an S3 server on 127.0.0.1 (moto), bot
 integration-test: venv  ## s3-test and cluster-test in one pytest process: their local run of the small pipeline once
 	$(BIN)/pytest -q -m "s3 or cluster" tests/test_s3.py tests/test_cluster.py
 
-spark3.5-test:  ## Spark 3.5 (.venv-spark3.5): end-to-end and delta-spark tests; the default on a 3.5 cluster = 4.x's
+spark3.5-test:  ## Spark 3.5 (.venv-spark3.5): delta-spark tests; the embedded default on a 3.5 cluster = 4.x's
 	$(MAKE) SPARK=3.5 venv
-	.venv-spark3.5/bin/pytest -q tests/test_end_to_end.py
 	$(MAKE) SPARK=3.5 test-delta
 	.venv-spark3.5/bin/pytest -q -rs -m spark35 tests/test_spark_versions.py
 

@@ -1,6 +1,7 @@
 """Spark 3.5 LTS beside 4.x: the embedded default by spark-submit on a standalone cluster of the Spark 3.5 venv, its
 tables written by delta-spark 3.3.2 (Scala 2.12), equals a local run of the default venv's Spark 4.x written by
-delta-rs, table by table. Both versions and both Delta backends, on the same bundled sample.
+delta-rs, table by table. Both versions and both Delta backends, on the same bundled sample: the end-to-end run of
+every default stage on 3.5, its values checked against 4.x's (whose own values the end-to-end test checks).
 
 Runs in the Spark 3.5 venv (`make spark3.5-test`: .venv-spark3.5 against .venv, a line of .ci/run); marker `spark35`,
 deselected by `make test`. Skips, saying why, elsewhere or without the venvs or jars it compares.
@@ -38,7 +39,7 @@ def test_the_embedded_default_on_a_spark35_cluster_equals_spark4(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "(delta-rs backend), Spark 4." in proc.stdout + proc.stderr
     (tmp_path / "cluster").mkdir()
-    with running(tmp_path / "cluster", cores=1) as cluster:
+    with running(tmp_path / "cluster", cores=2, workers=1) as cluster:
         cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
                "--jars", ",".join(str(j) for j in JARS),
                "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
