@@ -16,14 +16,11 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
-SPARK_VERSION = tuple(int(x) for x in pyspark.__version__.split(".")[:2])
+VERSION = pyspark.__version__
+SPARK_VERSION = tuple(int(x) for x in VERSION.split(".")[:2])
 SPARK4 = SPARK_VERSION >= (4, 0)
 SCALA = "2.13" if SPARK4 else "2.12"  # the Scala build of pyspark's bundled Spark, and so of every jar it loads
 _said: set[str] = set()
-
-
-def pyspark_version() -> str:
-    return pyspark.__version__
 
 
 def to_arrow(df: DataFrame) -> pa.Table:
@@ -50,5 +47,5 @@ def map_batches(df: DataFrame, fn: Callable, schema: Any, *, arrow: bool = False
         _said.add("profile")
         log.warning("Spark %s: a DataFrame stage cannot ask for one GPU per task (stage-level scheduling of "
                     "DataFrames needs Spark 4); model tasks take the default task resources: set "
-                    "spark.task.resource.gpu.amount=1 so each holds a GPU", pyspark.__version__)
+                    "spark.task.resource.gpu.amount=1 so each holds a GPU", VERSION)
     return run(fn, schema)

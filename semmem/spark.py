@@ -12,7 +12,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from semmem import storage
-from semmem.compat import SCALA, map_batches, pyspark_version
+from semmem.compat import SCALA, VERSION, map_batches
 from semmem.config import Config
 from semmem.errors import ConfigError
 
@@ -109,7 +109,7 @@ def delta_conf(folder: str) -> dict[str, str]:
              if j.name.startswith("delta-spark_") and not j.name.startswith(f"delta-spark_{SCALA}-")]
     if other:
         raise ConfigError(f"spark.delta_jars={folder}: {other[0]} is built for another Scala than this pyspark "
-                          f"{pyspark_version()} (Scala {SCALA}): `make venv SPARK=3.5` puts Spark 3.5's Delta jars in "
+                          f"{VERSION} (Scala {SCALA}): `make venv SPARK=3.5` puts Spark 3.5's Delta jars in "
                           ".jars-spark3.5, the default venv's in .jars")
     return {"spark.jars": ",".join(str(j) for j in jars),
             "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

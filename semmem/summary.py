@@ -124,19 +124,25 @@ def summary_text(warehouse: str | Path) -> str:
     return "\n".join(lines)
 
 
-def _evidence(root: str, pubs) -> dict:  # noqa: ANN001 - the publication log
-    """The rows of memorization_by_context and exposure_medians (category all for the medians) when stage evidence
-    published them and they are current; {"stale": [why...]} when not current; {} when never made."""
-    names = ("memorization_by_context", "exposure_medians")
-    if any(published_version(root, t, pubs) is None for t in names):
+def _current(root: str, pubs, queries: dict[str, str]) -> dict:  # noqa: ANN001 - the publication log
+    """{table: the rows of its query} when every table of `queries` is published and current; {"stale": [why...]}
+    when one is not current; {} when one was never made."""
+    if any(published_version(root, t, pubs) is None for t in queries):
         return {}
-    stale = list(dict.fromkeys(why for t in names for why in stale_inputs(root, t, pubs)))
+    stale = list(dict.fromkeys(why for t in queries for why in stale_inputs(root, t, pubs)))
     if stale:
         return {"stale": stale}
-    return {"context": run_sql(root, "SELECT model, revision, category, context_length, share, ci_low, ci_high "
-                                     "FROM memorization_by_context ORDER BY context_length").to_pylist(),
-            "medians": run_sql(root, "SELECT model, revision, memorized, measure, sequences, median, ci_low, ci_high "
-                                     "FROM exposure_medians WHERE category = 'all'").to_pylist()}
+    return {t: run_sql(root, q).to_pylist() for t, q in queries.items()}
+
+
+def _evidence(root: str, pubs) -> dict:  # noqa: ANN001 - the publication log
+    """The rows of memorization_by_context and exposure_medians (category all for the medians) when stage evidence
+    published them and they are current (`_current`)."""
+    return _current(root, pubs, {
+        "memorization_by_context": "SELECT model, revision, category, context_length, share, ci_low, ci_high "
+                                   "FROM memorization_by_context ORDER BY context_length",
+        "exposure_medians": "SELECT model, revision, memorized, measure, sequences, median, ci_low, ci_high "
+                            "FROM exposure_medians WHERE category = 'all'"})
 
 
 def _evidence_lines(evidence: dict, model: str, revision: str) -> list[str]:
@@ -144,7 +150,8 @@ def _evidence_lines(evidence: dict, model: str, revision: str) -> list[str]:
     vs other sequences, each with its interval (table memorization_by_context: Wilson; exposure_medians: order
     statistics)."""
     lines = []
-    context = [r for r in evidence.get("context", []) if (r["model"], r["revision"]) == (model, revision)]
+    context = [r for r in evidence.get("memorization_by_context", [])
+               if (r["model"], r["revision"]) == (model, revision)]
     lengths = sorted({r["context_length"] for r in context})
     if lengths:
         lines.append(f"    memorized from the last k prompt tokens (k = {', '.join(map(str, lengths))}), "
@@ -153,7 +160,7 @@ def _evidence_lines(evidence: dict, model: str, revision: str) -> list[str]:
             by_k = {r["context_length"]: r for r in context if r["category"] == c}
             if by_k:
                 lines.append(f"      {c:<15} " + "  ".join(_percent(by_k.get(k)) for k in lengths))
-    medians = {(r["measure"], r["memorized"]): r for r in evidence.get("medians", [])
+    medians = {(r["measure"], r["memorized"]): r for r in evidence.get("exposure_medians", [])
                if (r["model"], r["revision"]) == (model, revision)}
     for measure, label in (("exposures_before", "exposures before the checkpoint"),
                            ("steps_since_last_exposure", "steps since the last exposure")):
@@ -164,15 +171,11 @@ def _evidence_lines(evidence: dict, model: str, revision: str) -> list[str]:
 
 
 def _localization(root: str, pubs) -> dict:  # noqa: ANN001 - the publication log
-    """The whole-layer rows of table localization (paper taxonomy) when stage localize published it and it is current;
-    {"stale": [why...]} when not current; {} when never made."""
-    if published_version(root, "localization", pubs) is None:
-        return {}
-    stale = stale_inputs(root, "localization", pubs)
-    if stale:
-        return {"stale": stale}
-    return {"rows": run_sql(root, "SELECT model, revision, rewound_to, layer, block, category, memorized, "
-                                  "still_memorized FROM localization WHERE taxonomy = 'paper'").to_pylist()}
+    """The rows of table localization (paper taxonomy) when stage localize published it and it is current
+    (`_current`)."""
+    return _current(root, pubs, {"localization": "SELECT model, revision, rewound_to, layer, block, category, "
+                                                 "memorized, still_memorized FROM localization "
+                                                 "WHERE taxonomy = 'paper'"})
 
 
 def _localization_lines(localization: dict, model: str, revision: str) -> list[str]:
@@ -180,7 +183,7 @@ def _localization_lines(localization: dict, model: str, revision: str) -> list[s
     memorized sequences, with the Wilson interval of the lost share and what its attention and MLP alone lose."""
     from semmem.taxonomy.metrics import wilson
 
-    rows = [r for r in localization.get("rows", []) if (r["model"], r["revision"]) == (model, revision)]
+    rows = [r for r in localization.get("localization", []) if (r["model"], r["revision"]) == (model, revision)]
     if not rows:
         return []
     parts = []

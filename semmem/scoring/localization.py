@@ -160,10 +160,7 @@ def rewinding_counts(df: DataFrame, plans: dict[str, Rewinding], *, layers_per_t
     import pandas as pd
 
     def body(frames):  # noqa: ANN001, ANN202 - mapInPandas iterators
-        parts = list(frames)
-        if not parts:  # a partition the hash layout left empty
-            return
-        rows = pd.concat(parts, ignore_index=True)
+        rows = _whole_partition(frames)
         for (model, first), part in rows.groupby(["model", "first_layer"], sort=True):
             plan = plans[model]
             final, earlier, blocks, dev, micro = worker_model(
@@ -192,10 +189,7 @@ def gradient_sums(df: DataFrame, plans: dict[str, Rewinding], *, dtype: str, dev
     import pandas as pd
 
     def body(frames):  # noqa: ANN001, ANN202 - mapInPandas iterators
-        parts = list(frames)
-        if not parts:  # a partition the hash layout left empty
-            return
-        rows = pd.concat(parts, ignore_index=True)
+        rows = _whole_partition(frames)
         for model, part in rows.groupby("model", sort=True):
             plan = plans[model]
             final, blocks, dev = worker_model(("gradients", plan, dtype, device),
@@ -213,6 +207,15 @@ def gradient_sums(df: DataFrame, plans: dict[str, Rewinding], *, dtype: str, dev
                                              "norm_sq_sum", "n"])
 
     return map_batches(df, body, GRADIENT_SUMS, profile=profile)
+
+
+def _whole_partition(frames: Any) -> Any:
+    """The pandas batches of one task as one frame (empty for a partition the hash layout left empty): a task's
+    rows are grouped by model (and layer group) before any model work."""
+    import pandas as pd
+
+    parts = list(frames)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["model", "first_layer"])
 
 
 def _rewinding_pair(plan: Rewinding, layers: range, *, dtype: str, device: str, batch_size: int | None

@@ -7,11 +7,12 @@ import math
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from semmem.catalog import table
 from semmem.config import Config
 from semmem.errors import ConfigError, ModelError, StageError
-from semmem.scoring.localization import Rewinding, gradient_shares, gradient_sums, rewinding_counts
+from semmem.scoring.localization import BLOCKS, Rewinding, gradient_shares, gradient_sums, rewinding_counts
 from semmem.scoring.models import ModelSpec, checkpoint_step, model_config
 from semmem.spark import gpu_task_profile
 from semmem.stages.registry import StageContext, stage
@@ -48,8 +49,8 @@ def rewinding_plans(cfg: Config, specs: list[ModelSpec]) -> dict[str, Rewinding]
             continue
         earlier = revisions[0] if loc.rewind_to == "first" else \
             next((s for s in revisions if s.revision == loc.rewind_to), None)
-        if checkpoint_step(loc.rewind_to or "") is not None and \
-                checkpoint_step(loc.rewind_to) >= checkpoint_step(final.revision):
+        step = checkpoint_step(loc.rewind_to)  # None for "first"
+        if step is not None and step >= checkpoint_step(final.revision):
             earlier_ones = ", ".join(s.revision for s in revisions[:-1])
             raise ConfigError(f"localize.rewind_to = {loc.rewind_to} is not earlier than {name}'s final checkpoint "
                               f"{final.revision}; name an earlier one ({earlier_ones})")
@@ -89,14 +90,17 @@ def _sample(ctx: StageContext, plans: dict[str, Rewinding]) -> DataFrame:
             .join(wh.read("sequences").select("sequence_id", "tokens"), "sequence_id"))
 
 
-def _units(rows: DataFrame, per_model: dict[str, int], rows_per_task: int, seed: int, *extra: str) -> DataFrame:
-    """`rows` with a `unit` column naming its task: the model, the `extra` columns' values and a hash chunk of at
-    most about rows_per_task of the model's rows (per_model: its row count); laid out one unit per partition."""
+def _tasks(rows: DataFrame, per_model: dict[str, int], rows_per_task: int, seed: int,
+           layer_groups: dict[str, int] | None = None) -> DataFrame:
+    """`rows` laid out one task per unit: its model, its layer group (column first_layer, when `layer_groups` gives
+    each model's count of them) and a hash chunk of at most about rows_per_task of the model's rows (per_model: its
+    row count)."""
     chunks = {m: max(1, math.ceil(n / rows_per_task)) for m, n in per_model.items()}
     chunk = F.pmod(F.xxhash64("sequence_id", F.lit(seed + 1)),
                    F.coalesce(*(F.when(F.col("model") == m, F.lit(c)) for m, c in chunks.items()), F.lit(1)))
-    unit = F.concat_ws("|", "model", *extra, chunk.cast("string"))
-    return rows.withColumn("unit", unit)
+    unit = F.concat_ws("|", "model", *(["first_layer"] if layer_groups else []), chunk.cast("string"))
+    tasks = sum(c * (layer_groups[m] if layer_groups else 1) for m, c in chunks.items())
+    return rows.withColumn("unit", unit).repartition(tasks, "unit")
 
 
 @stage("localize", inputs=("combined", "sequences"), outputs=("localization", "gradient_shares"),
@@ -107,13 +111,12 @@ def localize_stage(ctx: StageContext) -> None:
     -> localization, gradient_shares (beyond.md §5)."""
     cfg, wh, loc = ctx.cfg, ctx.warehouse, ctx.cfg.localize
     plans = rewinding_plans(cfg, model_specs(ctx))
-    empty = {name: ctx.spark.createDataFrame([], table(name).spark_schema)
-             for name in ("localization", "gradient_shares")}
     if not plans:
         log.info("localize: no model to localize (localize.models, or the trained family with two or more "
                  "checkpoints)")
-        for name, df in empty.items():
-            wh.write(df, name, mode="overwrite", metadata={"stage": "localize", "models": []})
+        for name in ("localization", "gradient_shares"):
+            wh.write(ctx.spark.createDataFrame([], table(name).spark_schema), name, mode="overwrite",
+                     metadata={"stage": "localize", "models": []})
         return
     revisions = ctx.spark.createDataFrame(
         [(m, p.final.revision, p.earlier.revision) for m, p in plans.items()],
@@ -130,31 +133,26 @@ def localize_stage(ctx: StageContext) -> None:
         memorized = {m: sizes.get((m, True), 0) for m in plans}
         for m, n in memorized.items():
             log.info("localize: %s@%s: %d memorized sequences, %d layers x %d blocks rewound to %s", m,
-                     plans[m].final.revision, n, plans[m].layers, 3, plans[m].earlier.revision)
+                     plans[m].final.revision, n, plans[m].layers, len(BLOCKS), plans[m].earlier.revision)
         groups = ctx.spark.createDataFrame([(m, first) for m, p in plans.items()
                                             for first in range(0, p.layers, loc.layers_per_task)],
                                            "model STRING, first_layer INT")
-        rewind = _units(sample.where("is_memorized").join(F.broadcast(groups), "model"), memorized,
-                        loc.rows_per_task, loc.seed, "first_layer")
-        tasks = sum(max(1, math.ceil(n / loc.rows_per_task)) * math.ceil(plans[m].layers / loc.layers_per_task)
-                    for m, n in memorized.items() if n)
-        counts = rewinding_counts(rewind.repartition(max(1, tasks), "unit"), plans,
-                                  layers_per_task=loc.layers_per_task, dtype=cfg.model.dtype,
+        rewind = _tasks(sample.where("is_memorized").join(F.broadcast(groups), "model"), memorized,
+                        loc.rows_per_task, loc.seed,
+                        {m: math.ceil(p.layers / loc.layers_per_task) for m, p in plans.items()})
+        counts = rewinding_counts(rewind, plans, layers_per_task=loc.layers_per_task, dtype=cfg.model.dtype,
                                   device=cfg.model.device, batch_size=cfg.score.batch_size, profile=profile)
         localization = (counts.groupBy("model", "layer", "block", "taxonomy", "category")
                         .agg(F.sum("memorized").alias("memorized"), F.sum("still_memorized").alias("still_memorized"))
                         .join(F.broadcast(revisions), "model"))
         totals = {m: sizes.get((m, True), 0) + sizes.get((m, False), 0) for m in plans}
-        grads = _units(sample, totals, loc.rows_per_task, loc.seed)
-        sums = gradient_sums(grads.repartition(sum(max(1, math.ceil(n / loc.rows_per_task)) for n in totals.values()),
-                                               "unit"), plans, dtype=cfg.model.dtype, device=cfg.model.device,
-                             profile=profile)
+        sums = gradient_sums(_tasks(sample, totals, loc.rows_per_task, loc.seed), plans, dtype=cfg.model.dtype,
+                             device=cfg.model.device, profile=profile)
         summed = (sums.groupBy("model", "layer", "block", "category", "memorized")  # models x layers x 24 rows
                   .agg(*(F.sum(c).alias(c) for c in ("norm_sum", "norm_sq_sum", "n"))).toPandas())
+        but_revision = StructType([f for f in table("gradient_shares").spark_schema.fields if f.name != "revision"])
         shares = ctx.spark.createDataFrame(gradient_shares(summed, cfg.taxonomy.ci_level).astype({"layer": "int32"}),
-                                           "model STRING, layer INT, block STRING, category STRING, memorized "
-                                           "BOOLEAN, share DOUBLE, ci_low DOUBLE, ci_high DOUBLE, mean_norm DOUBLE, "
-                                           "n BIGINT").join(F.broadcast(revisions), "model")
+                                           but_revision).join(F.broadcast(revisions), "model")
         meta = {"stage": "localize", "models": {m: [p.final.revision, p.earlier.revision] for m, p in plans.items()},
                 "max_sequences": loc.max_sequences, "seed": loc.seed}
         wh.write(localization, "localization", mode="overwrite", metadata=meta)

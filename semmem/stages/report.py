@@ -31,7 +31,7 @@ def report_stage(ctx: StageContext) -> None:
     data = ReportData(
         title="semmem: what the model memorized, and why",
         categories=cats,  # models x 4 x 4 rows at most, below
-        contingency=wh.read("taxonomy_contingency").toPandas() if wh.exists("taxonomy_contingency") else pd.DataFrame(),
+        contingency=_frame(wh, "taxonomy_contingency"),
         metrics=wh.read("taxonomy_metrics").toPandas(), weights=wh.read("taxonomy_weights").toPandas(),
         comparison=wh.read("taxonomy_comparison").toPandas(),
         correlations=wh.read("feature_correlations").toPandas(),
@@ -40,9 +40,9 @@ def report_stage(ctx: StageContext) -> None:
         examples=examples(combined, wh.read("sequences"), ctx.cfg.report.examples_per_category),
         duplicate_threshold=t.duplicate_threshold, notes=_provenance(ctx),
         models=fitted_revisions(sorted(set(zip(cats["model"], cats["revision"]))), t.revisions),
-        family=wh.read("model_family").toPandas() if wh.exists("model_family") else pd.DataFrame(),
-        capacity=wh.read("capacity").toPandas() if wh.exists("capacity") else pd.DataFrame(),
-        **_evidence_tables(wh), **_localize_tables(wh))
+        family=_frame(wh, "model_family"), capacity=_frame(wh, "capacity"),
+        localization=_frame(wh, "localization"), gradients=_frame(wh, "gradient_shares"),  # models x layers x 3 x 5
+        **_evidence_tables(wh))
     folder = wh.side_path("report")
     with storage.replacing_folder(folder, marker="index.html") as staging:
         write_report(data, staging)
@@ -54,17 +54,14 @@ def _evidence_tables(wh: Warehouse) -> dict:
     model@revision has no fit with exposure features (the taxonomy's commit metadata)."""
     fields = {"memorization_by_context": "by_context", "memorization_exposure": "exposure",
               "exposure_medians": "medians", "score_separation": "separation", "memorization_examples": "cards"}
-    out: dict = {field: wh.read(name).toPandas() if wh.exists(name) else pd.DataFrame()
-                 for name, field in fields.items()}
+    out: dict = {field: _frame(wh, name) for name, field in fields.items()}
     out["exposure_skipped"] = wh.commit_metadata("taxonomy_metrics").get("exposure_skipped", {})
     return out
 
 
-def _localize_tables(wh: Warehouse) -> dict:
-    """Stage localize's tables as ReportData fields (models x layers x blocks x categories rows; empty where it has
-    not run)."""
-    return {"localization": wh.read("localization").toPandas() if wh.exists("localization") else pd.DataFrame(),
-            "gradients": wh.read("gradient_shares").toPandas() if wh.exists("gradient_shares") else pd.DataFrame()}
+def _frame(wh: Warehouse, name: str) -> pd.DataFrame:
+    """A small table's rows, or an empty frame where the stage that writes it has not run."""
+    return wh.read(name).toPandas() if wh.exists(name) else pd.DataFrame()
 
 
 def _provenance(ctx: StageContext) -> list[str]:
