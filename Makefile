@@ -51,10 +51,10 @@ s3-test: venv  ## warehouse and corpora on an S3 server on 127.0.0.1 (moto), bot
 integration-test: venv  ## s3-test and cluster-test in one pytest process: their local run of the small pipeline once
 	$(BIN)/pytest -q -m "s3 or cluster" tests/test_s3.py tests/test_cluster.py
 
-spark3.5-test:  ## Spark 3.5 (.venv-spark3.5): delta-spark tests; the embedded default on a 3.5 cluster = 4.x's
+spark3.5-test:  ## Spark 3.5 (.venv-spark3.5): delta-spark tests; the embedded default on a 3.5 cluster = 4.x's; spark-nlp
 	$(MAKE) SPARK=3.5 venv
 	$(MAKE) SPARK=3.5 test-delta
-	.venv-spark3.5/bin/pytest -q -rs -m spark35 tests/test_spark_versions.py
+	.venv-spark3.5/bin/pytest -q -rs -m spark35 tests/test_spark_versions.py tests/test_embeddings_sparknlp.py
 
 dist: venv  ## dist/: semmem's wheel, a venv-pack'ed venv for spark-submit --archives, jobs/ and conf/ (~2 min)
 	tools/make-dist.sh dist

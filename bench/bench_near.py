@@ -6,7 +6,9 @@
 
 - embed: texts/s of the Spark stage (`local[cores]`, distinct texts through predict_batch_udf, Delta write included)
   vs plain `SentenceTransformer.encode` on the same texts in one process with `cores` torch threads (model load
-  included in both; encode alone also shown). Goal on CPU: >= 0.8x.
+  included in both; encode alone also shown). Goal on CPU: >= 0.8x. On a Spark 3.5 build (`make bench SPARK=3.5`),
+  the stage again with embed.engine=spark-nlp in the same session: texts/s of both engines, the ratio, and the
+  smallest cosine between their vectors (the measurement behind the default engine).
 - semantic: item pairs/s of the stage (exact grid, float32 BLAS, neighbours kept) on synthetic unit vectors with
   clusters vs a numpy all-pairs baseline (one process, chunked GEMM + threshold counts: what upstream did with
   torch), plus the kernel alone, faiss `IndexFlatIP.range_search` and torch's CPU GEMM for the kernel choice;
@@ -35,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from semmem.compat import SCALA  # noqa: E402
 from semmem.config import load_config  # noqa: E402
 from semmem.features.embeddings import normalize_rows  # noqa: E402
 from semmem.features.allpairs import NumpyGemm  # noqa: E402
@@ -116,9 +119,38 @@ def bench_embed(spark, cfg, wh: Warehouse, texts: list[str], distinct: list[str]
           f"load = {n / plain['total']:6.1f} texts/s (encode alone {n / plain['encode']:6.1f} texts/s)")
     print(f"  semmem embed stage, local[{cores}] (Delta write included): {t_stage:6.1f} s = {n / t_stage:6.1f} texts/s"
           f"  -> {plain['total'] / t_stage:.2f}x plain, {plain['encode'] / t_stage:.2f}x encode alone (goal >= 0.8x)")
-    return {"plain_device": device, "distinct_texts": n, "stage_texts_per_s": n / t_stage,
-            "plain_texts_per_s": n / plain["total"], "encode_alone_texts_per_s": n / plain["encode"],
-            "stage_vs_plain": plain["total"] / t_stage, "stage_vs_encode_alone": plain["encode"] / t_stage}
+    res = {"plain_device": device, "distinct_texts": n, "stage_texts_per_s": n / t_stage,
+           "plain_texts_per_s": n / plain["total"], "encode_alone_texts_per_s": n / plain["encode"],
+           "stage_vs_plain": plain["total"] / t_stage, "stage_vs_encode_alone": plain["encode"] / t_stage}
+    return res | bench_sparknlp(spark, cfg, wh, n, t_stage, cores)
+
+
+def bench_sparknlp(spark, cfg, wh: Warehouse, n: int, t_stage: float, cores: int) -> dict:
+    """The embed stage again with embed.engine=spark-nlp on the same texts and session (Spark 3.5 builds only): its
+    texts/s against the sentence-transformers stage's just measured, and the two tables' agreement (min cosine).
+    The one-time ONNX export is timed apart (it is cached between runs)."""
+    from dataclasses import replace
+
+    from semmem.features.embeddings_sparknlp import exported
+    from semmem.model_sources import resolve_embedding_model
+
+    if SCALA != "2.12":
+        print("  spark-nlp engine: not measured (it needs the Spark 3.5 build: `make bench SPARK=3.5`)")
+        return {}
+    reference = {r.sequence_id: np.asarray(r.embedding, np.float64) for r in wh.read("embeddings").collect()}
+    model = resolve_embedding_model(cfg.embed.model, cfg.embed.revision)
+    with tempfile.TemporaryDirectory() as tmp:
+        _, t_export = timed(lambda: exported(model.path, model.version, Path(tmp)))
+    nlp = replace(cfg, embed=replace(cfg.embed, engine="spark-nlp"))
+    _, t_nlp = timed(lambda: run_stages(StageContext(spark, nlp, wh), ["embed"]))
+    cosines = [float(np.dot(v := np.asarray(r.embedding, np.float64), reference[r.sequence_id]) / np.linalg.norm(v)
+                     / np.linalg.norm(reference[r.sequence_id])) for r in wh.read("embeddings").collect()]
+    print(f"  semmem embed stage, engine spark-nlp (E5Embeddings, ONNX on the JVM, one text per call), local[{cores}]:"
+          f" {t_nlp:6.1f} s = {n / t_nlp:6.1f} texts/s -> {t_stage / t_nlp:.2f}x the sentence-transformers stage;"
+          f" ONNX export once {t_export:.1f} s; smallest cosine to sentence-transformers' vector: "
+          f"1 - {1 - min(cosines):.1e}")
+    return {"sparknlp_texts_per_s": n / t_nlp, "sparknlp_vs_sentence_transformers": t_stage / t_nlp,
+            "sparknlp_export_s": t_export, "sparknlp_min_cosine": min(cosines)}
 
 
 def bench_semantic(spark, root: Path, n: int, cores: int, device: str | None) -> dict:
@@ -306,11 +338,13 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cfg = load_config(None, [f"warehouse={root / 'wh'}", f"spark.master=local[{args.cores}]",
-                                 "spark.conf.spark.ui.enabled=false", f"spark.conf.spark.sql.shuffle.partitions="
-                                 f"{args.cores * 2}", "spark.conf.spark.driver.memory=6g",
-                                 *([f"embed.device={args.device}"] if args.device else [])])
-        spark = build_session(cfg)
+        overrides = [f"warehouse={root / 'wh'}", f"spark.master=local[{args.cores}]",
+                     "spark.conf.spark.ui.enabled=false", f"spark.conf.spark.sql.shuffle.partitions={args.cores * 2}",
+                     "spark.conf.spark.driver.memory=6g", *([f"embed.device={args.device}"] if args.device else [])]
+        cfg = load_config(None, overrides)
+        # on a Spark 3.5 build, a session with spark-nlp's jars: the embed bench runs both engines in it
+        spark = build_session(load_config(None, [*overrides, "embed.engine=spark-nlp"]) if SCALA == "2.12" and
+                              "embed" in only else cfg)
         wh = Warehouse(spark, root / "wh")
         res: dict[str, dict] = {}
         if "embed" in only:

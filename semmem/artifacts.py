@@ -19,9 +19,13 @@ from semmem.errors import ModelError
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".joblib")
 
 
+def cache_dir() -> Path:
+    """${XDG_CACHE_HOME:-~/.cache}/semmem: what semmem derives once and keeps between runs (digests, exports, logs)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "semmem"
+
+
 def _cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "semmem" / "digests.json"
+    return cache_dir() / "digests.json"
 
 
 def _load_cache() -> dict[str, str]:

@@ -22,12 +22,13 @@ from typing import Any, Literal
 
 import yaml
 
+from semmem.compat import SCALA, VERSION
 from semmem.errors import ConfigError
 
 BUNDLED = "semmem/data/"  # a path under the installed package (see the module docstring)
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # where BUNDLED paths start
-PATH_KEYS = ("warehouse", "spark.delta_jars", "storage.s3_jars", "input.path", "texts.path", "code_classifier.labels",
-             "code_classifier.eval_labels")
+PATH_KEYS = ("warehouse", "spark.delta_jars", "storage.s3_jars", "embed.sparknlp_jars", "input.path", "texts.path",
+             "code_classifier.labels", "code_classifier.eval_labels")
 # a hub id or a local folder: resolved against the config file's folder only where that folder exists
 MAYBE_PATH_KEYS = ("tokenizer.name", "embed.model", "code.model")
 
@@ -212,6 +213,13 @@ class EmbedConfig:
     dtype: Literal["auto", "float32", "float16"] = "auto"  # auto: fp16 on a GPU, fp32 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     rows_per_commit: int = 500_000  # sequences per Delta commit: a failed run resumes after the last committed one
+    # sentence-transformers: the model in Python workers (predict_batch_udf), on a GPU where there is one (measured
+    # faster on CPU too: README "Embedding engines"). spark-nlp: the same model exported to ONNX and run on the JVM
+    # by spark-nlp's E5Embeddings (Spark 3.5 builds only: its Scala 2.12 jar); equal vectors (cosine >= 0.999)
+    engine: Literal["sentence-transformers", "spark-nlp"] = "sentence-transformers"
+    # spark-nlp's jar and its runtime jars (`make venv SPARK=3.5` fills .jars-spark3.5/nlp), put on a local session's
+    # classpath when engine is spark-nlp; under spark-submit pass them with --jars instead
+    sparknlp_jars: str = ".jars-spark3.5/nlp"
 
 
 @dataclass(frozen=True)
@@ -404,6 +412,9 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
      "one or more distinct prompt lengths in 1..32 tokens, e.g. [8, 16, 24, 32]"),
     ("score.min_k_fraction", lambda v: 0 < v <= 1, "a share of the continuation's tokens in (0, 1], e.g. 0.2"),
     ("embed.rows_per_commit", lambda v: v >= 1, "a positive number of sequences per commit"),
+    ("embed.engine", lambda v: v != "spark-nlp" or SCALA == "2.12",
+     f"sentence-transformers: spark-nlp needs the Spark 3.5 build (its jar is Scala 2.12; this pyspark {VERSION} is "
+     f"Scala {SCALA}): `make venv SPARK=3.5`"),
     ("texts.stride", lambda v: 1 <= v <= 32, "1..32 tokens, so every token after a text's first 32 lies in a "
                                               "window's continuation"),
     ("train_model.checkpoints", lambda v: bool(v) and all(0 < f <= 1 for f in v), "fractions of training in (0, 1]"),

@@ -62,8 +62,9 @@ def log_dir() -> Path:
     """$SEMMEM_LOG_DIR, else ${XDG_CACHE_HOME:-~/.cache}/semmem/logs."""
     if os.environ.get(LOG_DIR_ENV):
         return Path(os.environ[LOG_DIR_ENV]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
-    return Path(cache) / "semmem" / "logs"
+    from semmem.artifacts import cache_dir
+
+    return cache_dir() / "logs"
 
 
 def _new_log_path() -> Path | None:

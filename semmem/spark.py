@@ -49,6 +49,8 @@ def build_session(cfg: Config) -> SparkSession:
             conf.update(delta)
         if s3:
             jars += s3_jars(cfg.storage.s3_jars)
+        if cfg.embed.engine == "spark-nlp":
+            jars += sparknlp_jars(cfg.embed.sparknlp_jars)
     if jars:
         conf["spark.jars"] = ",".join(jars)
     for key, value in {**conf, **cfg.spark.conf}.items():
@@ -75,16 +77,34 @@ def uses_object_store(cfg: Config) -> bool:
     return any(storage.is_remote(p) for p in [cfg.warehouse, *cfg.input.path])
 
 
-def s3_jars(folder: str) -> list[str]:
-    """The hadoop-aws jar and its AWS SDK from `folder` (relative: to the working directory, else to the semmem
-    checkout, where `make jars` puts them), or a ConfigError that says how to get them."""
+def _jars_with(folder: str, prefix: str) -> list[str]:
+    """Every jar in `folder` (relative: to the working directory, else to the semmem checkout, where `make jars`
+    puts them) when one of them is named prefix*, else []."""
     candidates = [Path(folder)]
     if not Path(folder).is_absolute():
         candidates.append(Path(__file__).resolve().parents[1] / folder)
     for where in candidates:
         jars = sorted(where.glob("*.jar"))
-        if any(j.name.startswith("hadoop-aws-") for j in jars):
+        if any(j.name.startswith(prefix) for j in jars):
             return [str(j.absolute()) for j in jars]
+    return []
+
+
+def sparknlp_jars(folder: str) -> list[str]:
+    """spark-nlp's jar (the Scala 2.12 build Maven Central serves) and the runtime jars its ONNX models need, from
+    `folder`, or a ConfigError that says how to get them."""
+    jars = _jars_with(folder, "spark-nlp_2.12-")
+    if not jars:
+        raise ConfigError(f"embed.engine=spark-nlp, but embed.sparknlp_jars={folder} holds no spark-nlp_2.12-*.jar: "
+                          "run `make venv SPARK=3.5` (it fetches them from Maven Central into .jars-spark3.5/nlp)")
+    return jars
+
+
+def s3_jars(folder: str) -> list[str]:
+    """The hadoop-aws jar and its AWS SDK from `folder`, or a ConfigError that says how to get them."""
+    jars = _jars_with(folder, "hadoop-aws-")
+    if jars:
+        return jars
     raise ConfigError(f"the warehouse or the input is on S3, but storage.s3_jars={folder} holds no hadoop-aws jar: "
                       "run `make jars` (needs Maven Central), or set storage.s3_jars to a folder with "
                       f"hadoop-aws-{hadoop_version()}.jar and the AWS SDK bundle it depends on")
@@ -163,14 +183,17 @@ def gpu_slots(spark: SparkSession) -> int:
     return max(1, int(executors * executor_gpus(spark)))
 
 
-def per_distinct_text(sequences: DataFrame, udf: Callable[[Column], Column], name: str,
-                      partitions: int | None = None) -> DataFrame:
-    """sequences(sequence_id, text) -> (sequence_id, <name>): `udf` (a model's predict_batch_udf) run once per distinct
-    text (a NULL text is ""), laid out by model_tasks, and its value given to every sequence with that text: identical
-    texts get identical values, and a text repeated 10^5 times costs one model call."""
+def per_distinct_text(sequences: DataFrame, udf: Callable[[Column], Column] | None, name: str,
+                      partitions: int | None = None, *,
+                      transform: Callable[[DataFrame], DataFrame] | None = None) -> DataFrame:
+    """sequences(sequence_id, text) -> (sequence_id, <name>): a model run once per distinct text (a NULL text is ""),
+    laid out by model_tasks, and its value given to every sequence with that text: identical texts get identical
+    values, and a text repeated 10^5 times costs one model call. The model: `udf` (a predict_batch_udf) on column
+    text, or `transform` (a JVM model such as a spark-nlp annotator) adding column <name> to the (text, ids) rows."""
     texts = (sequences.select("sequence_id", F.coalesce(F.col("text"), F.lit("")).alias("text"))
              .groupBy("text").agg(F.collect_list("sequence_id").alias("ids")))
-    scored = model_tasks(texts, "text", partitions).select("ids", udf(F.col("text")).alias(name))
+    laid_out = model_tasks(texts, "text", partitions)
+    scored = transform(laid_out) if transform else laid_out.select("ids", udf(F.col("text")).alias(name))
     return scored.select(F.explode("ids").alias("sequence_id"), name)
 
 

@@ -4,6 +4,9 @@
 #   (constraints-spark3.5.txt's, Scala 2.12, for a Spark 3.5 venv; the rest of its dependency tree is in pyspark);
 # - DIR/s3: org.apache.hadoop:hadoop-aws at pyspark's Hadoop version, with its runtime dependencies (the AWS SDK
 #   bundle, ~690 MB): Spark's S3A filesystem, for warehouses and corpora on S3.
+# - DIR/nlp, Scala 2.12 (Spark 3.5) only: spark-nlp_2.12 at pyproject.toml's spark-nlp pin and the jars its ONNX
+#   embeddings load (~150 MB). Not its whole dependency tree: three of its John Snow Labs jars (TensorFlow, llama.cpp,
+#   OpenVINO builds) are not on Maven Central, and embed.engine=spark-nlp needs none of them.
 # Never fails the install: where Maven Central cannot be reached, semmem writes its tables with delta-rs and says so,
 # and S3 locations need the jars passed to spark-submit instead.
 # Usage: tools/fetch-jars.sh [DIR [PYTHON]]   (default .jars, .venv/bin/python)
@@ -70,5 +73,31 @@ EOF
          "S3 locations need the jars passed to spark-submit (S3 tests will be skipped)"
   fi
   rm -rf "$pom"
+fi
+# spark-nlp for embed.engine=spark-nlp: its jar and what loading an ONNX model into E5Embeddings touches (checked
+# class by class on pyspark 3.5.9: the AWS SDK v1 pieces of its model downloader, TensorFlow's Java API classes)
+nlp_version=$(sed -n 's/.*spark-nlp==\([0-9.]*\).*/\1/p' pyproject.toml | head -1)
+nlp_jars=("com.johnsnowlabs.nlp:spark-nlp_2.12:$nlp_version" "com.microsoft.onnxruntime:onnxruntime:1.19.2"
+  "com.amazonaws:aws-java-sdk-core:1.12.500" "com.amazonaws:aws-java-sdk-s3:1.12.500"
+  "com.amazonaws:aws-java-sdk-kms:1.12.500" "com.amazonaws:jmespath-java:1.12.500" "software.amazon.ion:ion-java:1.0.2"
+  "org.tensorflow:ndarray:0.4.0" "org.tensorflow:tensorflow-core-api:0.4.0")
+have_nlp() { [ -f "$dir/nlp/spark-nlp_2.12-$nlp_version.jar" ] && \
+  [ "$(compgen -G "$dir/nlp/*.jar" | wc -l)" -ge "${#nlp_jars[@]}" ]; }
+if [ "$scala" = 2.12 ]; then
+  if have_nlp; then
+    echo "install: spark-nlp $nlp_version jars in $dir/nlp: embed.engine=spark-nlp is available"
+  else
+    mkdir -p "$dir/nlp"
+    for a in "${nlp_jars[@]}"; do
+      if ! mvn -q -B -U dependency:copy -Dartifact="$a" -DoutputDirectory="$dir/nlp" >"$dir/fetch-nlp.log" 2>&1; then
+        echo "install: could not fetch $a from Maven Central (log: $dir/fetch-nlp.log): no embed.engine=spark-nlp" \
+             "(its tests will be skipped)"
+        rm -rf "$dir/nlp"
+        break
+      fi
+    done
+    have_nlp && rm -f "$dir/fetch-nlp.log" && echo "install: spark-nlp $nlp_version jars fetched into $dir/nlp:" \
+      "embed.engine=spark-nlp is available"
+  fi
 fi
 exit 0

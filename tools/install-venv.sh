@@ -7,7 +7,8 @@
 # torch: the CPU wheel torch==2.13.0+cpu when pip finds it on local disk (its find-links: PIP_FIND_LINKS or pip.conf),
 # else PyPI's torch==2.13.0 (the CUDA build: about 3 GB of wheels).
 # SPARK=3.5 installs the Spark 3.5 LTS build instead of pyproject.toml's pyspark 4.x (constraints-spark3.5.txt, as uv
-# overrides); JARS names the folder the jars go to (default .jars).
+# overrides) and the sparknlp extra (embed.engine=spark-nlp, whose jars need Scala 2.12); JARS names the folder the
+# jars go to (default .jars).
 # Usage: tools/install-venv.sh VENV [EXTRAS [WHEEL]]: semmem from WHEEL (a built wheel, for `make dist`), else this
 # checkout in editable mode, followed by the jars of tools/fetch-jars.sh.
 set -euo pipefail
@@ -25,7 +26,8 @@ if [ -n "$wheel" ]; then target=("$wheel[$extras]"); else target=(-e ".[$extras]
 install=("$uv" pip install -q --compile-bytecode --python "$venv/bin/python")
 case "${SPARK:-4}" in
   4) ;;
-  3.5) echo "install: Spark 3.5 LTS (constraints-spark3.5.txt)"; install+=(--override constraints-spark3.5.txt) ;;
+  3.5) echo "install: Spark 3.5 LTS (constraints-spark3.5.txt), with spark-nlp"
+       install+=(--override constraints-spark3.5.txt); extras="$extras,sparknlp" ;;
   *) echo "install: SPARK=$SPARK: expected 4 (the default) or 3.5" >&2; exit 2 ;;
 esac
 if "$venv/bin/pip" install -q --dry-run --no-index --no-deps -c constraints-cpu.txt torch >/dev/null 2>&1; then
