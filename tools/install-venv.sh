@@ -20,7 +20,6 @@ uv_version=0.13.9
 test -x "$venv/bin/python" || "$python" -m venv "$venv"
 uv=${UV:-$venv/bin/uv}
 "$uv" --version 2>/dev/null | grep -q " $uv_version" || "$venv/bin/pip" install -q "uv==$uv_version"
-if [ -n "$wheel" ]; then target=("$wheel[$extras]"); else target=(-e ".[$extras]"); fi
 # --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, no .pyc is ever written at import, so without it every
 # Python process (each test's `semmem`, each Spark worker) would compile torch and the rest from source again.
 install=("$uv" pip install -q --compile-bytecode --python "$venv/bin/python")
@@ -30,6 +29,7 @@ case "${SPARK:-4}" in
        install+=(--override constraints-spark3.5.txt); extras="$extras,sparknlp" ;;
   *) echo "install: SPARK=$SPARK: expected 4 (the default) or 3.5" >&2; exit 2 ;;
 esac
+if [ -n "$wheel" ]; then target=("$wheel[$extras]"); else target=(-e ".[$extras]"); fi
 if "$venv/bin/pip" install -q --dry-run --no-index --no-deps -c constraints-cpu.txt torch >/dev/null 2>&1; then
   echo "install: torch from the local CPU wheel (constraints-cpu.txt)"
   links=${PIP_FIND_LINKS:-$("$venv/bin/pip" config get global.find-links 2>/dev/null || true)}
