@@ -18,6 +18,8 @@ import pyspark
 ROOT = Path(__file__).resolve().parents[1]
 SPARK_HOME = Path(pyspark.__file__).parent
 PYTHON = sys.executable
+DELTA_CONF = {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+              "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
 
 
 def free_port() -> int:
@@ -46,6 +48,17 @@ class StandaloneCluster:
         self.env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
                     "PYSPARK_PYTHON": PYTHON, "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1",
                     "SPARK_LOCAL_DIRS": str(work / "local")}  # fetched files stay under the test's folder
+
+    def submit(self, app: Path, *args: str, conf: dict[str, str] | None = None, delta_jars: list[Path] | None = None,
+               archives: str | None = None, python: str = PYTHON) -> list[str]:
+        """The spark-submit command line of `app` on this cluster: the UI off, executors on `python` and the driver
+        on this interpreter, Delta's jars with its extension and catalog when given, `archives`, then `conf`."""
+        settings = {"spark.ui.enabled": "false", "spark.pyspark.python": python, "spark.pyspark.driver.python": PYTHON,
+                    **(DELTA_CONF if delta_jars else {}), **(conf or {})}
+        return [str(SPARK_HOME / "bin" / "spark-submit"), "--master", self.url,
+                *(["--jars", ",".join(str(j) for j in delta_jars)] if delta_jars else []),
+                *(["--archives", archives] if archives else []),
+                *[x for key, value in settings.items() for x in ("--conf", f"{key}={value}")], str(app), *args]
 
     def _spawn(self, name: str, cls: str, *args: str, env: dict | None = None) -> None:
         log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process

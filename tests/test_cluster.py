@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.standalone import PYTHON, ROOT, SPARK_HOME, StandaloneCluster, running
+from tests.standalone import ROOT, StandaloneCluster, running
 from tests.warehouses import assert_same_warehouse
 
 pytestmark = pytest.mark.cluster
@@ -39,15 +39,10 @@ def cluster(tmp_path) -> Iterator[StandaloneCluster]:
 
 def _submit(cluster: StandaloneCluster, settings: list[str], on_line) -> tuple[int, str]:
     """spark-submit jobs/run.py on the cluster with the Delta jars; `on_line` sees each driver output line."""
-    cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
-           "--jars", ",".join(str(j) for j in JARS),
-           "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
-           "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
-           "--conf", "spark.task.maxFailures=8", "--conf", "spark.executor.memory=2g",
-           "--conf", "spark.driver.memory=3g", "--conf", "spark.ui.enabled=false",
-           "--conf", f"spark.pyspark.python={PYTHON}", "--conf", f"spark.pyspark.driver.python={PYTHON}",
-           str(ROOT / "jobs" / "run.py"), "--config", str(ROOT / "conf" / "local.yaml"),
-           *[x for s in settings for x in ("--set", s)]]
+    cmd = cluster.submit(ROOT / "jobs" / "run.py", "--config", str(ROOT / "conf" / "local.yaml"),
+                         *[x for s in settings for x in ("--set", s)], delta_jars=JARS,
+                         conf={"spark.task.maxFailures": "8", "spark.executor.memory": "2g",
+                               "spark.driver.memory": "3g"})
     proc = subprocess.Popen(cmd, cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     lines = []
@@ -87,12 +82,10 @@ def test_only_model_stages_ask_for_a_gpu_per_task(tmp_path):
     import json
 
     with running(tmp_path, cores=2) as c:
-        cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", c.url, "--conf", "spark.ui.enabled=false",
-               "--conf", "spark.executor.cores=2", "--conf", "spark.executor.memory=1g",
-               "--conf", "spark.executor.resource.gpu.amount=1",
-               "--conf", f"spark.executor.resource.gpu.discoveryScript={c.gpu_script}",
-               "--conf", f"spark.pyspark.python={PYTHON}", "--conf", f"spark.pyspark.driver.python={PYTHON}",
-               str(ROOT / "tests" / "cluster_scheduling.py")]
+        cmd = c.submit(ROOT / "tests" / "cluster_scheduling.py",
+                       conf={"spark.executor.cores": "2", "spark.executor.memory": "1g",
+                             "spark.executor.resource.gpu.amount": "1",
+                             "spark.executor.resource.gpu.discoveryScript": str(c.gpu_script)})
         proc = subprocess.run(cmd, cwd=ROOT, env=c.env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("SCHEDULING "))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.standalone import PYTHON, ROOT, SPARK_HOME, running
+from tests.standalone import PYTHON, ROOT, running
 from tests.warehouses import assert_same_warehouse
 
 pytestmark = pytest.mark.dist
@@ -56,15 +56,12 @@ def test_jobs_run_on_a_cluster_from_the_packed_venv(tmp_path):
     tmpdir = f"-Djava.io.tmpdir={work / 'tmp'}"  # the JVMs' copies of the archive: removed below even on a time-out
     with running(work, cores=1, workers=1) as c:
         env = {k: v for k, v in c.env.items() if k != "PYTHONPATH"}  # executors see only the archive's packages
-        cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", c.url,
-               "--archives", f"{archive}#environment",
-               "--conf", "spark.pyspark.python=./environment/bin/python",  # in each executor's folder
-               "--conf", f"spark.pyspark.driver.python={PYTHON}", "--conf", "spark.ui.enabled=false",
-               "--conf", "spark.executor.memory=2g", "--conf", "spark.driver.memory=2g",
-               "--conf", "spark.files.useFetchCache=false",  # no third copy of the archive in the fetch cache
-               "--conf", f"spark.driver.extraJavaOptions={tmpdir}",
-               "--conf", f"spark.executor.extraJavaOptions={tmpdir}",
-               str(DIST / "jobs" / "run.py"), *common, "--set", f"warehouse={cluster_wh}"]
+        cmd = c.submit(DIST / "jobs" / "run.py", *common, "--set", f"warehouse={cluster_wh}",
+                       archives=f"{archive}#environment",
+                       python="./environment/bin/python",  # in each executor's folder
+                       conf={"spark.executor.memory": "2g", "spark.driver.memory": "2g",
+                             "spark.files.useFetchCache": "false",  # no third copy of the archive in the fetch cache
+                             "spark.driver.extraJavaOptions": tmpdir, "spark.executor.extraJavaOptions": tmpdir})
         try:
             proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired:

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from semmem.compat import SPARK4
-from tests.standalone import PYTHON, ROOT, SPARK_HOME, running
+from tests.standalone import ROOT, running
 from tests.warehouses import assert_same_warehouse
 
 pytestmark = pytest.mark.spark35
@@ -40,15 +40,9 @@ def test_the_embedded_default_on_a_spark35_cluster_equals_spark4(tmp_path):
     assert "(delta-rs backend), Spark 4." in proc.stdout + proc.stderr
     (tmp_path / "cluster").mkdir()
     with running(tmp_path / "cluster", cores=2, workers=1) as cluster:
-        cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
-               "--jars", ",".join(str(j) for j in JARS),
-               "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
-               "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
-               "--conf", "spark.executor.memory=2g", "--conf", "spark.driver.memory=3g",
-               "--conf", "spark.ui.enabled=false",
-               "--conf", f"spark.pyspark.python={PYTHON}", "--conf", f"spark.pyspark.driver.python={PYTHON}",
-               str(ROOT / "jobs" / "run.py"), "--config", str(ROOT / "conf" / "local.yaml"),
-               "--set", f"warehouse={tmp_path / 'wh35'}"]
+        cmd = cluster.submit(ROOT / "jobs" / "run.py", "--config", str(ROOT / "conf" / "local.yaml"),
+                             "--set", f"warehouse={tmp_path / 'wh35'}", delta_jars=JARS,
+                             conf={"spark.executor.memory": "2g", "spark.driver.memory": "3g"})
         three = subprocess.run(cmd, cwd=ROOT, env=cluster.env, capture_output=True, text=True)
     out = three.stdout + three.stderr
     assert three.returncode == 0, out[-6000:]
