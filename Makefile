@@ -35,8 +35,8 @@ jars:  ## fetch the Delta jars (.jars/) and hadoop-aws (.jars/s3) from Maven Cen
 run: venv  ## run the whole pipeline on the bundled sample (CONFIG=conf/local.yaml)
 	$(BIN)/semmem run --config $(CONFIG)
 
-test: venv  ## run the test suite (CPU; the GPU tests too where CUDA is present)
-	$(BIN)/pytest -q --durations=15
+test: venv  ## run the test suite (CPU; the GPU tests too where CUDA is present), in two pytest workers
+	$(BIN)/pytest -q -n 2 --durations=15
 
 test-delta: venv  ## the delta-spark backend tests, in a session with the Delta jars of .jars/ (skipped without them)
 	@if ls $(JARS)/delta-spark_*.jar >/dev/null 2>&1; then SEMMEM_TEST_DELTA_JARS=$(abspath $(JARS)) $(BIN)/pytest -q -m delta_spark tests/test_delta_spark.py; \
