@@ -83,7 +83,7 @@ def test_a_model_other_than_bert_with_mean_pooling_is_refused(tmp_path):
 
 @pytest.mark.spark35
 @needs_sparknlp
-def test_both_engines_agree_on_the_test_corpus_and_edge_cases(tmp_path):
+def test_both_engines_agree_on_the_test_corpus_and_edge_cases():
     from semmem.artifacts import cache_dir
     from semmem.features.embeddings_sparknlp import embed_sequences_sparknlp, exported, load_annotator
     from semmem.spark import build_session

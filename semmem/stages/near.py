@@ -39,10 +39,7 @@ def embed(ctx: StageContext) -> None:
     texts = ctx.spark.sparkContext.accumulator(0)
     partitions = spread_partitions(ctx.spark)
     meta = {"stage": "embed", "model": e.model, "revision": e.revision, "model_version": model.version,
-            "engine": e.engine, "dtype": e.dtype if e.engine == "sentence-transformers" else "float32",
-            "normalization": "L2 in float64, stored as float32" if e.engine == "sentence-transformers" else
-            "L2 in float32 (spark-nlp)",
-            "sequences_version": ctx.warehouse.version("sequences")}
+            "engine": e.engine, "sequences_version": ctx.warehouse.version("sequences")}
 
     if e.engine == "spark-nlp":
         from semmem.artifacts import cache_dir
@@ -51,10 +48,13 @@ def embed(ctx: StageContext) -> None:
         export = exported(model.path, model.version, cache_dir())
         log.info("embed: spark-nlp's E5Embeddings over the ONNX export %s", export)
         annotator = load_annotator(ctx.spark, export)
+        meta |= {"dtype": "float32", "normalization": "L2 in float32 (spark-nlp)"}
 
         def embed_chunk(sequences: DataFrame) -> DataFrame:
             return embed_sequences_sparknlp(sequences, annotator, partitions)
     else:
+        meta |= {"dtype": e.dtype, "normalization": "L2 in float64, stored as float32"}
+
         def embed_chunk(sequences: DataFrame) -> DataFrame:
             return embed_sequences(sequences, e.model, e.revision, batch_size=e.batch_size, dtype=e.dtype,
                                    device=e.device, counter=texts, partitions=partitions)
